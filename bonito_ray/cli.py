@@ -1,0 +1,67 @@
+"""The ``bonito-ray`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from bonito_ray import cluster
+from bonito_ray.config import ENGINES, ConfigError, load_config
+from bonito_ray.corpus import CorpusError
+from bonito_ray.pipeline import OutputExistsError, generate
+from bonito_ray.tasks import UnknownTaskTypeError
+
+# Errors in what the user asked for: reported in one line, without a traceback.
+_USER_ERRORS = (ConfigError, CorpusError, OutputExistsError, UnknownTaskTypeError)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser: every generation flag defaults to None so that config-file values apply."""
+    parser = argparse.ArgumentParser(prog="bonito-ray", description="Bonito synthetic task generation on Ray.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    gen = commands.add_parser("generate", help="generate a synthetic instruction-tuning dataset from a corpus")
+    gen.add_argument("--config", help="YAML file with the same keys as these flags (flags override it)")
+    gen.add_argument("--input", help="corpus file or directory/prefix (JSONL, .jsonl.gz/.zst, Parquet)")
+    gen.add_argument("--output", help="output directory/prefix for the Parquet dataset")
+    gen.add_argument("--task-types", help="comma-separated short or full task names (default: ynqa,exqa,nli)")
+    gen.add_argument("--engine", choices=ENGINES, help="hf (transformers, CPU or GPU), vllm (GPU), "
+                     "echo (test/benchmark stand-in, no model) (default: hf)")
+    gen.add_argument("--model", help="model directory or hub id (default: the bundled CPU demo model)")
+    gen.add_argument("--context-column", help="column holding the passage text (default: text)")
+    gen.add_argument("--n", type=int, help="samples per prompt (default: 1)")
+    gen.add_argument("--max-tokens", type=int, help="max generated tokens (default: 256)")
+    gen.add_argument("--temperature", type=float, help="sampling temperature, 0 = greedy (default: 0.5)")
+    gen.add_argument("--top-p", type=float, help="nucleus sampling mass (default: 0.95)")
+    gen.add_argument("--seed", type=int, help="seed for reproducible sampling (default: unseeded)")
+    gen.add_argument("--num-replicas", type=int, help="engine replicas, one model each (default: 1)")
+    gen.add_argument("--batch-size", type=int, help="rows per engine batch (default: 16)")
+    gen.add_argument("--max-concurrent-batches", type=int, help="vllm: batches in flight per replica (default: 8)")
+    gen.add_argument("--engine-kwargs", help='vllm: engine arguments as JSON, e.g. \'{"max_model_len": 4096}\'')
+    gen.add_argument("--accelerator-type", help="accelerator type to schedule replicas on, e.g. A100, H100")
+    gen.add_argument("--cpus-per-replica", type=float, help="hf: CPUs per replica (default: 1)")
+    gen.add_argument("--gpus-per-replica", type=float, help="hf: GPUs per replica (default: 0)")
+    gen.add_argument("--ray-address", help="Ray cluster to join (default: the running one, else a local one)")
+    gen.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --output")
+    gen.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``bonito-ray`` console script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    overrides = {k: v for k, v in vars(args).items() if k not in ("command", "config", "overwrite", "log_level")}
+    try:
+        config = load_config(args.config, overrides)
+        cluster.connect(config.ray_address)
+        summary = generate(config, overwrite=args.overwrite)
+    except _USER_ERRORS as err:
+        print(f"bonito-ray: error: {err}", file=sys.stderr)
+        return 2
+    print(summary.format())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

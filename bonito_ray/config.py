@@ -1,0 +1,143 @@
+"""The job configuration: one dataclass, filled from a YAML file and CLI flags, validated up front."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bonito_ray.tasks import resolve_task_types
+
+ENGINES = ("hf", "vllm", "echo")
+DEMO_MODEL = str(Path(__file__).parent / "demo_model")
+DEFAULT_TASK_TYPES = ["ynqa", "exqa", "nli"]
+
+
+_NUMBERS = {
+    "n": int, "max_tokens": int, "seed": int, "num_replicas": int, "batch_size": int,
+    "max_concurrent_batches": int, "temperature": float, "top_p": float,
+    "cpus_per_replica": float, "gpus_per_replica": float,
+}
+_OPTIONAL = {"seed"}
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or invalid."""
+
+
+@dataclass
+class GenerateConfig:
+    """Everything a generation job needs. Field names double as YAML keys and CLI flags."""
+
+    input: str
+    output: str
+    task_types: list[str] = field(default_factory=lambda: list(DEFAULT_TASK_TYPES))
+    engine: str = "hf"
+    model: str = DEMO_MODEL
+    context_column: str = "text"
+    # Sampling: the Bonito authors' settings (REFERENCE.md section 1).
+    n: int = 1
+    max_tokens: int = 256
+    temperature: float = 0.5
+    top_p: float = 0.95
+    seed: int | None = None
+    # Engine resources.
+    num_replicas: int = 1
+    batch_size: int = 16
+    max_concurrent_batches: int = 8
+    engine_kwargs: dict[str, Any] = field(default_factory=dict)
+    accelerator_type: str | None = None
+    cpus_per_replica: float = 1.0
+    gpus_per_replica: float = 0.0
+    ray_address: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.input:
+            raise ConfigError("input is required (--input PATH or 'input:' in the config file)")
+        if not self.output:
+            raise ConfigError("output is required (--output PATH or 'output:' in the config file)")
+        self.task_types = resolve_task_types(self.task_types)
+        if self.engine not in ENGINES:
+            raise ConfigError(f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+        if isinstance(self.engine_kwargs, str):
+            self.engine_kwargs = _parse_json_object("engine_kwargs", self.engine_kwargs)
+        if not isinstance(self.engine_kwargs, dict):
+            raise ConfigError("engine_kwargs must be a mapping")
+        for name, kind in _NUMBERS.items():
+            value = getattr(self, name)
+            if value is None and name in _OPTIONAL:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or kind(value) != value:
+                what = "an integer" if kind is int else "a number"
+                raise ConfigError(f"{name} must be {what}, got {value!r}")
+            setattr(self, name, kind(value))
+        _check(self.n >= 1, "n must be >= 1")
+        _check(self.max_tokens >= 1, "max_tokens must be >= 1")
+        _check(self.temperature >= 0, "temperature must be >= 0")
+        _check(0 < self.top_p <= 1, "top_p must be in (0, 1]")
+        _check(self.num_replicas >= 1, "num_replicas must be >= 1")
+        _check(self.batch_size >= 1, "batch_size must be >= 1")
+        _check(self.max_concurrent_batches >= 1, "max_concurrent_batches must be >= 1")
+        _check(self.cpus_per_replica > 0, "cpus_per_replica must be > 0")
+        _check(self.gpus_per_replica >= 0, "gpus_per_replica must be >= 0")
+        _check(bool(self.context_column), "context_column must not be empty")
+
+    @property
+    def sampling_params(self) -> dict[str, Any]:
+        """Sampling parameters shared by every request (the per-row seed is added later)."""
+        return {"max_tokens": self.max_tokens, "temperature": self.temperature, "top_p": self.top_p}
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable view of the configuration."""
+        return dataclasses.asdict(self)
+
+
+def field_names() -> list[str]:
+    """The configuration keys."""
+    return [f.name for f in dataclasses.fields(GenerateConfig)]
+
+
+def load_config(path: str | None, overrides: dict[str, Any]) -> GenerateConfig:
+    """Build a config from an optional YAML file, with non-None ``overrides`` (CLI flags) on top."""
+    values: dict[str, Any] = {}
+    if path:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except OSError as err:
+            raise ConfigError(f"cannot read config file {path}: {err}") from err
+        except yaml.YAMLError as err:
+            raise ConfigError(f"config file {path} is not valid YAML: {err}") from err
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of keys to values")
+        values.update({str(k).replace("-", "_"): v for k, v in loaded.items()})
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    unknown = sorted(set(values) - set(field_names()))
+    if unknown:
+        raise ConfigError(
+            f"unknown configuration key(s) {', '.join(unknown)}; valid keys: {', '.join(field_names())}"
+        )
+    try:
+        return GenerateConfig(**values)
+    except TypeError as err:  # a required key is missing
+        raise ConfigError(str(err)) from err
+
+
+def _parse_json_object(name: str, text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{name} must be a JSON object: {err}") from err
+    if not isinstance(value, dict):
+        raise ConfigError(f"{name} must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)

@@ -1,0 +1,218 @@
+"""Corpus reading: files -> passages, with every record that cannot be a passage quarantined.
+
+The reader is a Ray Data datasource so that files stream through the cluster without ever
+being materialised. A record that cannot be read (invalid JSON or UTF-8, a missing, null,
+empty or non-string context, a file cut short) never stops the job: it is written to
+``_rejects/stage=corpus/`` with its reason. Each input file gets one quarantine file whose name
+is derived from the file's location, so a retried read task rewrites it instead of adding a copy.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+from ray.data.datasource import FileBasedDatasource
+
+from bonito_ray.schema import CORPUS_REJECTS_DIR, PASSAGE_SCHEMA, REJECT_SCHEMA, stable_id, table_from_rows
+from bonito_ray.storage import display_uri, join, resolve_filesystem
+
+logger = logging.getLogger(__name__)
+
+JSONL_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".jsonl.zst", ".json.zst")
+PARQUET_SUFFIXES = (".parquet",)
+CORPUS_SUFFIXES = JSONL_SUFFIXES + PARQUET_SUFFIXES
+BLOCK_ROWS = 4096
+READ_CHUNK_BYTES = 1 << 20
+
+# Reasons a corpus record is quarantined.
+INVALID_JSON = "invalid_json"
+INVALID_UTF8 = "invalid_utf8"
+NOT_AN_OBJECT = "not_an_object"
+MISSING_CONTEXT_COLUMN = "missing_context_column"
+NULL_CONTEXT = "null_context"
+NON_STRING_CONTEXT = "non_string_context"
+EMPTY_CONTEXT = "empty_context"
+UNREADABLE_FILE = "unreadable_file"
+
+
+class CorpusError(ValueError):
+    """The corpus cannot be read at all (missing input, no files, wrong context column)."""
+
+
+def list_corpus_files(uri: str) -> tuple[pafs.FileSystem, list[str]]:
+    """The corpus files at ``uri`` (a file or a directory/prefix, searched recursively), sorted."""
+    fs, path = resolve_filesystem(uri)
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.NotFound:
+        raise CorpusError(f"input {uri} does not exist")
+    if info.type == pafs.FileType.File:
+        if not path.endswith(CORPUS_SUFFIXES):
+            raise CorpusError(f"input {uri} is not a corpus file; supported: {', '.join(CORPUS_SUFFIXES)}")
+        return fs, [path]
+    selector = pafs.FileSelector(path, recursive=True)
+    files = sorted(
+        f.path
+        for f in fs.get_file_info(selector)
+        if f.type == pafs.FileType.File
+        and f.path.endswith(CORPUS_SUFFIXES)
+        and not any(part.startswith((".", "_")) for part in f.path[len(path) :].split("/"))
+    )
+    if not files:
+        raise CorpusError(f"no corpus files ({', '.join(CORPUS_SUFFIXES)}) under {uri}")
+    return fs, files
+
+
+def check_context_column(fs: pafs.FileSystem, path: str, column: str, source: str) -> None:
+    """Fail fast, before any cluster work, when the first file has no ``column`` at all."""
+    if path.endswith(PARQUET_SUFFIXES):
+        with fs.open_input_file(path) as f:
+            names = pq.read_schema(f).names
+    else:
+        names = None
+        with fs.open_input_stream(path, compression="detect") as f:
+            for _, line in _lines(f):
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue  # quarantined at read time; look further for a readable record
+                if isinstance(record, dict):
+                    names = list(record)
+                    break
+        if names is None:
+            return  # nothing readable to check against; the reader will quarantine every line
+    if column not in names:
+        raise CorpusError(
+            f"{source}: no context column {column!r}; columns found: {', '.join(map(str, names)) or 'none'}"
+            " (set --context-column)"
+        )
+
+
+class CorpusDatasource(FileBasedDatasource):
+    """Streams JSONL (optionally .gz/.zst) and Parquet files as passages."""
+
+    def __init__(self, input_uri: str, paths: list[str], filesystem: pafs.FileSystem,
+                 context_column: str, output_uri: str) -> None:
+        super().__init__(paths, filesystem=filesystem)
+        self._input_uri = input_uri
+        self._context_column = context_column
+        self._output_uri = output_uri
+
+    def _open_input_source(self, filesystem: Any, path: str, **open_args: Any) -> pa.NativeFile:
+        if path.endswith(PARQUET_SUFFIXES):
+            return filesystem.open_input_file(path)  # Parquet needs random access
+        return super()._open_input_source(filesystem, path, **open_args)
+
+    def _read_stream(self, f: pa.NativeFile, path: str) -> Iterator[pa.Table]:
+        source = display_uri(self._input_uri, path)
+        records = _parquet_records(f, self._context_column) if path.endswith(PARQUET_SUFFIXES) else _jsonl_records(f, self._context_column)
+        passages: list[dict] = []
+        rejects: list[dict] = []
+        position = 0
+        try:
+            for position, context, reason, detail, raw in records:
+                if reason is None:
+                    passages.append({"passage_id": stable_id(source, position), "source": source,
+                                     "position": position, "context": context})
+                    if len(passages) >= BLOCK_ROWS:
+                        yield table_from_rows(passages, PASSAGE_SCHEMA)
+                        passages = []
+                else:
+                    rejects.append({"source": source, "position": position, "reason": reason,
+                                    "detail": detail, "raw": raw})
+        except (OSError, EOFError, pa.ArrowException) as err:
+            # A file cut short or corrupt: keep what was read, quarantine the rest with the reason.
+            rejects.append({"source": source, "position": position + 1, "reason": UNREADABLE_FILE,
+                            "detail": f"{type(err).__name__}: {err} (after record {position})", "raw": None})
+        if passages:
+            yield table_from_rows(passages, PASSAGE_SCHEMA)
+        if rejects:
+            logger.warning("%s: %d record(s) quarantined (%s)", source, len(rejects),
+                           ", ".join(sorted({r["reason"] for r in rejects})))
+            _write_corpus_rejects(self._output_uri, source, rejects)
+
+
+def read_passages(input_uri: str, context_column: str, output_uri: str) -> "ray.data.Dataset":  # noqa: F821
+    """The lazy dataset of passages in the corpus at ``input_uri``; checks the input up front."""
+    import ray.data
+
+    fs, files = list_corpus_files(input_uri)
+    check_context_column(fs, files[0], context_column, display_uri(input_uri, files[0]))
+    logger.info("corpus: %d file(s) under %s", len(files), input_uri)
+    return ray.data.read_datasource(CorpusDatasource(input_uri, files, fs, context_column, output_uri))
+
+
+def _write_corpus_rejects(output_uri: str, source: str, rejects: list[dict]) -> None:
+    fs, root = resolve_filesystem(output_uri)
+    directory = join(root, CORPUS_REJECTS_DIR)
+    fs.create_dir(directory, recursive=True)
+    pq.write_table(table_from_rows(rejects, REJECT_SCHEMA), join(directory, f"rejects-{stable_id(source)}.parquet"),
+                   filesystem=fs)
+
+
+Record = tuple[int, str | None, str | None, str | None, str | None]  # position, context, reason, detail, raw
+
+
+def _lines(f: pa.NativeFile) -> Iterator[tuple[int, bytes]]:
+    """(1-based line number, line bytes) for each non-blank line of a stream."""
+    buffer = b""
+    number = 0
+    while chunk := f.read(READ_CHUNK_BYTES):
+        buffer += chunk
+        *complete, buffer = buffer.split(b"\n")
+        for line in complete:
+            number += 1
+            if line.strip():
+                yield number, line
+    if buffer.strip():
+        yield number + 1, buffer
+
+
+def _jsonl_records(f: pa.NativeFile, column: str) -> Iterator[Record]:
+    for number, line in _lines(f):
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as err:
+            yield number, None, INVALID_UTF8, str(err), line.decode("utf-8", errors="replace")
+            continue
+        try:
+            record = json.loads(text)
+        except ValueError as err:
+            yield number, None, INVALID_JSON, str(err), text
+            continue
+        if not isinstance(record, dict):
+            yield number, None, NOT_AN_OBJECT, f"a JSON {type(record).__name__}, not an object", text
+        elif column not in record:
+            yield number, None, MISSING_CONTEXT_COLUMN, f"no key {column!r}", text
+        else:
+            yield (number, *_check_context(record[column]), text)
+
+
+def _parquet_records(f: pa.NativeFile, column: str) -> Iterator[Record]:
+    parquet = pq.ParquetFile(f)
+    names = parquet.schema_arrow.names
+    if column not in names:
+        yield 1, None, MISSING_CONTEXT_COLUMN, f"no column {column!r}; columns: {', '.join(names)}", None
+        return
+    number = 0
+    for batch in parquet.iter_batches(columns=[column], batch_size=BLOCK_ROWS):
+        for value in batch.column(0).to_pylist():
+            number += 1
+            context, reason, detail = _check_context(value)
+            yield number, context, reason, detail, None if reason is None else repr(value)
+
+
+def _check_context(value: Any) -> tuple[str | None, str | None, str | None]:
+    """(context, None, None) for a usable context, else (None, reason, detail)."""
+    if value is None:
+        return None, NULL_CONTEXT, "context is null"
+    if not isinstance(value, str):
+        return None, NON_STRING_CONTEXT, f"context is a {type(value).__name__}, not a string"
+    if not value.strip():
+        return None, EMPTY_CONTEXT, "context is empty or whitespace only"
+    return value, None, None

@@ -1,0 +1,87 @@
+"""Row schemas and the on-storage layout of a synthetic dataset.
+
+Layout under the output prefix (accepted files are named ``train-*`` so that
+``datasets.load_dataset("parquet", data_dir=OUTPUT)`` picks them and nothing else, and
+``pyarrow.dataset`` skips every ``_``-prefixed entry)::
+
+    task_type=<short name>/train-<write id>-<task>.parquet   accepted examples
+    _rejects/stage=corpus/rejects-<source hash>.parquet       unreadable corpus rows
+    _rejects/stage=generation/rejects-<write id>-<task>.parquet  generations that did not parse
+    _manifest.json, _SUCCESS                                  written last, when all else is
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import pyarrow as pa
+
+# A passage as the corpus reader yields it.
+PASSAGE_SCHEMA = pa.schema(
+    [
+        ("passage_id", pa.string()),
+        ("source", pa.string()),
+        ("position", pa.int64()),  # 1-based line (JSONL) or row (Parquet) in `source`
+        ("context", pa.string()),
+    ]
+)
+
+# An accepted synthetic example, as written.
+ACCEPTED_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("passage_id", pa.string()),
+        ("source", pa.string()),
+        ("position", pa.int64()),
+        ("task_type", pa.string()),
+        ("sample_index", pa.int64()),
+        ("input", pa.string()),
+        ("output", pa.string()),
+        ("context", pa.string()),
+        ("model", pa.string()),
+        ("num_input_tokens", pa.int64()),
+        ("num_generated_tokens", pa.int64()),
+    ]
+)
+
+# A rejected row from any stage; fields that do not apply to a stage are null.
+REJECT_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("passage_id", pa.string()),
+        ("source", pa.string()),
+        ("position", pa.int64()),
+        ("task_type", pa.string()),
+        ("sample_index", pa.int64()),
+        ("reason", pa.string()),
+        ("detail", pa.string()),
+        ("raw", pa.string()),  # the unreadable corpus record, or the generated text
+        ("context", pa.string()),
+        ("model", pa.string()),
+        ("num_input_tokens", pa.int64()),
+        ("num_generated_tokens", pa.int64()),
+    ]
+)
+
+REJECTS_DIR = "_rejects"
+CORPUS_REJECTS_DIR = f"{REJECTS_DIR}/stage=corpus"
+GENERATION_REJECTS_DIR = f"{REJECTS_DIR}/stage=generation"
+MANIFEST_FILE = "_manifest.json"
+SUCCESS_FILE = "_SUCCESS"
+
+
+def stable_id(*parts: object) -> str:
+    """A 128-bit hex id derived from ``parts``: the same inputs always give the same id."""
+    return hashlib.sha256("\x1f".join(map(str, parts)).encode("utf-8")).hexdigest()[:32]
+
+
+def table_from_rows(rows: list[dict], schema: pa.Schema) -> pa.Table:
+    """A table of ``schema`` from row dicts; missing fields become nulls."""
+    return pa.Table.from_pylist([{name: row.get(name) for name in schema.names} for row in rows], schema)
+
+
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` with exactly the columns of ``schema``: missing ones null, extra ones dropped."""
+    columns = [table[f.name].cast(f.type) if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
+               for f in schema]
+    return pa.Table.from_arrays(columns, schema=schema)

@@ -1,0 +1,94 @@
+"""The Ray Data map functions around the engine: passages -> requests, generations -> examples.
+
+Requests follow the engine row contract (see ``bonito_ray.engines``): a ``prompt`` and a
+``sampling_params`` mapping per row, every other column carried through untouched.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+
+from bonito_ray.prompt import Task, build_prompt, parse_generation
+from bonito_ray.schema import stable_id
+
+ENGINE_ERROR = "engine_error"
+
+SAMPLING_PARAMS_TYPE = pa.struct(
+    [("max_tokens", pa.int64()), ("temperature", pa.float64()), ("top_p", pa.float64()), ("seed", pa.int64())]
+)
+REQUEST_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("passage_id", pa.string()),
+        ("source", pa.string()),
+        ("position", pa.int64()),
+        ("task_type", pa.string()),
+        ("sample_index", pa.int64()),
+        ("context", pa.string()),
+        ("model", pa.string()),
+        ("prompt", pa.string()),
+        ("sampling_params", SAMPLING_PARAMS_TYPE),
+    ]
+)
+EXAMPLE_SCHEMA = pa.schema(
+    [f for f in REQUEST_SCHEMA if f.name not in ("prompt", "sampling_params")]
+    + [
+        pa.field("input", pa.string()),
+        pa.field("output", pa.string()),
+        pa.field("reason", pa.string()),  # null for an accepted example
+        pa.field("detail", pa.string()),
+        pa.field("raw", pa.string()),  # the generated text
+        pa.field("num_input_tokens", pa.int64()),
+        pa.field("num_generated_tokens", pa.int64()),
+    ]
+)
+
+
+def row_seed(seed: int | None, example_id: str) -> int | None:
+    """A per-request seed derived from the job seed and the example id (None: unseeded)."""
+    if seed is None:
+        return None
+    return int(stable_id(seed, example_id)[:8], 16) & 0x7FFFFFFF
+
+
+def to_requests(passages: pa.Table, *, task_types: list[str], n: int, sampling_params: dict[str, Any],
+                seed: int | None, model: str) -> pa.Table:
+    """Cross each passage with each task type and ``n`` samples: one request row each."""
+    rows = []
+    for passage in passages.to_pylist():
+        for task_type in task_types:
+            prompt = build_prompt(passage["context"], task_type)
+            for sample_index in range(n):
+                example_id = stable_id(passage["passage_id"], task_type, sample_index)
+                rows.append({
+                    **passage,
+                    "id": example_id,
+                    "task_type": task_type,
+                    "sample_index": sample_index,
+                    "model": model,
+                    "prompt": prompt,
+                    "sampling_params": {**sampling_params, "seed": row_seed(seed, example_id)},
+                })
+    return pa.Table.from_pylist(rows, REQUEST_SCHEMA)
+
+
+def to_examples(generations: pa.Table) -> pa.Table:
+    """Parse engine output rows into accepted examples and rejects (``reason`` set)."""
+    return pa.Table.from_pylist([_to_example(row) for row in generations.to_pylist()], EXAMPLE_SCHEMA)
+
+
+def _to_example(generations: dict[str, Any]) -> dict[str, Any]:
+    row = {name: generations.get(name) for name in EXAMPLE_SCHEMA.names}
+    text = generations.get("generated_text") or ""
+    row["raw"] = text
+    if generations.get("engine_error"):
+        row["reason"], row["detail"] = ENGINE_ERROR, generations["engine_error"]
+        return row
+    parsed = parse_generation(text, generations["context"])
+    if isinstance(parsed, Task):
+        row["input"], row["output"] = parsed.input, parsed.output
+    else:
+        row["reason"] = parsed.reason
+    return row
