@@ -33,8 +33,8 @@ class ConfigError(ValueError):
 class GenerateConfig:
     """Everything a generation job needs. Field names double as YAML keys and CLI flags."""
 
-    input: str
-    output: str
+    input: str = ""
+    output: str = ""
     task_types: list[str] = field(default_factory=lambda: list(DEFAULT_TASK_TYPES))
     engine: str = "hf"
     model: str = DEMO_MODEL
@@ -122,10 +122,7 @@ def load_config(path: str | None, overrides: dict[str, Any]) -> GenerateConfig:
         raise ConfigError(
             f"unknown configuration key(s) {', '.join(unknown)}; valid keys: {', '.join(field_names())}"
         )
-    try:
-        return GenerateConfig(**values)
-    except TypeError as err:  # a required key is missing
-        raise ConfigError(str(err)) from err
+    return GenerateConfig(**values)
 
 
 def _parse_json_object(name: str, text: str) -> dict[str, Any]:

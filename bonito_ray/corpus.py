@@ -9,6 +9,7 @@ is derived from the file's location, so a retried read task rewrites it instead 
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 from collections.abc import Iterator
@@ -29,6 +30,7 @@ PARQUET_SUFFIXES = (".parquet",)
 CORPUS_SUFFIXES = JSONL_SUFFIXES + PARQUET_SUFFIXES
 BLOCK_ROWS = 4096
 READ_CHUNK_BYTES = 1 << 20
+_PEEK_LINES = 100  # lines the up-front column check looks at
 
 # Reasons a corpus record is quarantined.
 INVALID_JSON = "invalid_json"
@@ -69,28 +71,35 @@ def list_corpus_files(uri: str) -> tuple[pafs.FileSystem, list[str]]:
 
 
 def check_context_column(fs: pafs.FileSystem, path: str, column: str, source: str) -> None:
-    """Fail fast, before any cluster work, when the first file has no ``column`` at all."""
-    if path.endswith(PARQUET_SUFFIXES):
-        with fs.open_input_file(path) as f:
-            names = pq.read_schema(f).names
-    else:
-        names = None
-        with fs.open_input_stream(path, compression="detect") as f:
-            for _, line in _lines(f):
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    continue  # quarantined at read time; look further for a readable record
-                if isinstance(record, dict):
-                    names = list(record)
-                    break
-        if names is None:
-            return  # nothing readable to check against; the reader will quarantine every line
-    if column not in names:
+    """Fail fast, before any cluster work, when the first file has no ``column`` at all.
+
+    A file that cannot be read is left to the reader, which quarantines it with the reason.
+    """
+    try:
+        names = _first_record_keys(fs, path)
+    except (OSError, EOFError, pa.ArrowException):
+        return
+    if names is not None and column not in names:
         raise CorpusError(
             f"{source}: no context column {column!r}; columns found: {', '.join(map(str, names)) or 'none'}"
             " (set --context-column)"
         )
+
+
+def _first_record_keys(fs: pafs.FileSystem, path: str) -> list[str] | None:
+    """The column names of a Parquet file, or the keys of a JSONL file's first object record."""
+    if path.endswith(PARQUET_SUFFIXES):
+        with fs.open_input_file(path) as f:
+            return pq.read_schema(f).names
+    with fs.open_input_stream(path, compression="detect") as f:
+        for _, line in itertools.islice(_lines(f), _PEEK_LINES):
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue  # quarantined at read time; look a little further for a readable record
+            if isinstance(record, dict):
+                return list(record)
+    return None
 
 
 class CorpusDatasource(FileBasedDatasource):

@@ -1,0 +1,68 @@
+"""Configuration: defaults, YAML, CLI precedence and clear errors."""
+
+import pytest
+
+from bonito_ray.cli import build_parser, main
+from bonito_ray.config import DEMO_MODEL, ConfigError, GenerateConfig, load_config
+
+
+def test_defaults_follow_the_authors():
+    config = GenerateConfig(input="in", output="out")
+    assert (config.max_tokens, config.top_p, config.temperature, config.n) == (256, 0.95, 0.5, 1)
+    assert config.engine == "hf" and config.model == DEMO_MODEL and config.context_column == "text"
+
+
+def test_yaml_keys_and_cli_overrides(tmp_path):
+    path = tmp_path / "job.yaml"
+    path.write_text("input: corpus.jsonl\noutput: out\ntask-types: [ynqa, extractive question answering]\n"
+                    "n: 3\ntemperature: 0.7\nengine_kwargs: {max_model_len: 2048}\n")
+    config = load_config(str(path), {"temperature": 0.2, "seed": None})
+    assert config.task_types == ["ynqa", "exqa"]
+    assert config.n == 3 and config.temperature == 0.2 and config.seed is None
+    assert config.engine_kwargs == {"max_model_len": 2048}
+
+
+def test_cli_flags_map_to_config_keys():
+    args = build_parser().parse_args(["generate", "--input", "a", "--output", "b", "--task-types", "ynqa,nli",
+                                      "--top-p", "0.9", "--engine-kwargs", '{"tensor_parallel_size": 2}'])
+    overrides = {k: v for k, v in vars(args).items() if k not in ("command", "config", "overwrite", "log_level")}
+    config = load_config(None, overrides)
+    assert config.task_types == ["ynqa", "nli"] and config.top_p == 0.9
+    assert config.engine_kwargs == {"tensor_parallel_size": 2}
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"output": "o"}, "input is required"),
+        ({"input": "i"}, "output is required"),
+        ({"input": "i", "output": "o", "n": 0}, "n must be >= 1"),
+        ({"input": "i", "output": "o", "top_p": 1.5}, "top_p"),
+        ({"input": "i", "output": "o", "n": "three"}, "n must be an integer"),
+        ({"input": "i", "output": "o", "engine": "gpt"}, "engine must be one of"),
+        ({"input": "i", "output": "o", "engine_kwargs": "[1]"}, "engine_kwargs must be a JSON object"),
+        ({"input": "i", "output": "o", "typo_key": 1}, "unknown configuration key"),
+    ],
+)
+def test_bad_values_are_clear_errors(values, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, values)
+
+
+def test_unreadable_or_malformed_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_config(str(tmp_path / "missing.yaml"), {})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- just\n- a list\n")
+    with pytest.raises(ConfigError, match="must hold a mapping"):
+        load_config(str(bad), {})
+
+
+def test_unknown_task_type_fails_before_any_cluster_work(tmp_path, capsys, monkeypatch):
+    import ray
+
+    monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("Ray was started"))
+    code = main(["generate", "--input", str(tmp_path), "--output", str(tmp_path / "o"), "--task-types", "poetry"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "unknown task type 'poetry'" in err and "ynqa" in err

@@ -1,0 +1,121 @@
+"""The whole job on a real local Ray cluster, writing real Parquet, read back by pyarrow and datasets."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import datasets
+import pyarrow.dataset as pds
+import pyarrow.parquet as pq
+import pytest
+
+from bonito_ray.config import GenerateConfig
+from bonito_ray.pipeline import OutputExistsError, generate
+from bonito_ray.schema import ACCEPTED_SCHEMA, GENERATION_REJECTS_DIR
+from tests.corpus_files import write_jsonl
+from tests.tiny_models import sample_passages
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def accepted(output: Path) -> list[dict]:
+    return pds.dataset(str(output), partitioning="hive").to_table().to_pylist()
+
+
+def generation_rejects(output: Path) -> list[dict]:
+    return pds.dataset(str(output / GENERATION_REJECTS_DIR)).to_table().to_pylist()
+
+
+def test_echo_engine_end_to_end(ray_cluster, tmp_path):
+    passages = sample_passages(30)
+    corpus = write_jsonl(tmp_path / "corpus.jsonl", ["  " + passages[0] + "\n"] + passages[1:] + [{"text": None}, ""])
+    out = tmp_path / "out"
+    summary = generate(GenerateConfig(input=str(corpus), output=str(out), engine="echo",
+                                      task_types=["ynqa", "extractive question answering"],
+                                      n=2))
+    # 30 good passages x 2 task types x 2 samples; the null and the empty context are quarantined.
+    assert (summary.passages, summary.prompts) == (30, 120)
+    assert summary.accepted == {"ynqa": 60, "exqa": 60} and summary.rejected == {}
+    assert summary.corpus_rejected == {"null_context": 1, "empty_context": 1}
+
+    rows = accepted(out)
+    assert len(rows) == 120 and len({r["id"] for r in rows}) == 120
+    assert sorted(p.name for p in out.iterdir()) == [
+        "_SUCCESS", "_manifest.json", "_rejects", "task_type=exqa", "task_type=ynqa"]
+    first = next(r for r in rows if r["position"] == 1 and r["task_type"] == "ynqa" and r["sample_index"] == 1)
+    assert first["context"] == "  " + passages[0] + "\n"
+    assert first["input"] == passages[0] + "\nWhat does the passage above begin with?"
+    assert first["output"] == passages[0][:40]
+    assert first["source"] == str(corpus) and first["model"] == summary_model(out)
+    for path in out.glob("task_type=*/*.parquet"):
+        assert pq.read_schema(path).remove_metadata() == ACCEPTED_SCHEMA
+
+    hf = datasets.load_dataset("parquet", data_dir=str(out), split="train")
+    assert hf.num_rows == 120 and set(ACCEPTED_SCHEMA.names) <= set(hf.column_names)
+
+    manifest = json.loads((out / "_manifest.json").read_text())
+    assert manifest["summary"]["accepted"] == {"ynqa": 60, "exqa": 60}
+    assert sum(f["rows"] for f in manifest["summary"]["files"]) == 120
+    assert manifest["config"]["n"] == 2 and "ray" in manifest["versions"]
+
+
+def summary_model(out: Path) -> str:
+    return json.loads((out / "_manifest.json").read_text())["config"]["model"]
+
+
+def test_hf_engine_random_model_every_generation_is_accounted_for(ray_cluster, random_model, tmp_path):
+    corpus = write_jsonl(tmp_path / "c.jsonl", sample_passages(6) + ["word " * 2000])
+    out = tmp_path / "out"
+    summary = generate(GenerateConfig(input=str(corpus), output=str(out), model=random_model,
+                                      task_types=["ynqa", "nli"], max_tokens=8, seed=0, batch_size=4))
+    assert summary.prompts == 14 == sum(summary.accepted.values()) + sum(summary.rejected.values())
+    rejects = generation_rejects(out)
+    assert len(rejects) == sum(summary.rejected.values())
+    too_long = [r for r in rejects if r["reason"] == "engine_error"]
+    assert len(too_long) == 2 and all("window is 512" in r["detail"] for r in too_long)
+    noise = [r for r in rejects if r["reason"] != "engine_error"]
+    assert noise and all(r["reason"] in {"no_separator", "multiple_separators", "empty_input", "empty_output"}
+                         and r["raw"] is not None and r["id"] and r["task_type"] for r in noise)
+    assert summary.generated_tokens > 0
+
+
+def test_same_seed_same_dataset(ray_cluster, random_model, tmp_path):
+    corpus = write_jsonl(tmp_path / "c.jsonl", sample_passages(4))
+
+    def run(name):
+        generate(GenerateConfig(input=str(corpus), output=str(tmp_path / name), model=random_model,
+                                max_tokens=6, seed=11, temperature=1.0))
+        return sorted((r["id"], r["raw"]) for r in generation_rejects(tmp_path / name))
+
+    assert run("a") == run("b")
+
+
+def test_existing_output_needs_overwrite(ray_cluster, tmp_path):
+    corpus = write_jsonl(tmp_path / "c.jsonl", sample_passages(3))
+    config = GenerateConfig(input=str(corpus), output=str(tmp_path / "out"), engine="echo")
+    generate(config)
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        generate(config)
+    assert generate(config, overwrite=True).prompts == 9
+    assert len(accepted(tmp_path / "out")) == 9
+
+
+def test_job_entrypoint_with_yaml_config_and_flag_override(tmp_path):
+    corpus = write_jsonl(tmp_path / "c.jsonl", sample_passages(5))
+    config = tmp_path / "job.yaml"
+    config.write_text(f"input: {corpus}\noutput: {tmp_path / 'out'}\nengine: echo\ntask_types: ynqa\nn: 3\n")
+    done = subprocess.run([sys.executable, str(ROOT / "jobs" / "generate.py"), "--config", str(config), "--n", "2"],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "passages: 5   prompts: 10" in done.stdout
+    assert "accepted: 10 (ynqa: 10)" in done.stdout
+    assert len(accepted(tmp_path / "out")) == 10
+
+
+def test_cli_reports_bad_input_path_without_traceback(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "bonito_ray.cli", "generate", "--input", str(tmp_path / "nope"),
+                           "--output", str(tmp_path / "out"), "--engine", "echo"],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 2
+    assert f"input {tmp_path / 'nope'} does not exist" in done.stderr and "Traceback" not in done.stderr
