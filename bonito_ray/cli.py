@@ -29,6 +29,15 @@ def build_parser() -> argparse.ArgumentParser:
                      "echo (test/benchmark stand-in, no model) (default: hf)")
     gen.add_argument("--model", help="model directory or hub id (default: the bundled CPU demo model)")
     gen.add_argument("--context-column", help="column holding the passage text (default: text)")
+    gen.add_argument("--s3-endpoint", help="S3-compatible endpoint URL (MinIO, Ceph, R2); default: AWS_ENDPOINT_URL")
+    gen.add_argument("--passage-tokens", type=int,
+                     help="max tokens per passage; longer documents are chunked (default: fits the model window)")
+    gen.add_argument("--passage-overlap", type=int, help="tokens shared by consecutive chunks (default: 0)")
+    gen.add_argument("--min-passage-chars", type=int, help="drop shorter passages (default: 20)")
+    gen.add_argument("--max-passage-chars", type=int, help="drop longer passages (default: none)")
+    gen.add_argument("--no-dedup", dest="dedup", action="store_const", const=False,
+                     help="keep exact duplicate passages (default: dropped)")
+    gen.add_argument("--rows-per-file", type=int, help="target rows per output Parquet file (default: 50000)")
     gen.add_argument("--n", type=int, help="samples per prompt (default: 1)")
     gen.add_argument("--max-tokens", type=int, help="max generated tokens (default: 256)")
     gen.add_argument("--temperature", type=float, help="sampling temperature, 0 = greedy (default: 0.5)")

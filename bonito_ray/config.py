@@ -20,9 +20,10 @@ DEFAULT_TASK_TYPES = ["ynqa", "exqa", "nli"]
 _NUMBERS = {
     "n": int, "max_tokens": int, "seed": int, "num_replicas": int, "batch_size": int,
     "max_concurrent_batches": int, "temperature": float, "top_p": float,
-    "cpus_per_replica": float, "gpus_per_replica": float,
+    "cpus_per_replica": float, "gpus_per_replica": float, "passage_tokens": int, "passage_overlap": int,
+    "min_passage_chars": int, "max_passage_chars": int, "rows_per_file": int,
 }
-_OPTIONAL = {"seed"}
+_OPTIONAL = {"seed", "passage_tokens", "max_passage_chars"}
 
 
 class ConfigError(ValueError):
@@ -39,6 +40,14 @@ class GenerateConfig:
     engine: str = "hf"
     model: str = DEMO_MODEL
     context_column: str = "text"
+    s3_endpoint: str | None = None
+    # Passages: token-aware chunking (None: fit prompt + max_tokens in the model's window), cleaning.
+    passage_tokens: int | None = None
+    passage_overlap: int = 0
+    min_passage_chars: int = 20
+    max_passage_chars: int | None = None
+    dedup: bool = True
+    rows_per_file: int = 50_000
     # Sampling: the Bonito authors' settings (REFERENCE.md section 1).
     n: int = 1
     max_tokens: int = 256
@@ -85,6 +94,13 @@ class GenerateConfig:
         _check(self.cpus_per_replica > 0, "cpus_per_replica must be > 0")
         _check(self.gpus_per_replica >= 0, "gpus_per_replica must be >= 0")
         _check(bool(self.context_column), "context_column must not be empty")
+        _check(self.passage_tokens is None or self.passage_tokens >= 16, "passage_tokens must be >= 16")
+        _check(self.passage_overlap >= 0, "passage_overlap must be >= 0")
+        _check(self.passage_tokens is None or self.passage_overlap < self.passage_tokens // 2,
+               "passage_overlap must be less than half of passage_tokens")
+        _check(self.min_passage_chars >= 0, "min_passage_chars must be >= 0")
+        _check(self.rows_per_file >= 1, "rows_per_file must be >= 1")
+        _check(isinstance(self.dedup, bool), "dedup must be true or false")
 
     @property
     def sampling_params(self) -> dict[str, Any]:

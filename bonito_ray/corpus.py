@@ -1,33 +1,39 @@
-"""Corpus reading: files -> passages, with every record that cannot be a passage quarantined.
+"""Corpus reading: files -> documents, with every record that cannot be a document quarantined.
 
-The reader is a Ray Data datasource so that files stream through the cluster without ever
-being materialised. A record that cannot be read (invalid JSON or UTF-8, a missing, null,
-empty or non-string context, a file cut short) never stops the job: it is written to
-``_rejects/stage=corpus/`` with its reason. Each input file gets one quarantine file whose name
-is derived from the file's location, so a retried read task rewrites it instead of adding a copy.
+The reader is a Ray Data datasource, so files stream through the cluster and the corpus is never
+materialised. Formats: JSONL (also .gz and .zst), Parquet, Arrow files of a `datasets` dataset
+saved with ``save_to_disk``, and plain-text files (one document per file). A record that cannot be
+read (invalid JSON or UTF-8, a missing, null, empty or non-string context, a file cut short)
+never stops the job: it goes to ``_rejects/stage=corpus/`` with its reason.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import itertools
 import json
 import logging
+import os
 from collections.abc import Iterator
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.fs as pafs
+import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 from ray.data.datasource import FileBasedDatasource
 
-from bonito_ray.schema import CORPUS_REJECTS_DIR, PASSAGE_SCHEMA, REJECT_SCHEMA, stable_id, table_from_rows
-from bonito_ray.storage import display_uri, join, resolve_filesystem
+from bonito_ray.quarantine import CORPUS_STAGE, write_rejects
+from bonito_ray.schema import DOCUMENT_SCHEMA, table_from_rows
+from bonito_ray.storage import display_uri, resolve_filesystem
 
 logger = logging.getLogger(__name__)
 
 JSONL_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".jsonl.zst", ".json.zst")
 PARQUET_SUFFIXES = (".parquet",)
-CORPUS_SUFFIXES = JSONL_SUFFIXES + PARQUET_SUFFIXES
+ARROW_SUFFIXES = (".arrow",)  # `datasets` save_to_disk shards (Arrow IPC streams)
+TEXT_SUFFIXES = (".txt", ".md", ".txt.gz", ".txt.zst")
+CORPUS_SUFFIXES = JSONL_SUFFIXES + PARQUET_SUFFIXES + ARROW_SUFFIXES + TEXT_SUFFIXES
 BLOCK_ROWS = 4096
 READ_CHUNK_BYTES = 1 << 20
 _PEEK_LINES = 100  # lines the up-front column check looks at
@@ -47,27 +53,35 @@ class CorpusError(ValueError):
     """The corpus cannot be read at all (missing input, no files, wrong context column)."""
 
 
-def list_corpus_files(uri: str) -> tuple[pafs.FileSystem, list[str]]:
-    """The corpus files at ``uri`` (a file or a directory/prefix, searched recursively), sorted."""
-    fs, path = resolve_filesystem(uri)
+def list_corpus_files(uri: str, s3_endpoint: str | None = None) -> tuple[pafs.FileSystem, list[str]]:
+    """The corpus files at ``uri``: a file, a directory/prefix (searched recursively) or a glob."""
+    pattern = None
+    if any(c in uri for c in "*?["):
+        pattern = uri
+        uri = uri[: min(uri.find(c) for c in "*?[" if c in uri)].rsplit("/", 1)[0]
+    fs, path = resolve_filesystem(uri, s3_endpoint)
     info = fs.get_file_info(path)
     if info.type == pafs.FileType.NotFound:
-        raise CorpusError(f"input {uri} does not exist")
+        raise CorpusError(f"input {pattern or uri} does not exist")
     if info.type == pafs.FileType.File:
         if not path.endswith(CORPUS_SUFFIXES):
             raise CorpusError(f"input {uri} is not a corpus file; supported: {', '.join(CORPUS_SUFFIXES)}")
         return fs, [path]
-    selector = pafs.FileSelector(path, recursive=True)
     files = sorted(
         f.path
-        for f in fs.get_file_info(selector)
+        for f in fs.get_file_info(pafs.FileSelector(path, recursive=True))
         if f.type == pafs.FileType.File
         and f.path.endswith(CORPUS_SUFFIXES)
         and not any(part.startswith((".", "_")) for part in f.path[len(path) :].split("/"))
+        and (pattern is None or fnmatch.fnmatchcase(display_uri(uri, f.path), _absolute(pattern)))
     )
     if not files:
-        raise CorpusError(f"no corpus files ({', '.join(CORPUS_SUFFIXES)}) under {uri}")
+        raise CorpusError(f"no corpus files ({', '.join(CORPUS_SUFFIXES)}) under {pattern or uri}")
     return fs, files
+
+
+def _absolute(uri: str) -> str:
+    return uri if "://" in uri else os.path.abspath(uri)
 
 
 def check_context_column(fs: pafs.FileSystem, path: str, column: str, source: str) -> None:
@@ -75,6 +89,8 @@ def check_context_column(fs: pafs.FileSystem, path: str, column: str, source: st
 
     A file that cannot be read is left to the reader, which quarantines it with the reason.
     """
+    if path.endswith(TEXT_SUFFIXES):
+        return  # a text file is one document; there are no columns
     try:
         names = _first_record_keys(fs, path)
     except (OSError, EOFError, pa.ArrowException):
@@ -87,10 +103,13 @@ def check_context_column(fs: pafs.FileSystem, path: str, column: str, source: st
 
 
 def _first_record_keys(fs: pafs.FileSystem, path: str) -> list[str] | None:
-    """The column names of a Parquet file, or the keys of a JSONL file's first object record."""
+    """The column names of a Parquet/Arrow file, or the keys of a JSONL file's first object record."""
     if path.endswith(PARQUET_SUFFIXES):
         with fs.open_input_file(path) as f:
             return pq.read_schema(f).names
+    if path.endswith(ARROW_SUFFIXES):
+        with fs.open_input_stream(path) as f:
+            return ipc.open_stream(f).schema.names
     with fs.open_input_stream(path, compression="detect") as f:
         for _, line in itertools.islice(_lines(f), _PEEK_LINES):
             try:
@@ -103,14 +122,15 @@ def _first_record_keys(fs: pafs.FileSystem, path: str) -> list[str] | None:
 
 
 class CorpusDatasource(FileBasedDatasource):
-    """Streams JSONL (optionally .gz/.zst) and Parquet files as passages."""
+    """Streams corpus files as documents (source, position, context)."""
 
-    def __init__(self, input_uri: str, paths: list[str], filesystem: pafs.FileSystem,
-                 context_column: str, output_uri: str) -> None:
+    def __init__(self, input_uri: str, paths: list[str], filesystem: pafs.FileSystem, context_column: str,
+                 output_uri: str, s3_endpoint: str | None = None) -> None:
         super().__init__(paths, filesystem=filesystem)
         self._input_uri = input_uri
         self._context_column = context_column
         self._output_uri = output_uri
+        self._s3_endpoint = s3_endpoint
 
     def _open_input_source(self, filesystem: Any, path: str, **open_args: Any) -> pa.NativeFile:
         if path.endswith(PARQUET_SUFFIXES):
@@ -119,52 +139,57 @@ class CorpusDatasource(FileBasedDatasource):
 
     def _read_stream(self, f: pa.NativeFile, path: str) -> Iterator[pa.Table]:
         source = display_uri(self._input_uri, path)
-        records = _parquet_records(f, self._context_column) if path.endswith(PARQUET_SUFFIXES) else _jsonl_records(f, self._context_column)
-        passages: list[dict] = []
+        documents: list[dict] = []
         rejects: list[dict] = []
         position = 0
         try:
-            for position, context, reason, detail, raw in records:
+            for position, context, reason, detail, raw in _records(f, path, self._context_column):
                 if reason is None:
-                    passages.append({"passage_id": stable_id(source, position), "source": source,
-                                     "position": position, "context": context})
-                    if len(passages) >= BLOCK_ROWS:
-                        yield table_from_rows(passages, PASSAGE_SCHEMA)
-                        passages = []
+                    documents.append({"source": source, "position": position, "context": context})
+                    if len(documents) >= BLOCK_ROWS:
+                        yield table_from_rows(documents, DOCUMENT_SCHEMA)
+                        documents = []
                 else:
                     rejects.append({"source": source, "position": position, "reason": reason,
                                     "detail": detail, "raw": raw})
         except (OSError, EOFError, pa.ArrowException) as err:
             # A file cut short or corrupt: keep what was read, quarantine the rest with the reason.
             rejects.append({"source": source, "position": position + 1, "reason": UNREADABLE_FILE,
-                            "detail": f"{type(err).__name__}: {err} (after record {position})", "raw": None})
-        if passages:
-            yield table_from_rows(passages, PASSAGE_SCHEMA)
+                            "detail": f"{type(err).__name__}: {err} (after record {position})"})
+        if documents:
+            yield table_from_rows(documents, DOCUMENT_SCHEMA)
         if rejects:
             logger.warning("%s: %d record(s) quarantined (%s)", source, len(rejects),
                            ", ".join(sorted({r["reason"] for r in rejects})))
-            _write_corpus_rejects(self._output_uri, source, rejects)
+            write_rejects(self._output_uri, CORPUS_STAGE, rejects, self._s3_endpoint)
 
 
-def read_passages(input_uri: str, context_column: str, output_uri: str) -> "ray.data.Dataset":  # noqa: F821
-    """The lazy dataset of passages in the corpus at ``input_uri``; checks the input up front."""
+def read_documents(input_uri: str, context_column: str, output_uri: str, s3_endpoint: str | None = None):
+    """The lazy dataset of documents in the corpus at ``input_uri``; checks the input up front."""
     import ray.data
 
-    fs, files = list_corpus_files(input_uri)
+    fs, files = list_corpus_files(input_uri, s3_endpoint)
     check_context_column(fs, files[0], context_column, display_uri(input_uri, files[0]))
     logger.info("corpus: %d file(s) under %s", len(files), input_uri)
-    return ray.data.read_datasource(CorpusDatasource(input_uri, files, fs, context_column, output_uri))
-
-
-def _write_corpus_rejects(output_uri: str, source: str, rejects: list[dict]) -> None:
-    fs, root = resolve_filesystem(output_uri)
-    directory = join(root, CORPUS_REJECTS_DIR)
-    fs.create_dir(directory, recursive=True)
-    pq.write_table(table_from_rows(rejects, REJECT_SCHEMA), join(directory, f"rejects-{stable_id(source)}.parquet"),
-                   filesystem=fs)
+    return ray.data.read_datasource(
+        CorpusDatasource(input_uri, files, fs, context_column, output_uri, s3_endpoint))
 
 
 Record = tuple[int, str | None, str | None, str | None, str | None]  # position, context, reason, detail, raw
+
+
+def _records(f: pa.NativeFile, path: str, column: str) -> Iterator[Record]:
+    if path.endswith(PARQUET_SUFFIXES):
+        parquet = pq.ParquetFile(f)
+        names = parquet.schema_arrow.names
+        batches = parquet.iter_batches(columns=[column], batch_size=BLOCK_ROWS) if column in names else iter(())
+        return _table_records(names, batches, column)
+    if path.endswith(ARROW_SUFFIXES):
+        reader = ipc.open_stream(f)
+        return _table_records(reader.schema.names, reader, column)
+    if path.endswith(TEXT_SUFFIXES):
+        return _text_record(f)
+    return _jsonl_records(f, column)
 
 
 def _lines(f: pa.NativeFile) -> Iterator[tuple[int, bytes]]:
@@ -199,21 +224,30 @@ def _jsonl_records(f: pa.NativeFile, column: str) -> Iterator[Record]:
         elif column not in record:
             yield number, None, MISSING_CONTEXT_COLUMN, f"no key {column!r}", text
         else:
-            yield (number, *_check_context(record[column]), text)
+            context, reason, detail = _check_context(record[column])
+            yield number, context, reason, detail, None if reason is None else text
 
 
-def _parquet_records(f: pa.NativeFile, column: str) -> Iterator[Record]:
-    parquet = pq.ParquetFile(f)
-    names = parquet.schema_arrow.names
+def _table_records(names: list[str], batches: Any, column: str) -> Iterator[Record]:
     if column not in names:
         yield 1, None, MISSING_CONTEXT_COLUMN, f"no column {column!r}; columns: {', '.join(names)}", None
         return
     number = 0
-    for batch in parquet.iter_batches(columns=[column], batch_size=BLOCK_ROWS):
-        for value in batch.column(0).to_pylist():
+    for batch in batches:
+        for value in batch.column(batch.schema.get_field_index(column)).to_pylist():
             number += 1
             context, reason, detail = _check_context(value)
             yield number, context, reason, detail, None if reason is None else repr(value)
+
+
+def _text_record(f: pa.NativeFile) -> Iterator[Record]:
+    data = f.read()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        yield 1, None, INVALID_UTF8, str(err), data.decode("utf-8", errors="replace")
+        return
+    yield (1, *_check_context(text), None)
 
 
 def _check_context(value: Any) -> tuple[str | None, str | None, str | None]:

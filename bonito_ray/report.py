@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from typing import Any
 
-import pyarrow.dataset as pds
-
-from bonito_ray.schema import CORPUS_REJECTS_DIR, MANIFEST_FILE, SUCCESS_FILE
-from bonito_ray.storage import join, resolve_filesystem
+from bonito_ray.schema import MANIFEST_FILE, SUCCESS_FILE
+from bonito_ray.storage import join, resolve_filesystem, write_bytes
 
 _PACKAGES = ("bonito-ray", "ray", "pyarrow", "transformers", "torch", "vllm")
 
@@ -26,6 +23,7 @@ class RunSummary:
     accepted: dict[str, int]
     rejected: dict[str, int]
     corpus_rejected: dict[str, int]
+    passages_dropped: dict[str, int]
     input_tokens: int
     generated_tokens: int
     wall_seconds: float
@@ -39,29 +37,18 @@ class RunSummary:
             f"  accepted: {sum(self.accepted.values())} ({_counts(self.accepted)})",
             f"  rejected: {sum(self.rejected.values())} ({_counts(self.rejected)})",
             f"  corpus records quarantined: {sum(self.corpus_rejected.values())} ({_counts(self.corpus_rejected)})",
+            f"  passages dropped: {sum(self.passages_dropped.values())} ({_counts(self.passages_dropped)})",
             f"  tokens: {self.input_tokens} in, {self.generated_tokens} generated",
         ]
         return "\n".join(lines)
 
 
-def corpus_reject_counts(output_uri: str) -> Counter:
-    """Counts by reason of the corpus records quarantined under ``output_uri``."""
-    fs, root = resolve_filesystem(output_uri)
-    directory = join(root, CORPUS_REJECTS_DIR)
-    if fs.get_file_info(directory).type.name == "NotFound":
-        return Counter()
-    table = pds.dataset(directory, filesystem=fs, format="parquet").to_table(columns=["reason"])
-    return Counter(table["reason"].to_pylist())
-
-
-def write_manifest(summary: RunSummary, config: dict[str, Any]) -> None:
+def write_manifest(summary: RunSummary, config: dict[str, Any], s3_endpoint: str | None = None) -> None:
     """Write ``_manifest.json`` (config, counts, files, versions), then ``_SUCCESS``."""
-    fs, root = resolve_filesystem(summary.output)
+    fs, root = resolve_filesystem(summary.output, s3_endpoint)
     manifest = {"summary": asdict(summary), "config": config, "versions": _versions()}
-    with fs.open_output_stream(join(root, MANIFEST_FILE)) as f:
-        f.write(json.dumps(manifest, indent=2, sort_keys=True).encode("utf-8"))
-    with fs.open_output_stream(join(root, SUCCESS_FILE)):
-        pass
+    write_bytes(fs, join(root, MANIFEST_FILE), json.dumps(manifest, indent=2, sort_keys=True).encode("utf-8"))
+    write_bytes(fs, join(root, SUCCESS_FILE), b"")
 
 
 def _versions() -> dict[str, str]:

@@ -5,7 +5,8 @@ Layout under the output prefix (accepted files are named ``train-*`` so that
 ``pyarrow.dataset`` skips every ``_``-prefixed entry)::
 
     task_type=<short name>/train-<write id>-<task>.parquet   accepted examples
-    _rejects/stage=corpus/rejects-<source hash>.parquet       unreadable corpus rows
+    _rejects/stage=corpus/rejects-<hash>.parquet              unreadable corpus records
+    _rejects/stage=clean/rejects-<hash>.parquet               passages filtered out (length, duplicate)
     _rejects/stage=generation/rejects-<write id>-<task>.parquet  generations that did not parse
     _manifest.json, _SUCCESS                                  written last, when all else is
 """
@@ -16,12 +17,22 @@ import hashlib
 
 import pyarrow as pa
 
-# A passage as the corpus reader yields it.
+# A document as the corpus reader yields it.
+DOCUMENT_SCHEMA = pa.schema(
+    [
+        ("source", pa.string()),
+        ("position", pa.int64()),  # 1-based line (JSONL), row (Parquet, Arrow) or 1 (text file) in `source`
+        ("context", pa.string()),
+    ]
+)
+
+# A passage: a normalised chunk of a document, the unit a task is generated from.
 PASSAGE_SCHEMA = pa.schema(
     [
         ("passage_id", pa.string()),
         ("source", pa.string()),
-        ("position", pa.int64()),  # 1-based line (JSONL) or row (Parquet) in `source`
+        ("position", pa.int64()),
+        ("chunk", pa.int64()),  # 0-based chunk of the document
         ("context", pa.string()),
     ]
 )
@@ -33,6 +44,7 @@ ACCEPTED_SCHEMA = pa.schema(
         ("passage_id", pa.string()),
         ("source", pa.string()),
         ("position", pa.int64()),
+        ("chunk", pa.int64()),
         ("task_type", pa.string()),
         ("sample_index", pa.int64()),
         ("input", pa.string()),
@@ -51,6 +63,7 @@ REJECT_SCHEMA = pa.schema(
         ("passage_id", pa.string()),
         ("source", pa.string()),
         ("position", pa.int64()),
+        ("chunk", pa.int64()),
         ("task_type", pa.string()),
         ("sample_index", pa.int64()),
         ("reason", pa.string()),
@@ -64,7 +77,6 @@ REJECT_SCHEMA = pa.schema(
 )
 
 REJECTS_DIR = "_rejects"
-CORPUS_REJECTS_DIR = f"{REJECTS_DIR}/stage=corpus"
 GENERATION_REJECTS_DIR = f"{REJECTS_DIR}/stage=generation"
 MANIFEST_FILE = "_manifest.json"
 SUCCESS_FILE = "_SUCCESS"

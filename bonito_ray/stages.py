@@ -24,6 +24,7 @@ REQUEST_SCHEMA = pa.schema(
         ("passage_id", pa.string()),
         ("source", pa.string()),
         ("position", pa.int64()),
+        ("chunk", pa.int64()),
         ("task_type", pa.string()),
         ("sample_index", pa.int64()),
         ("context", pa.string()),

@@ -1,21 +1,40 @@
-"""Filesystem resolution: local paths and any URI that pyarrow knows (s3://, gs://, abfs://, ...)."""
+"""Filesystem resolution: local paths and URIs (s3://, gs://, abfs://, anything pyarrow or fsspec knows).
+
+Credentials are never passed in here: pyarrow and fsspec take them from the standard environment
+and credential chains (AWS_* variables, profiles, IRSA / workload identity). A custom S3 endpoint
+(MinIO, Ceph, R2) comes from ``s3_endpoint`` or ``AWS_ENDPOINT_URL``.
+"""
 
 from __future__ import annotations
 
 import os
+from urllib.parse import urlparse
 
+import pyarrow as pa
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
 
-def resolve_filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
+def resolve_filesystem(uri: str, s3_endpoint: str | None = None) -> tuple[pafs.FileSystem, str]:
     """Return the filesystem and the path inside it for a local path or a URI."""
     if "://" not in uri:
         return pafs.LocalFileSystem(), os.path.abspath(uri)
-    return pafs.FileSystem.from_uri(uri)
+    scheme, path = uri.split("://", 1)
+    endpoint = s3_endpoint or os.environ.get("AWS_ENDPOINT_URL")
+    if scheme in ("s3", "s3a") and endpoint:
+        parsed = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")
+        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+        return pafs.S3FileSystem(endpoint_override=parsed.netloc, scheme=parsed.scheme, region=region), path.rstrip("/")
+    try:
+        return pafs.FileSystem.from_uri(uri)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        import fsspec  # schemes pyarrow has no native filesystem for (abfs://, az://, ...)
+
+        return pafs.PyFileSystem(pafs.FSSpecHandler(fsspec.filesystem(scheme))), path.rstrip("/")
 
 
 def display_uri(uri: str, path: str) -> str:
-    """The URI form of ``path`` (as pyarrow lists it) on the filesystem ``uri`` points into."""
+    """The URI form of ``path`` (as the filesystem lists it) on the filesystem ``uri`` points into."""
     if "://" not in uri:
         return path
     return uri.split("://", 1)[0] + "://" + path
@@ -24,3 +43,18 @@ def display_uri(uri: str, path: str) -> str:
 def join(base: str, *parts: str) -> str:
     """Join path segments with '/' (object stores and local POSIX paths alike)."""
     return "/".join([base.rstrip("/"), *parts])
+
+
+def write_parquet(fs: pafs.FileSystem, path: str, table: pa.Table) -> None:
+    """Write ``table`` to ``path``, creating local parent directories (object stores have none)."""
+    if isinstance(fs, pafs.LocalFileSystem):
+        fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    pq.write_table(table, path, filesystem=fs)
+
+
+def write_bytes(fs: pafs.FileSystem, path: str, data: bytes) -> None:
+    """Write a small file (a manifest, a marker) in one go."""
+    if isinstance(fs, pafs.LocalFileSystem):
+        fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    with fs.open_output_stream(path) as f:
+        f.write(data)

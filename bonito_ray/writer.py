@@ -13,12 +13,11 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from ray.data import Datasink
 from ray.data.block import BlockAccessor
 
 from bonito_ray.schema import ACCEPTED_SCHEMA, GENERATION_REJECTS_DIR, REJECT_SCHEMA, conform
-from bonito_ray.storage import join, resolve_filesystem
+from bonito_ray.storage import join, resolve_filesystem, write_parquet
 
 DEFAULT_ROWS_PER_FILE = 50_000
 
@@ -26,8 +25,10 @@ DEFAULT_ROWS_PER_FILE = 50_000
 class SyntheticDatasetSink(Datasink):
     """Writes example rows (``reason`` null: accepted; else rejected) under ``output_uri``."""
 
-    def __init__(self, output_uri: str, rows_per_file: int = DEFAULT_ROWS_PER_FILE) -> None:
+    def __init__(self, output_uri: str, rows_per_file: int = DEFAULT_ROWS_PER_FILE,
+                 s3_endpoint: str | None = None) -> None:
         self.output_uri = output_uri
+        self.s3_endpoint = s3_endpoint
         self.rows_per_file = rows_per_file
         self.write_id = uuid.uuid4().hex[:12]
         self.result: dict[str, Any] | None = None
@@ -37,7 +38,7 @@ class SyntheticDatasetSink(Datasink):
         return self.rows_per_file  # bundle blocks so that files are not a swarm of tiny ones
 
     def write(self, blocks, ctx) -> dict[str, Any]:
-        fs, root = resolve_filesystem(self.output_uri)
+        fs, root = resolve_filesystem(self.output_uri, self.s3_endpoint)
         tables = [BlockAccessor.for_block(b).to_arrow() for b in blocks]
         tables = [t for t in tables if t.num_rows]
         counts: dict[str, Any] = {"accepted": Counter(), "rejected": Counter(), "files": [],
@@ -53,13 +54,13 @@ class SyntheticDatasetSink(Datasink):
         for task_type in sorted(set(accepted["task_type"].to_pylist())):
             rows = conform(accepted.filter(pc.equal(accepted["task_type"], task_type)), ACCEPTED_SCHEMA)
             path = f"task_type={task_type}/train-{name}"
-            _write(fs, join(root, path), rows)
+            write_parquet(fs, join(root, path), rows)
             counts["accepted"][task_type] += rows.num_rows
             counts["files"].append({"path": path, "rows": rows.num_rows})
         if rejected.num_rows:
             rows = conform(rejected, REJECT_SCHEMA)
             path = f"{GENERATION_REJECTS_DIR}/rejects-{name}"
-            _write(fs, join(root, path), rows)
+            write_parquet(fs, join(root, path), rows)
             counts["rejected"].update(rows["reason"].to_pylist())
             counts["files"].append({"path": path, "rows": rows.num_rows})
         return counts
@@ -74,8 +75,3 @@ class SyntheticDatasetSink(Datasink):
             total["input_tokens"] += counts["input_tokens"]
             total["generated_tokens"] += counts["generated_tokens"]
         self.result = total
-
-
-def _write(fs, path: str, table: pa.Table) -> None:
-    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-    pq.write_table(table, path, filesystem=fs)

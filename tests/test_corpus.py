@@ -5,13 +5,12 @@ import gzip
 import pyarrow.dataset as pds
 import pytest
 
-from bonito_ray.corpus import CorpusError, read_passages
-from bonito_ray.schema import CORPUS_REJECTS_DIR
+from bonito_ray.corpus import CorpusError, read_documents
 from tests.corpus_files import write_jsonl, write_parquet
 
 
 def rejects(output):
-    path = output / CORPUS_REJECTS_DIR
+    path = output / "_rejects" / "stage=corpus"
     if not path.exists():
         return []
     return sorted(pds.dataset(str(path)).to_table().to_pylist(), key=lambda r: (r["source"], r["position"]))
@@ -33,7 +32,7 @@ def test_jsonl_bad_records_are_quarantined_with_reason_and_line(ray_cluster, tmp
         b'{"text": "good two"}'  # no trailing newline
     )
     out = tmp_path / "out"
-    rows = read_passages(str(corpus), "text", str(out)).take_all()
+    rows = read_documents(str(corpus), "text", str(out)).take_all()
     assert [(r["position"], r["context"]) for r in rows] == [(1, "  good one  "), (10, "good two")]
     assert all(r["source"] == str(corpus) for r in rows)
     got = [(r["position"], r["reason"]) for r in rejects(out)]
@@ -42,25 +41,18 @@ def test_jsonl_bad_records_are_quarantined_with_reason_and_line(ray_cluster, tmp
     assert rejects(out)[0]["raw"] == "{not json"
 
 
-def test_passage_ids_are_stable_and_distinct(ray_cluster, tmp_path):
-    corpus = write_jsonl(tmp_path / "a.jsonl", ["same text", "same text", "other"])
-    first = read_passages(str(corpus), "text", str(tmp_path / "o1")).take_all()
-    second = read_passages(str(corpus), "text", str(tmp_path / "o2")).take_all()
-    ids = [r["passage_id"] for r in first]
-    assert ids == [r["passage_id"] for r in second]
-    assert len(set(ids)) == 3
-
-
 def test_directory_of_jsonl_gz_and_parquet_with_custom_column(ray_cluster, tmp_path):
     corpus = tmp_path / "in"
     write_jsonl(corpus / "a.jsonl.gz", ["gz one", "gz two"], column="body")
     write_parquet(corpus / "sub" / "b.parquet", {"body": ["pq one", None, "pq three"], "n": [1, 2, 3]})
     write_parquet(corpus / "sub" / "c.parquet", {"text": ["wrong column"]})
-    (corpus / "notes.txt").write_text("ignored: not a corpus suffix")
+    (corpus / "notes.csv").write_text("ignored: not a corpus suffix")
+    (corpus / "doc.txt").write_text("A whole text file\nis one document.\n")
     (corpus / "_hidden.jsonl").write_text('{"body": "ignored: underscore files are not corpus"}\n')
     out = tmp_path / "out"
-    rows = read_passages(str(corpus), "body", str(out)).take_all()
-    assert sorted(r["context"] for r in rows) == ["gz one", "gz two", "pq one", "pq three"]
+    rows = read_documents(str(corpus), "body", str(out)).take_all()
+    assert sorted(r["context"] for r in rows) == [
+        "A whole text file\nis one document.\n", "gz one", "gz two", "pq one", "pq three"]
     got = {(r["source"].rsplit("/", 1)[1], r["position"], r["reason"]) for r in rejects(out)}
     assert got == {("b.parquet", 2, "null_context"), ("c.parquet", 1, "missing_context_column")}
 
@@ -71,7 +63,7 @@ def test_truncated_gzip_keeps_what_was_read_and_quarantines_the_rest(ray_cluster
     corpus.parent.mkdir()
     corpus.write_bytes(data[: len(data) // 2])
     out = tmp_path / "out"
-    rows = read_passages(str(corpus), "text", str(out)).take_all()
+    rows = read_documents(str(corpus), "text", str(out)).take_all()
     assert 0 < len(rows) < 200_000
     (reject,) = rejects(out)
     assert reject["reason"] == "unreadable_file" and reject["position"] == len(rows) + 1
@@ -79,16 +71,16 @@ def test_truncated_gzip_keeps_what_was_read_and_quarantines_the_rest(ray_cluster
 
 def test_missing_input_and_empty_directory_fail_up_front(tmp_path):
     with pytest.raises(CorpusError, match="does not exist"):
-        read_passages(str(tmp_path / "nope"), "text", str(tmp_path / "out"))
+        read_documents(str(tmp_path / "nope"), "text", str(tmp_path / "out"))
     (tmp_path / "empty").mkdir()
     with pytest.raises(CorpusError, match="no corpus files"):
-        read_passages(str(tmp_path / "empty"), "text", str(tmp_path / "out"))
+        read_documents(str(tmp_path / "empty"), "text", str(tmp_path / "out"))
 
 
 def test_missing_context_column_fails_up_front_listing_columns(tmp_path):
     corpus = write_jsonl(tmp_path / "a.jsonl", [{"body": "x", "title": "y"}])
     with pytest.raises(CorpusError, match=r"no context column 'text'; columns found: body, title"):
-        read_passages(str(corpus), "text", str(tmp_path / "out"))
+        read_documents(str(corpus), "text", str(tmp_path / "out"))
     parquet = write_parquet(tmp_path / "b.parquet", {"body": ["x"]})
     with pytest.raises(CorpusError, match="no context column 'text'"):
-        read_passages(str(parquet), "text", str(tmp_path / "out"))
+        read_documents(str(parquet), "text", str(tmp_path / "out"))

@@ -27,11 +27,11 @@ def generation_rejects(output: Path) -> list[dict]:
     return pds.dataset(str(output / GENERATION_REJECTS_DIR)).to_table().to_pylist()
 
 
-def test_echo_engine_end_to_end(ray_cluster, tmp_path):
+def test_echo_engine_end_to_end(ray_cluster, random_model, tmp_path):
     passages = sample_passages(30)
     corpus = write_jsonl(tmp_path / "corpus.jsonl", ["  " + passages[0] + "\n"] + passages[1:] + [{"text": None}, ""])
     out = tmp_path / "out"
-    summary = generate(GenerateConfig(input=str(corpus), output=str(out), engine="echo",
+    summary = generate(GenerateConfig(input=str(corpus), output=str(out), engine="echo", model=random_model,
                                       task_types=["ynqa", "extractive question answering"],
                                       n=2))
     # 30 good passages x 2 task types x 2 samples; the null and the empty context are quarantined.
@@ -44,7 +44,7 @@ def test_echo_engine_end_to_end(ray_cluster, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == [
         "_SUCCESS", "_manifest.json", "_rejects", "task_type=exqa", "task_type=ynqa"]
     first = next(r for r in rows if r["position"] == 1 and r["task_type"] == "ynqa" and r["sample_index"] == 1)
-    assert first["context"] == "  " + passages[0] + "\n"
+    assert first["context"] == passages[0] and first["chunk"] == 0  # normalised: surrounding space trimmed
     assert first["input"] == passages[0] + "\nWhat does the passage above begin with?"
     assert first["output"] == passages[0][:40]
     assert first["source"] == str(corpus) and first["model"] == summary_model(out)
@@ -67,7 +67,8 @@ def summary_model(out: Path) -> str:
 def test_hf_engine_random_model_every_generation_is_accounted_for(ray_cluster, random_model, tmp_path):
     corpus = write_jsonl(tmp_path / "c.jsonl", sample_passages(6) + ["word " * 2000])
     out = tmp_path / "out"
-    summary = generate(GenerateConfig(input=str(corpus), output=str(out), model=random_model,
+    # passage_tokens above the model's 512-token window: the long passage is not chunked, the engine refuses it.
+    summary = generate(GenerateConfig(input=str(corpus), output=str(out), model=random_model, passage_tokens=20_000,
                                       task_types=["ynqa", "nli"], max_tokens=8, seed=0, batch_size=4))
     assert summary.prompts == 14 == sum(summary.accepted.values()) + sum(summary.rejected.values())
     rejects = generation_rejects(out)
@@ -91,9 +92,9 @@ def test_same_seed_same_dataset(ray_cluster, random_model, tmp_path):
     assert run("a") == run("b")
 
 
-def test_existing_output_needs_overwrite(ray_cluster, tmp_path):
+def test_existing_output_needs_overwrite(ray_cluster, random_model, tmp_path):
     corpus = write_jsonl(tmp_path / "c.jsonl", sample_passages(3))
-    config = GenerateConfig(input=str(corpus), output=str(tmp_path / "out"), engine="echo")
+    config = GenerateConfig(input=str(corpus), output=str(tmp_path / "out"), engine="echo", model=random_model)
     generate(config)
     with pytest.raises(OutputExistsError, match="--overwrite"):
         generate(config)
@@ -101,10 +102,11 @@ def test_existing_output_needs_overwrite(ray_cluster, tmp_path):
     assert len(accepted(tmp_path / "out")) == 9
 
 
-def test_job_entrypoint_with_yaml_config_and_flag_override(tmp_path):
+def test_job_entrypoint_with_yaml_config_and_flag_override(random_model, tmp_path):
     corpus = write_jsonl(tmp_path / "c.jsonl", sample_passages(5))
     config = tmp_path / "job.yaml"
-    config.write_text(f"input: {corpus}\noutput: {tmp_path / 'out'}\nengine: echo\ntask_types: ynqa\nn: 3\n")
+    config.write_text(f"input: {corpus}\noutput: {tmp_path / 'out'}\nengine: echo\nmodel: {random_model}\n"
+                      "task_types: ynqa\nn: 3\n")
     done = subprocess.run([sys.executable, str(ROOT / "jobs" / "generate.py"), "--config", str(config), "--n", "2"],
                           capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]

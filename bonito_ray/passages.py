@@ -1,0 +1,125 @@
+"""Passage preparation: Unicode/whitespace normalisation, token-aware chunking, length filters.
+
+Documents of any length become passages that fit the generator: chunks of at most
+``max_tokens`` tokens of the generator's own tokenizer, cut preferably at a paragraph break,
+else a sentence end, else a line break or a space. Long documents are tokenised a window at a
+time, so a 50 MB document needs memory for one window, not for the whole document's tokens.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import unicodedata
+from collections.abc import Iterator
+from typing import Any
+
+import pyarrow as pa
+
+from bonito_ray.quarantine import CLEAN_STAGE, write_rejects
+from bonito_ray.schema import PASSAGE_SCHEMA, stable_id
+
+TOO_SHORT = "too_short"
+TOO_LONG = "too_long"
+
+_SPACES = re.compile(r"[^\S\n]+")
+_BLANK_LINES = re.compile(r"\n{3,}")
+_SENTENCE_END = re.compile(r"[.!?][\"')\]]*\s")
+_CHARS_PER_TOKEN_BOUND = 16  # a window of max_tokens * this many chars holds more than max_tokens tokens
+
+
+def normalize(text: str) -> str:
+    """NFC, Unix line ends, runs of spaces collapsed, lines trimmed, at most one blank line in a row."""
+    text = unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n")
+    text = "\n".join(_SPACES.sub(" ", line).strip() for line in text.split("\n"))
+    return _BLANK_LINES.sub("\n\n", text).strip()
+
+
+@functools.lru_cache(maxsize=4)
+def load_tokenizer(source: str) -> Any:
+    """The tokenizer of a model directory or hub id, loaded once per worker process."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(source)
+
+
+def chunk(text: str, tokenizer: Any, max_tokens: int, overlap: int = 0) -> Iterator[str]:
+    """Split ``text`` into chunks of at most ``max_tokens`` tokens, preferring natural breaks."""
+    if len(text.encode("utf-8")) + 1 < max_tokens:  # every token covers at least one byte
+        yield text
+        return
+    start = 0
+    window = max_tokens * _CHARS_PER_TOKEN_BOUND
+    while start < len(text):
+        segment = text[start : start + window]
+        offsets = tokenizer(segment, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        if len(offsets) <= max_tokens:
+            if start + window >= len(text):
+                yield segment.strip()
+                return
+            limit = len(segment)
+        else:
+            limit = offsets[max_tokens][0]
+        cut = _best_break(segment, limit)
+        piece = segment[:cut].strip()
+        if piece:
+            yield piece
+        advance = cut
+        if overlap:
+            kept = [s for s, _ in offsets if s < cut]
+            if len(kept) > overlap:
+                advance = max(1, kept[len(kept) - overlap])
+        start += advance
+
+
+def _best_break(segment: str, limit: int) -> int:
+    """The cut position in ``segment[:limit]``: after a paragraph, sentence, line or word, in that order."""
+    floor = limit // 2  # never cut so early that chunks become tiny
+    region = segment[floor:limit]
+    paragraph = region.rfind("\n\n")
+    if paragraph >= 0:
+        return floor + paragraph + 2
+    sentences = list(_SENTENCE_END.finditer(region))
+    if sentences:
+        return floor + sentences[-1].end()
+    for sep in ("\n", " "):
+        at = region.rfind(sep)
+        if at >= 0:
+            return floor + at + 1
+    return limit
+
+
+BONITO_MAX_INPUT_TOKENS = 2048  # Bonito was trained on inputs of at most this many tokens
+
+
+def passage_token_budget(tokenizer: Any, window: int | None, max_tokens: int) -> int:
+    """The largest passage (in tokens) whose prompt plus ``max_tokens`` fits the model's window."""
+    from bonito_ray.prompt import build_prompt
+    from bonito_ray.tasks import TASK_TYPES
+
+    longest_task = max(TASK_TYPES.values(), key=len)
+    overhead = len(tokenizer(build_prompt("x", longest_task))["input_ids"]) + 8  # +8: tokens merging at the seams
+    budget = BONITO_MAX_INPUT_TOKENS if window is None else min(BONITO_MAX_INPUT_TOKENS, window - max_tokens - overhead)
+    if budget < 16:
+        raise ValueError(f"the model's window of {window} tokens leaves no room for a passage next to "
+                         f"max_tokens={max_tokens}; lower --max-tokens or raise the window")
+    return budget
+
+
+def prepare_passages(documents: pa.Table, *, tokenizer_source: str, max_tokens: int, overlap: int,
+                     min_chars: int, max_chars: int | None, output_uri: str, s3_endpoint: str | None) -> pa.Table:
+    """Documents -> normalised, chunked passages; passages outside the length bounds are quarantined."""
+    tokenizer = load_tokenizer(tokenizer_source)
+    passages, dropped = [], []
+    for doc in documents.to_pylist():
+        for index, text in enumerate(chunk(normalize(doc["context"]), tokenizer, max_tokens, overlap)):
+            row = {"passage_id": stable_id(doc["source"], doc["position"], index), "source": doc["source"],
+                   "position": doc["position"], "chunk": index, "context": text}
+            if len(text) < min_chars:
+                dropped.append(row | {"reason": TOO_SHORT, "detail": f"{len(text)} chars < {min_chars}"})
+            elif max_chars is not None and len(text) > max_chars:
+                dropped.append(row | {"reason": TOO_LONG, "detail": f"{len(text)} chars > {max_chars}"})
+            else:
+                passages.append(row)
+    write_rejects(output_uri, CLEAN_STAGE, dropped, s3_endpoint)
+    return pa.Table.from_pylist(passages, PASSAGE_SCHEMA)

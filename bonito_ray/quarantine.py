@@ -1,0 +1,41 @@
+"""Side output for passage-level drops (unreadable records, filtered or duplicate passages).
+
+Stages before the engine cannot pass dropped rows down the stream (the engine would see them),
+so they write them here. Each file is named by a hash of its rows, so a retried task rewrites
+the same file rather than adding a copy, and counts are taken over unique rows.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pyarrow.dataset as pds
+import pyarrow.fs as pafs
+
+from bonito_ray.schema import REJECT_SCHEMA, REJECTS_DIR, stable_id, table_from_rows
+from bonito_ray.storage import join, resolve_filesystem, write_parquet
+
+CORPUS_STAGE = "corpus"
+CLEAN_STAGE = "clean"
+
+
+def write_rejects(output_uri: str, stage: str, rows: list[dict], s3_endpoint: str | None = None) -> None:
+    """Write reject rows (REJECT_SCHEMA fields) of a pre-engine ``stage`` under ``_rejects/``."""
+    if not rows:
+        return
+    fs, root = resolve_filesystem(output_uri, s3_endpoint)
+    name = stable_id(*sorted(f"{r.get('source')}#{r.get('position')}#{r.get('passage_id')}#{r['reason']}"
+                             for r in rows))
+    write_parquet(fs, join(root, REJECTS_DIR, f"stage={stage}", f"rejects-{name}.parquet"),
+                  table_from_rows(rows, REJECT_SCHEMA))
+
+
+def reject_counts(output_uri: str, stage: str, s3_endpoint: str | None = None) -> Counter:
+    """Counts by reason of the unique rows quarantined by ``stage``."""
+    fs, root = resolve_filesystem(output_uri, s3_endpoint)
+    directory = join(root, REJECTS_DIR, f"stage={stage}")
+    if fs.get_file_info(directory).type == pafs.FileType.NotFound:
+        return Counter()
+    table = pds.dataset(directory, filesystem=fs, format="parquet").to_table(
+        columns=["source", "position", "passage_id", "reason"])
+    return Counter(reason for *_, reason in set(zip(*(table[c].to_pylist() for c in table.column_names))))
