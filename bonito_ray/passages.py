@@ -25,7 +25,7 @@ TOO_LONG = "too_long"
 _SPACES = re.compile(r"[^\S\n]+")
 _BLANK_LINES = re.compile(r"\n{3,}")
 _SENTENCE_END = re.compile(r"[.!?][\"')\]]*\s")
-_CHARS_PER_TOKEN_BOUND = 16  # a window of max_tokens * this many chars holds more than max_tokens tokens
+_CHARS_PER_TOKEN_GUESS = 4.0  # first guess; then measured on each window
 
 
 def normalize(text: str) -> str:
@@ -49,27 +49,36 @@ def chunk(text: str, tokenizer: Any, max_tokens: int, overlap: int = 0) -> Itera
         yield text
         return
     start = 0
-    window = max_tokens * _CHARS_PER_TOKEN_BOUND
+    chars_per_token = _CHARS_PER_TOKEN_GUESS
     while start < len(text):
-        segment = text[start : start + window]
-        offsets = tokenizer(segment, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
-        if len(offsets) <= max_tokens:
-            if start + window >= len(text):
+        segment, offsets = _tokenized_window(text, start, tokenizer, max_tokens, chars_per_token)
+        if len(offsets) <= max_tokens:  # the rest of the text fits
+            if segment.strip():
                 yield segment.strip()
-                return
-            limit = len(segment)
-        else:
-            limit = offsets[max_tokens][0]
-        cut = _best_break(segment, limit)
+            return
+        chars_per_token = offsets[max_tokens][0] / max_tokens  # size the next window on what this one held
+        cut = _best_break(segment, offsets[max_tokens][0])
         piece = segment[:cut].strip()
         if piece:
             yield piece
         advance = cut
         if overlap:
-            kept = [s for s, _ in offsets if s < cut]
-            if len(kept) > overlap:
-                advance = max(1, kept[len(kept) - overlap])
+            starts = [s for s, _ in offsets if s < cut]
+            if len(starts) > overlap:
+                advance = max(1, starts[len(starts) - overlap])
         start += advance
+
+
+def _tokenized_window(text: str, start: int, tokenizer: Any, max_tokens: int,
+                      chars_per_token: float) -> tuple[str, list]:
+    """The shortest window of ``text`` from ``start`` holding more than ``max_tokens`` tokens (or the rest)."""
+    size = int(max_tokens * chars_per_token * 1.1) + 16
+    while True:
+        segment = text[start : start + size]
+        offsets = tokenizer(segment, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        if len(offsets) > max_tokens or start + size >= len(text):
+            return segment, offsets
+        size *= 2
 
 
 def _best_break(segment: str, limit: int) -> int:

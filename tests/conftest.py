@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import os
+import socket
 
 import pytest
 
 from bonito_ray.cluster import PRIVACY_ENV
 
+from tests import tiny_models
+
 # Tests never reach a model hub: everything they load is built on the spot.
 os.environ["HF_HUB_OFFLINE"] = "1"
-from tests import tiny_models
+# Dummy credentials for the local S3 endpoint, set before Ray starts so its workers inherit them.
+os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                   "AWS_DEFAULT_REGION": "us-east-1"})
+for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_SESSION_TOKEN"):
+    os.environ.pop(name, None)
 
 
 @pytest.fixture(scope="session")
@@ -29,3 +36,20 @@ def ray_cluster():
 def random_model(tmp_path_factory) -> str:
     """A tiny model with random weights and a 512-token window."""
     return tiny_models.build_random_model(tmp_path_factory.mktemp("random-model"))
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """A real S3 endpoint: moto's server on 127.0.0.1, with an empty bucket named `corpus`."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="corpus")
+    yield endpoint
+    server.stop()

@@ -121,3 +121,35 @@ def test_cli_reports_bad_input_path_without_traceback(tmp_path):
                           capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert done.returncode == 2
     assert f"input {tmp_path / 'nope'} does not exist" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_cleaning_drops_are_quarantined_and_counted(ray_cluster, random_model, tmp_path):
+    texts = sample_passages(8)
+    write_jsonl(tmp_path / "in" / "a.jsonl", texts + ["Too short."])
+    # The same passages again in another file, one with different spacing: exact duplicates once normalised.
+    write_jsonl(tmp_path / "in" / "b.jsonl", [texts[0], "  " + texts[1].replace(" ", "   ") + "\r\n", texts[2]])
+    out = tmp_path / "out"
+    summary = generate(GenerateConfig(input=str(tmp_path / "in"), output=str(out), engine="echo",
+                                      model=random_model, task_types=["ynqa"]))
+    assert summary.passages == 8
+    assert summary.passages_dropped == {"duplicate": 3, "too_short": 1}
+    assert sorted(r["context"] for r in accepted(out)) == sorted(texts)
+    dropped = pds.dataset(str(out / "_rejects" / "stage=clean")).to_table().to_pylist()
+    duplicates = [r for r in dropped if r["reason"] == "duplicate"]
+    assert len(duplicates) == 3 and all(r["detail"].startswith("same text as passage") for r in duplicates)
+
+
+def test_a_single_50mb_document_is_chunked_not_lost(ray_cluster, random_model, tmp_path):
+    sentences = [f"Clause {i}: the tenant pays {100 + i % 900} euros on day {i % 28 + 1}." for i in range(1_000_000)]
+    paragraphs = ["\n\n".join(" ".join(sentences[j : j + 5]) for j in range(i, i + 50, 5))
+                  for i in range(0, len(sentences), 50)]
+    document = "\n\n".join(paragraphs)
+    assert len(document) > 50_000_000
+    write_jsonl(tmp_path / "big.jsonl", [document])
+    out = tmp_path / "out"
+    summary = generate(GenerateConfig(input=str(tmp_path / "big.jsonl"), output=str(out), engine="echo",
+                                      model=random_model, task_types=["ynqa"], max_tokens=16, passage_tokens=400))
+    rows = pds.dataset(str(out), partitioning="hive").to_table(columns=["chunk", "context"]).sort_by("chunk")
+    assert summary.passages == rows.num_rows > 20_000 and summary.passages_dropped == {}
+    assert rows["chunk"].to_pylist() == list(range(rows.num_rows))
+    assert " ".join(rows["context"].to_pylist()).split() == document.split()

@@ -1,0 +1,74 @@
+"""Reading the accepted examples of a generated dataset, and the train/validation split.
+
+Only ``task_type=<t>/train-*.parquet`` files are read (``bonito_ray.schema``): rejects, the
+manifest and any stray file beside them never leak into training or export.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pds
+import pyarrow.fs as pafs
+
+from bonito_ray.adapt.errors import DatasetError
+from bonito_ray.storage import resolve_filesystem
+
+# Columns every consumer here needs; `task_type` comes from the hive partition when absent from files.
+EXAMPLE_COLUMNS = ("id", "task_type", "input", "output")
+_ACCEPTED_FILE = re.compile(r"(^|/)task_type=[^/]+/train-[^/]*\.parquet$")
+
+
+def accepted_files(uri: str) -> tuple[pafs.FileSystem, str, list[str]]:
+    """The filesystem, root path and sorted accepted Parquet files of the dataset at ``uri``."""
+    fs, root = resolve_filesystem(uri)
+    info = fs.get_file_info(root)
+    if info.type != pafs.FileType.Directory:
+        raise DatasetError(f"no generated dataset at {uri}: not a directory")
+    listing = fs.get_file_info(pafs.FileSelector(root, recursive=True))
+    files = sorted(f.path for f in listing
+                   if f.type == pafs.FileType.File and _ACCEPTED_FILE.search(f.path[len(root):]))
+    return fs, root, files
+
+
+def load_examples(uri: str, task_types: list[str] | None = None) -> pa.Table:
+    """The accepted examples under ``uri`` (columns ``EXAMPLE_COLUMNS``), sorted by id.
+
+    ``task_types`` keeps only those (short) task types. Raises :class:`DatasetError` naming
+    ``uri`` when there is no accepted file, no row, or the files lack a needed column.
+    """
+    fs, root, files = accepted_files(uri)
+    if not files:
+        raise DatasetError(f"{uri} holds no accepted examples: no task_type=<type>/train-*.parquet files "
+                           "(is it the output of `bonito-ray generate`?)")
+    dataset = pds.dataset(files, filesystem=fs, format="parquet", partitioning="hive", partition_base_dir=root)
+    missing = [c for c in EXAMPLE_COLUMNS if c not in dataset.schema.names]
+    if missing:
+        raise DatasetError(f"{uri} is not a generated dataset: its accepted files lack the column(s) "
+                           f"{', '.join(missing)} (found: {', '.join(dataset.schema.names)})")
+    row_filter = pc.field("task_type").isin(task_types) if task_types else None
+    table = dataset.to_table(columns=list(EXAMPLE_COLUMNS), filter=row_filter)
+    table = table.cast(pa.schema([(c, pa.string()) for c in EXAMPLE_COLUMNS]))
+    if table.num_rows == 0:
+        which = f" of task type(s) {', '.join(task_types)}" if task_types else ""
+        raise DatasetError(f"{uri} holds no accepted examples{which}")
+    nulls = sum(table[c].null_count for c in ("id", "input", "output"))
+    if nulls:
+        raise DatasetError(f"{uri}: {nulls} null id/input/output value(s) in its accepted files; "
+                           "the dataset is damaged")
+    return table.take(pc.sort_indices(table, [("id", "ascending")]))
+
+
+def in_validation(example_id: str, fraction: float) -> bool:
+    """Whether ``example_id`` falls in the validation split: a hash of the id, so stable across runs."""
+    bucket = int.from_bytes(hashlib.sha256(example_id.encode("utf-8")).digest()[:8], "big") / 2**64
+    return bucket < fraction
+
+
+def split(table: pa.Table, validation_fraction: float) -> tuple[pa.Table, pa.Table]:
+    """(train, validation) rows of ``table``, split deterministically by example id."""
+    mask = pa.array([in_validation(i, validation_fraction) for i in table["id"].to_pylist()], pa.bool_())
+    return table.filter(pc.invert(mask)), table.filter(mask)

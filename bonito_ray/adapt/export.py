@@ -1,0 +1,140 @@
+"""Export a generated dataset to the files other trainers read.
+
+Formats (file written under the output directory):
+
+- ``alpaca`` (``alpaca.json``, a JSON array) and ``alpaca-jsonl`` (``alpaca.jsonl``):
+  ``{"instruction": input, "input": "", "output": output}``. The task input already holds the
+  passage, so Alpaca's optional ``input`` field stays empty.
+- ``messages`` (``messages.jsonl``): OpenAI chat fine-tuning lines, one user and one assistant turn.
+- ``prompt-completion`` (``prompt_completion.jsonl``): ``{"prompt", "completion"}`` with the
+  paper's plain prompt, for trainers (e.g. TRL) that put the loss on the completion only.
+
+``dataset_info.json`` registers the Alpaca and messages files with LLaMA-Factory.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from bonito_ray.adapt.data import load_examples
+from bonito_ray.adapt.errors import AdaptError
+from bonito_ray.adapt.prompts import plain_prompt
+from bonito_ray.storage import join, resolve_filesystem
+
+Record = dict[str, object]
+
+
+def alpaca_record(row: dict) -> Record:
+    """One Alpaca record: the task input is the instruction."""
+    return {"instruction": row["input"], "input": "", "output": row["output"]}
+
+
+def messages_record(row: dict) -> Record:
+    """One OpenAI chat fine-tuning record."""
+    return {"messages": [{"role": "user", "content": row["input"]},
+                         {"role": "assistant", "content": row["output"]}]}
+
+
+def prompt_completion_record(row: dict) -> Record:
+    """One prompt/completion record in the paper's plain prompt format."""
+    return {"prompt": plain_prompt(row["input"]), "completion": row["output"]}
+
+
+@dataclass(frozen=True)
+class ExportFormat:
+    """A file format: its file name, how a row becomes a record, and whether it is one JSON array."""
+
+    file_name: str
+    record: Callable[[dict], Record]
+    json_array: bool = False
+
+
+FORMATS: dict[str, ExportFormat] = {
+    "alpaca": ExportFormat("alpaca.json", alpaca_record, json_array=True),
+    "alpaca-jsonl": ExportFormat("alpaca.jsonl", alpaca_record),
+    "messages": ExportFormat("messages.jsonl", messages_record),
+    "prompt-completion": ExportFormat("prompt_completion.jsonl", prompt_completion_record),
+}
+DATASET_INFO_FILE = "dataset_info.json"
+
+
+@dataclass
+class ExportSummary:
+    """What an export wrote: every data file holds all ``rows`` examples."""
+
+    output: str
+    rows: int
+    files: list[str] = field(default_factory=list)
+
+    def format(self) -> str:
+        """A short human-readable report."""
+        return "\n".join([f"exported {self.rows} examples to {self.output}:", *(f"  {f}" for f in self.files)])
+
+
+def dataset_info(name: str, formats: Iterable[str]) -> dict[str, dict]:
+    """LLaMA-Factory ``dataset_info.json`` entries for the Alpaca and messages files among ``formats``."""
+    formats = set(formats)
+    entries: dict[str, dict] = {}
+    alpaca = next((f for f in ("alpaca", "alpaca-jsonl") if f in formats), None)
+    if alpaca:
+        entries[f"{name}_alpaca"] = {
+            "file_name": FORMATS[alpaca].file_name,
+            "formatting": "alpaca",
+            "columns": {"prompt": "instruction", "query": "input", "response": "output"},
+        }
+    if "messages" in formats:
+        entries[f"{name}_messages"] = {
+            "file_name": FORMATS["messages"].file_name,
+            "formatting": "sharegpt",
+            "columns": {"messages": "messages"},
+            "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user",
+                     "assistant_tag": "assistant", "system_tag": "system"},
+        }
+    return entries
+
+
+def parse_formats(formats: str | Iterable[str] | None) -> list[str]:
+    """Format names from a comma-separated string or list; None means all of them."""
+    if formats is None:
+        return list(FORMATS)
+    names = [f.strip() for f in (formats.split(",") if isinstance(formats, str) else formats) if f.strip()]
+    unknown = [f for f in names if f not in FORMATS]
+    if unknown or not names:
+        raise AdaptError(f"unknown export format(s) {', '.join(unknown) or '(none given)'}; "
+                         f"choose from {', '.join(FORMATS)}")
+    return list(dict.fromkeys(names))
+
+
+def export(dataset: str, output: str, formats: str | Iterable[str] | None = None,
+           task_types: list[str] | None = None, name: str = "bonito") -> ExportSummary:
+    """Write the accepted examples of ``dataset`` to ``output`` in ``formats`` plus ``dataset_info.json``."""
+    chosen = parse_formats(formats)
+    rows = load_examples(dataset, task_types).to_pylist()
+    fs, root = resolve_filesystem(output)
+    fs.create_dir(root, recursive=True)
+    summary = ExportSummary(output=output, rows=len(rows))
+    for fmt in (FORMATS[f] for f in chosen):
+        with fs.open_output_stream(join(root, fmt.file_name)) as stream:
+            _write_records(stream, (fmt.record(r) for r in rows), fmt.json_array)
+        summary.files.append(fmt.file_name)
+    info = dataset_info(name, chosen)
+    if info:
+        with fs.open_output_stream(join(root, DATASET_INFO_FILE)) as stream:
+            stream.write(json.dumps(info, indent=2).encode("utf-8"))
+        summary.files.append(DATASET_INFO_FILE)
+    return summary
+
+
+def _write_records(stream, records: Iterable[Record], json_array: bool) -> None:
+    """Stream ``records`` as JSON lines, or as one JSON array with a record per line."""
+    if json_array:
+        stream.write(b"[\n")
+    for i, record in enumerate(records):
+        prefix = b",\n" if json_array and i else b""
+        stream.write(prefix + json.dumps(record, ensure_ascii=False).encode("utf-8"))
+        if not json_array:
+            stream.write(b"\n")
+    if json_array:
+        stream.write(b"\n]\n")
