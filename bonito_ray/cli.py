@@ -9,11 +9,14 @@ import sys
 from bonito_ray import cluster
 from bonito_ray.config import ENGINES, ConfigError, load_config
 from bonito_ray.corpus import CorpusError
-from bonito_ray.pipeline import OutputExistsError, generate
+from bonito_ray.budget import ErrorBudgetExceeded
+from bonito_ray.commit import ResumeMismatchError
+from bonito_ray.pipeline import OutputExistsError, generate, plan_job
 from bonito_ray.tasks import UnknownTaskTypeError
 
 # Errors in what the user asked for: reported in one line, without a traceback.
-_USER_ERRORS = (ConfigError, CorpusError, OutputExistsError, UnknownTaskTypeError)
+_USER_ERRORS = (ConfigError, CorpusError, OutputExistsError, UnknownTaskTypeError, ResumeMismatchError,
+                ErrorBudgetExceeded)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--max-passage-chars", type=int, help="drop longer passages (default: none)")
     gen.add_argument("--no-dedup", dest="dedup", action="store_const", const=False,
                      help="keep exact duplicate passages (default: dropped)")
+    gen.add_argument("--max-error-rate", type=float,
+                     help="fail the job when more than this fraction of requests fail in the engine (default: 0.05)")
     gen.add_argument("--rows-per-file", type=int, help="target rows per output Parquet file (default: 50000)")
     gen.add_argument("--n", type=int, help="samples per prompt (default: 1)")
     gen.add_argument("--max-tokens", type=int, help="max generated tokens (default: 256)")
@@ -63,8 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {k: v for k, v in vars(args).items() if k not in ("command", "config", "overwrite", "log_level")}
     try:
         config = load_config(args.config, overrides)
+        plan = plan_job(config)  # bad input or model fails here, before any cluster work
         cluster.connect(config.ray_address)
-        summary = generate(config, overwrite=args.overwrite)
+        summary = generate(config, overwrite=args.overwrite, plan=plan)
     except _USER_ERRORS as err:
         print(f"bonito-ray: error: {err}", file=sys.stderr)
         return 2

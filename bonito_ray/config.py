@@ -21,7 +21,11 @@ _NUMBERS = {
     "n": int, "max_tokens": int, "seed": int, "num_replicas": int, "batch_size": int,
     "max_concurrent_batches": int, "temperature": float, "top_p": float,
     "cpus_per_replica": float, "gpus_per_replica": float, "passage_tokens": int, "passage_overlap": int,
-    "min_passage_chars": int, "max_passage_chars": int, "rows_per_file": int,
+    "min_passage_chars": int, "max_passage_chars": int, "rows_per_file": int, "max_error_rate": float,
+}
+_IDENTITY = {
+    "input", "task_types", "engine", "model", "context_column", "n", "max_tokens", "temperature", "top_p", "seed",
+    "engine_kwargs", "passage_overlap", "min_passage_chars", "max_passage_chars", "dedup",
 }
 _OPTIONAL = {"seed", "passage_tokens", "max_passage_chars"}
 
@@ -48,6 +52,7 @@ class GenerateConfig:
     max_passage_chars: int | None = None
     dedup: bool = True
     rows_per_file: int = 50_000
+    max_error_rate: float = 0.05  # fraction of requests the engine may refuse before the job fails
     # Sampling: the Bonito authors' settings (REFERENCE.md section 1).
     n: int = 1
     max_tokens: int = 256
@@ -101,11 +106,16 @@ class GenerateConfig:
         _check(self.min_passage_chars >= 0, "min_passage_chars must be >= 0")
         _check(self.rows_per_file >= 1, "rows_per_file must be >= 1")
         _check(isinstance(self.dedup, bool), "dedup must be true or false")
+        _check(0 <= self.max_error_rate <= 1, "max_error_rate must be in [0, 1]")
 
     @property
     def sampling_params(self) -> dict[str, Any]:
         """Sampling parameters shared by every request (the per-row seed is added later)."""
         return {"max_tokens": self.max_tokens, "temperature": self.temperature, "top_p": self.top_p}
+
+    def identity(self) -> dict[str, Any]:
+        """The settings that decide what a run generates (not how fast): a resumed run must match them."""
+        return {k: v for k, v in self.to_dict().items() if k in _IDENTITY}
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable view of the configuration."""

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from ray.data.datasource import FileBasedDatasource
 
 from bonito_ray.quarantine import CORPUS_STAGE, write_rejects
-from bonito_ray.schema import DOCUMENT_SCHEMA, table_from_rows
+from bonito_ray.schema import DOCUMENT_SCHEMA, stable_id, table_from_rows
 from bonito_ray.storage import display_uri, resolve_filesystem
 
 logger = logging.getLogger(__name__)
@@ -164,12 +164,16 @@ class CorpusDatasource(FileBasedDatasource):
             write_rejects(self._output_uri, CORPUS_STAGE, rejects, self._s3_endpoint)
 
 
-def read_documents(input_uri: str, context_column: str, output_uri: str, s3_endpoint: str | None = None):
-    """The lazy dataset of documents in the corpus at ``input_uri``; checks the input up front."""
+def input_fingerprint(fs: pafs.FileSystem, files: list[str]) -> str:
+    """A hash of the corpus files' locations, sizes and modification times."""
+    return stable_id(*(f"{i.path}|{i.size}|{i.mtime_ns}" for i in fs.get_file_info(files)))
+
+
+def read_documents(input_uri: str, fs: pafs.FileSystem, files: list[str], context_column: str, output_uri: str,
+                   s3_endpoint: str | None = None):
+    """The lazy dataset of documents in the corpus ``files`` (listed by ``list_corpus_files``)."""
     import ray.data
 
-    fs, files = list_corpus_files(input_uri, s3_endpoint)
-    check_context_column(fs, files[0], context_column, display_uri(input_uri, files[0]))
     logger.info("corpus: %d file(s) under %s", len(files), input_uri)
     return ray.data.read_datasource(
         CorpusDatasource(input_uri, files, fs, context_column, output_uri, s3_endpoint))

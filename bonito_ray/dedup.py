@@ -1,8 +1,9 @@
-"""Exact passage deduplication across the whole corpus, streaming.
+"""Exact, deterministic passage deduplication across the whole corpus.
 
-Passages are hashed (64-bit) and sharded over a few small actors. Each actor keeps its keys and
-the id of the passage that claimed each key first in sorted numpy runs (16 bytes a passage).
-Claims are idempotent: a retried batch re-claims its own passages and keeps them.
+Two streaming passes over the passages: the first offers every passage's text hash and id to a
+few shard actors, each keeping the smallest passage id per hash; the second keeps a passage only
+if it is that smallest id. The choice does not depend on processing order, so a resumed or
+repeated run keeps exactly the same passages. Each shard holds 16 bytes per distinct passage.
 """
 
 from __future__ import annotations
@@ -16,38 +17,40 @@ import ray
 from bonito_ray.quarantine import CLEAN_STAGE, write_rejects
 
 DUPLICATE = "duplicate"
-_MAX_RUNS = 8  # merge sorted runs beyond this many, so a lookup stays a handful of binary searches
+_MAX_RUNS = 8  # compact the buffered offers beyond this many batches
 
 
 @ray.remote(num_cpus=0)
 class DedupShard:
-    """The claimed keys of one hash shard: key -> the passage that claimed it first."""
+    """One hash shard of the index: text hash -> the smallest passage id (64-bit prefix) offered."""
 
     def __init__(self) -> None:
-        self.runs: list[tuple[np.ndarray, np.ndarray]] = []
+        self.keys = np.empty(0, dtype=np.uint64)
+        self.owners = np.empty(0, dtype=np.uint64)
+        self.pending: list[tuple[np.ndarray, np.ndarray]] = []
 
-    def claim(self, keys: np.ndarray, owners: np.ndarray) -> np.ndarray:
-        """The owner of each key: an earlier claimant's if any, else the first in this batch."""
-        result = owners.copy()
-        unknown = np.ones(len(keys), dtype=bool)
-        for run_keys, run_owners in self.runs:
-            at = np.searchsorted(run_keys, keys).clip(max=len(run_keys) - 1)
-            hit = unknown & (run_keys[at] == keys)
-            result[hit] = run_owners[at[hit]]
-            unknown &= ~hit
-        new_keys, first = np.unique(keys[unknown], return_index=True)
-        new_owners = owners[unknown][first]
-        if len(new_keys):
-            self.runs.append((new_keys, new_owners))
-            if len(self.runs) > _MAX_RUNS:
-                merged_keys = np.concatenate([k for k, _ in self.runs])
-                merged_owners = np.concatenate([o for _, o in self.runs])
-                order = np.argsort(merged_keys, kind="stable")
-                self.runs = [(merged_keys[order], merged_owners[order])]
-        # Within the batch, later copies of a new key belong to its first occurrence.
-        lookup = dict(zip(new_keys.tolist(), new_owners.tolist()))
-        result[unknown] = [lookup[k] for k in keys[unknown].tolist()]
-        return result
+    def offer(self, keys: np.ndarray, owners: np.ndarray) -> None:
+        """Record passages (first pass)."""
+        self.pending.append((keys, owners))
+        if len(self.pending) > _MAX_RUNS:
+            self._compact()
+
+    def owners_of(self, keys: np.ndarray) -> np.ndarray:
+        """The smallest id offered for each key (second pass)."""
+        self._compact()
+        return self.owners[np.searchsorted(self.keys, keys)]
+
+    def _compact(self) -> None:
+        if not self.pending:
+            return
+        keys = np.concatenate([self.keys, *(k for k, _ in self.pending)])
+        owners = np.concatenate([self.owners, *(o for _, o in self.pending)])
+        self.pending = []
+        order = np.lexsort((owners, keys))  # by key, then smallest owner first
+        keys, owners = keys[order], owners[order]
+        first = np.ones(len(keys), dtype=bool)
+        first[1:] = keys[1:] != keys[:-1]
+        self.keys, self.owners = keys[first], owners[first]
 
 
 def create_shards(count: int) -> list:
@@ -55,19 +58,30 @@ def create_shards(count: int) -> list:
     return [DedupShard.remote() for _ in range(count)]
 
 
-def _hash64(text: str) -> int:
-    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")
+def _keys_and_owners(passages: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    keys = np.array([int.from_bytes(hashlib.blake2b(t.encode("utf-8"), digest_size=8).digest(), "little")
+                     for t in passages["context"].to_pylist()], dtype=np.uint64)
+    owners = np.array([int(p[:16], 16) for p in passages["passage_id"].to_pylist()], dtype=np.uint64)
+    return keys, owners
+
+
+def offer_passages(passages: pa.Table, *, shards: list) -> pa.Table:
+    """First pass: offer each passage to its shard; returns no rows."""
+    keys, owners = _keys_and_owners(passages)
+    shard_of = keys % np.uint64(len(shards))
+    ray.get([shards[i].offer.remote(keys[shard_of == i], owners[shard_of == i])
+             for i in range(len(shards)) if (shard_of == i).any()])
+    return passages.slice(0, 0)
 
 
 def drop_duplicates(passages: pa.Table, *, shards: list, output_uri: str, s3_endpoint: str | None) -> pa.Table:
-    """Keep each passage whose text no other passage claimed first; quarantine the rest."""
+    """Second pass: keep the passages that own their text; quarantine the others as duplicates."""
     if passages.num_rows == 0:
         return passages
-    keys = np.array([_hash64(t) for t in passages["context"].to_pylist()], dtype=np.uint64)
-    owners = np.array([int(p[:16], 16) for p in passages["passage_id"].to_pylist()], dtype=np.uint64)
+    keys, owners = _keys_and_owners(passages)
     shard_of = keys % np.uint64(len(shards))
     claimed = np.empty_like(owners)
-    pending = {i: shards[i].claim.remote(keys[shard_of == i], owners[shard_of == i]) for i in range(len(shards))
+    pending = {i: shards[i].owners_of.remote(keys[shard_of == i]) for i in range(len(shards))
                if (shard_of == i).any()}
     for i, ref in pending.items():
         claimed[shard_of == i] = ray.get(ref)

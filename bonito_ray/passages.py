@@ -21,6 +21,11 @@ from bonito_ray.schema import PASSAGE_SCHEMA, stable_id
 
 TOO_SHORT = "too_short"
 TOO_LONG = "too_long"
+CONTROL_MARKER = "control_marker"
+# Bonito's markers. A passage holding one could forge or break a task (a fake <|task|> section,
+# a <|pipe|> the model copies into its answer, a {{context}} expanded into the passage itself), so
+# such passages are quarantined with the marker named, never silently rewritten.
+CONTROL_MARKERS = ("<|tasktype|>", "<|context|>", "<|task|>", "<|pipe|>", "{{context}}")
 
 _SPACES = re.compile(r"[^\S\n]+")
 _BLANK_LINES = re.compile(r"\n{3,}")
@@ -124,7 +129,10 @@ def prepare_passages(documents: pa.Table, *, tokenizer_source: str, max_tokens: 
         for index, text in enumerate(chunk(normalize(doc["context"]), tokenizer, max_tokens, overlap)):
             row = {"passage_id": stable_id(doc["source"], doc["position"], index), "source": doc["source"],
                    "position": doc["position"], "chunk": index, "context": text}
-            if len(text) < min_chars:
+            markers = [m for m in CONTROL_MARKERS if m in text]
+            if markers:
+                dropped.append(row | {"reason": CONTROL_MARKER, "detail": "contains " + " ".join(markers)})
+            elif len(text) < min_chars:
                 dropped.append(row | {"reason": TOO_SHORT, "detail": f"{len(text)} chars < {min_chars}"})
             elif max_chars is not None and len(text) > max_chars:
                 dropped.append(row | {"reason": TOO_LONG, "detail": f"{len(text)} chars > {max_chars}"})

@@ -12,7 +12,7 @@ from collections import Counter
 import pyarrow.dataset as pds
 import pyarrow.fs as pafs
 
-from bonito_ray.schema import REJECT_SCHEMA, REJECTS_DIR, stable_id, table_from_rows
+from bonito_ray.schema import REJECT_SCHEMA, REJECTS_DIR, STAGING_DIR, stable_id, table_from_rows
 from bonito_ray.storage import join, resolve_filesystem, write_parquet
 
 CORPUS_STAGE = "corpus"
@@ -20,19 +20,19 @@ CLEAN_STAGE = "clean"
 
 
 def write_rejects(output_uri: str, stage: str, rows: list[dict], s3_endpoint: str | None = None) -> None:
-    """Write reject rows (REJECT_SCHEMA fields) of a pre-engine ``stage`` under ``_rejects/``."""
+    """Write reject rows (REJECT_SCHEMA fields) of a pre-engine ``stage`` under the run's staging dir."""
     if not rows:
         return
-    fs, root = resolve_filesystem(output_uri, s3_endpoint)
+    fs, output = resolve_filesystem(output_uri, s3_endpoint)
+    root = join(output, STAGING_DIR)
     name = stable_id(*sorted(f"{r.get('source')}#{r.get('position')}#{r.get('passage_id')}#{r['reason']}"
                              for r in rows))
     write_parquet(fs, join(root, REJECTS_DIR, f"stage={stage}", f"rejects-{name}.parquet"),
                   table_from_rows(rows, REJECT_SCHEMA))
 
 
-def reject_counts(output_uri: str, stage: str, s3_endpoint: str | None = None) -> Counter:
-    """Counts by reason of the unique rows quarantined by ``stage``."""
-    fs, root = resolve_filesystem(output_uri, s3_endpoint)
+def reject_counts(fs: pafs.FileSystem, root: str, stage: str) -> Counter:
+    """Counts by reason of the unique rows that ``stage`` quarantined in the dataset at ``root``."""
     directory = join(root, REJECTS_DIR, f"stage={stage}")
     if fs.get_file_info(directory).type == pafs.FileType.NotFound:
         return Counter()

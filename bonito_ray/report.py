@@ -1,21 +1,33 @@
-"""The run summary and the manifest written next to the dataset."""
+"""The run summary and the manifest written next to the dataset.
+
+Counts are taken from the committed files themselves, so a run that resumed an earlier attempt
+reports the whole dataset, not just its own share.
+"""
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from typing import Any
 
-from bonito_ray.schema import MANIFEST_FILE, SUCCESS_FILE
-from bonito_ray.storage import join, resolve_filesystem, write_bytes
+import pyarrow.compute as pc
+import pyarrow.dataset as pds
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from bonito_ray.quarantine import CLEAN_STAGE, CORPUS_STAGE, reject_counts
+from bonito_ray.schema import GENERATION_REJECTS_DIR, MANIFEST_FILE, SUCCESS_FILE
+from bonito_ray.stages import ENGINE_ERROR
+from bonito_ray.storage import join, list_files, write_bytes
 
 _PACKAGES = ("bonito-ray", "ray", "pyarrow", "transformers", "torch", "vllm")
 
 
 @dataclass
 class RunSummary:
-    """What a generation job did, in counts."""
+    """What a generation job produced, in counts."""
 
     output: str
     passages: int
@@ -26,13 +38,20 @@ class RunSummary:
     passages_dropped: dict[str, int]
     input_tokens: int
     generated_tokens: int
-    wall_seconds: float
+    wall_seconds: float = 0.0
+    resumed: bool = False
+    skipped_done: int = 0
     files: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def engine_errors(self) -> int:
+        return self.rejected.get(ENGINE_ERROR, 0)
 
     def format(self) -> str:
         """A human-readable summary for the end of a job."""
         lines = [
-            f"bonito-ray: wrote {sum(self.accepted.values())} examples to {self.output} in {self.wall_seconds:.1f}s",
+            f"bonito-ray: wrote {sum(self.accepted.values())} examples to {self.output} in {self.wall_seconds:.1f}s"
+            + (f" (resumed: {self.skipped_done} examples were already written)" if self.resumed else ""),
             f"  passages: {self.passages}   prompts: {self.prompts}",
             f"  accepted: {sum(self.accepted.values())} ({_counts(self.accepted)})",
             f"  rejected: {sum(self.rejected.values())} ({_counts(self.rejected)})",
@@ -43,12 +62,65 @@ class RunSummary:
         return "\n".join(lines)
 
 
-def write_manifest(summary: RunSummary, config: dict[str, Any], s3_endpoint: str | None = None) -> None:
-    """Write ``_manifest.json`` (config, counts, files, versions), then ``_SUCCESS``."""
-    fs, root = resolve_filesystem(summary.output, s3_endpoint)
-    manifest = {"summary": asdict(summary), "config": config, "versions": _versions()}
+def summarize(fs: pafs.FileSystem, root: str, *, output: str, examples_per_passage: int, **run: Any) -> RunSummary:
+    """Count what the dataset at ``root`` holds."""
+    accepted_files = [f for f in list_files(fs, root) if f[len(root) + 1 :].startswith("task_type=")
+                      and f.endswith(".parquet")]
+    reject_files = [f for f in list_files(fs, join(root, GENERATION_REJECTS_DIR)) if f.endswith(".parquet")]
+    accepted, tokens_in, tokens_out = _tally(fs, accepted_files, "task_type")
+    rejected, reject_in, reject_out = _tally(fs, reject_files, "reason")
+    prompts = sum(accepted.values()) + sum(rejected.values())
+    files = [{"path": f[len(root) + 1 :], "rows": pq.ParquetFile(f, filesystem=fs).metadata.num_rows}
+             for f in accepted_files + reject_files]
+    return RunSummary(
+        output=output, passages=prompts // examples_per_passage, prompts=prompts,
+        accepted=dict(accepted), rejected=dict(rejected),
+        corpus_rejected=dict(reject_counts(fs, root, CORPUS_STAGE)),
+        passages_dropped=dict(reject_counts(fs, root, CLEAN_STAGE)),
+        input_tokens=tokens_in + reject_in, generated_tokens=tokens_out + reject_out, files=files, **run)
+
+
+def _tally(fs: pafs.FileSystem, files: list[str], key: str) -> tuple[Counter, int, int]:
+    if not files:
+        return Counter(), 0, 0
+    table = pds.dataset(files, filesystem=fs, format="parquet").to_table(
+        columns=[key, "num_input_tokens", "num_generated_tokens"])
+    return (Counter(table[key].to_pylist()), int(pc.sum(table["num_input_tokens"]).as_py() or 0),
+            int(pc.sum(table["num_generated_tokens"]).as_py() or 0))
+
+
+def write_manifest(fs: pafs.FileSystem, root: str, summary: RunSummary, config: dict[str, Any],
+                   identity: dict[str, Any]) -> None:
+    """Write ``_manifest.json`` (counts, files, config, versions, input fingerprint), then ``_SUCCESS``."""
+    manifest = {"summary": asdict(summary), "stages": stage_counts(summary), "config": config,
+                "versions": _versions(), "input_fingerprint": identity["input_fingerprint"], "identity": identity}
     write_bytes(fs, join(root, MANIFEST_FILE), json.dumps(manifest, indent=2, sort_keys=True).encode("utf-8"))
     write_bytes(fs, join(root, SUCCESS_FILE), b"")
+
+
+def read_manifest(fs: pafs.FileSystem, root: str) -> dict[str, Any]:
+    """The manifest of the dataset at ``root``."""
+    with fs.open_input_stream(join(root, MANIFEST_FILE)) as f:
+        return json.loads(f.read())
+
+
+def stage_counts(summary: RunSummary) -> dict[str, Any]:
+    """Row counts at every stage, top to bottom."""
+    dropped = sum(summary.passages_dropped.values())
+    return {
+        "corpus_records_quarantined": sum(summary.corpus_rejected.values()),
+        "passages_chunked": summary.passages + dropped,
+        "passages_dropped": summary.passages_dropped,
+        "passages_prompted": summary.passages,
+        "prompts": summary.prompts,
+        "generated": summary.prompts - summary.engine_errors,
+        "parsed": sum(summary.accepted.values()),
+        "rejected": summary.rejected,
+        "written_rows": sum(f["rows"] for f in summary.files),
+        "tokens_in": summary.input_tokens,
+        "tokens_generated": summary.generated_tokens,
+        "wall_seconds": summary.wall_seconds,
+    }
 
 
 def _versions() -> dict[str, str]:

@@ -9,6 +9,9 @@ Layout under the output prefix (accepted files are named ``train-*`` so that
     _rejects/stage=clean/rejects-<hash>.parquet               passages filtered out (length, duplicate)
     _rejects/stage=generation/rejects-<write id>-<task>.parquet  generations that did not parse
     _manifest.json, _SUCCESS                                  written last, when all else is
+
+While a job runs, all of it is written under ``.staging/`` with the same layout and moved into
+place when every file is written (see ``bonito_ray.commit``).
 """
 
 from __future__ import annotations
@@ -80,6 +83,10 @@ REJECTS_DIR = "_rejects"
 GENERATION_REJECTS_DIR = f"{REJECTS_DIR}/stage=generation"
 MANIFEST_FILE = "_manifest.json"
 SUCCESS_FILE = "_SUCCESS"
+# Everything is written here first and moved into place at commit. The leading dot hides it
+# from pyarrow.dataset and from datasets.load_dataset.
+STAGING_DIR = ".staging"
+RUN_FILE = "_run.json"  # in the staging dir: what the unfinished run was asked to do
 
 
 def stable_id(*parts: object) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from bonito_ray.prompt import Task, build_prompt, parse_generation
@@ -93,3 +94,13 @@ def _to_example(generations: dict[str, Any]) -> dict[str, Any]:
     else:
         row["reason"] = parsed.reason
     return row
+
+
+def drop_done(requests: pa.Table, *, done: Any) -> pa.Table:
+    """Drop the requests whose example an earlier attempt already wrote (``done``: sorted 16-byte ids)."""
+    import ray
+
+    done = ray.get(done) if isinstance(done, ray.ObjectRef) else done
+    keys = np.array([bytes.fromhex(i) for i in requests["id"].to_pylist()], dtype="S16")
+    at = np.searchsorted(done, keys).clip(max=len(done) - 1)
+    return requests.filter(pa.array(done[at] != keys))

@@ -8,6 +8,7 @@ and credential chains (AWS_* variables, profiles, IRSA / workload identity). A c
 from __future__ import annotations
 
 import os
+import uuid
 from urllib.parse import urlparse
 
 import pyarrow as pa
@@ -46,15 +47,34 @@ def join(base: str, *parts: str) -> str:
 
 
 def write_parquet(fs: pafs.FileSystem, path: str, table: pa.Table) -> None:
-    """Write ``table`` to ``path``, creating local parent directories (object stores have none)."""
-    if isinstance(fs, pafs.LocalFileSystem):
-        fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-    pq.write_table(table, path, filesystem=fs)
+    """Write ``table`` to ``path`` so that the file appears whole or not at all."""
+    _atomically(fs, path, lambda target: pq.write_table(table, target, filesystem=fs))
 
 
 def write_bytes(fs: pafs.FileSystem, path: str, data: bytes) -> None:
-    """Write a small file (a manifest, a marker) in one go."""
-    if isinstance(fs, pafs.LocalFileSystem):
-        fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-    with fs.open_output_stream(path) as f:
-        f.write(data)
+    """Write a small file (a manifest, a marker) so that it appears whole or not at all."""
+
+    def write(target: str) -> None:
+        with fs.open_output_stream(target) as f:
+            f.write(data)
+
+    _atomically(fs, path, write)
+
+
+def _atomically(fs: pafs.FileSystem, path: str, write) -> None:
+    # Object stores publish an object only when its upload completes; a local file is written
+    # under a hidden temporary name and renamed, so a killed writer never leaves half a file.
+    if not isinstance(fs, pafs.LocalFileSystem):
+        write(path)
+        return
+    directory, name = path.rsplit("/", 1)
+    fs.create_dir(directory, recursive=True)
+    temporary = f"{directory}/.tmp-{uuid.uuid4().hex}-{name}"
+    write(temporary)
+    fs.move(temporary, path)
+
+
+def list_files(fs: pafs.FileSystem, directory: str) -> list[str]:
+    """Every file under ``directory`` (recursively), sorted; none when it does not exist."""
+    selector = pafs.FileSelector(directory, recursive=True, allow_not_found=True)
+    return sorted(f.path for f in fs.get_file_info(selector) if f.type == pafs.FileType.File)

@@ -1,77 +1,61 @@
 """The dataset writer: accepted examples partitioned by task type, rejects kept beside them.
 
-One Ray Data datasink writes both, so the pipeline is computed once. Each write task writes
-one accepted file per task type it saw and one rejects file, and reports counts; the driver
-adds them up in ``on_write_complete``.
+One Ray Data datasink writes both into the run's staging dir, so the pipeline is computed once.
+Each write task writes one accepted file per task type it saw and one rejects file; each file
+appears whole or not at all. Engine errors are reported to the job's error budget as they come.
 """
 
 from __future__ import annotations
 
+import re
 import uuid
-from collections import Counter
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import ray
 from ray.data import Datasink
 from ray.data.block import BlockAccessor
 
-from bonito_ray.schema import ACCEPTED_SCHEMA, GENERATION_REJECTS_DIR, REJECT_SCHEMA, conform
+from bonito_ray.schema import ACCEPTED_SCHEMA, GENERATION_REJECTS_DIR, REJECT_SCHEMA, STAGING_DIR, conform
+from bonito_ray.stages import ENGINE_ERROR
 from bonito_ray.storage import join, resolve_filesystem, write_parquet
 
-DEFAULT_ROWS_PER_FILE = 50_000
+_PARTITION_VALUE = re.compile(r"^[a-z][a-z_]*$")
 
 
 class SyntheticDatasetSink(Datasink):
-    """Writes example rows (``reason`` null: accepted; else rejected) under ``output_uri``."""
+    """Writes example rows (``reason`` null: accepted; else rejected) under ``OUTPUT/.staging``."""
 
-    def __init__(self, output_uri: str, rows_per_file: int = DEFAULT_ROWS_PER_FILE,
-                 s3_endpoint: str | None = None) -> None:
+    def __init__(self, output_uri: str, rows_per_file: int, s3_endpoint: str | None = None,
+                 error_budget=None) -> None:
         self.output_uri = output_uri
-        self.s3_endpoint = s3_endpoint
         self.rows_per_file = rows_per_file
+        self.s3_endpoint = s3_endpoint
+        self.error_budget = error_budget
         self.write_id = uuid.uuid4().hex[:12]
-        self.result: dict[str, Any] | None = None
 
     @property
     def min_rows_per_write(self) -> int:
         return self.rows_per_file  # bundle blocks so that files are not a swarm of tiny ones
 
-    def write(self, blocks, ctx) -> dict[str, Any]:
-        fs, root = resolve_filesystem(self.output_uri, self.s3_endpoint)
-        tables = [BlockAccessor.for_block(b).to_arrow() for b in blocks]
-        tables = [t for t in tables if t.num_rows]
-        counts: dict[str, Any] = {"accepted": Counter(), "rejected": Counter(), "files": [],
-                                  "input_tokens": 0, "generated_tokens": 0}
+    def write(self, blocks, ctx) -> int:
+        fs, output = resolve_filesystem(self.output_uri, self.s3_endpoint)
+        root = join(output, STAGING_DIR)
+        tables = [t for t in (BlockAccessor.for_block(b).to_arrow() for b in blocks) if t.num_rows]
         if not tables:
-            return counts
+            return 0
         table = pa.concat_tables(tables)
-        counts["input_tokens"] = int(pc.sum(table["num_input_tokens"]).as_py() or 0)
-        counts["generated_tokens"] = int(pc.sum(table["num_generated_tokens"]).as_py() or 0)
         accepted = table.filter(pc.is_null(table["reason"]))
         rejected = table.filter(pc.is_valid(table["reason"]))
         name = f"{self.write_id}-{ctx.task_idx:06d}.parquet"
         for task_type in sorted(set(accepted["task_type"].to_pylist())):
+            if not _PARTITION_VALUE.match(task_type):  # a partition value must never escape the output prefix
+                raise ValueError(f"refusing to write partition task_type={task_type!r}")
             rows = conform(accepted.filter(pc.equal(accepted["task_type"], task_type)), ACCEPTED_SCHEMA)
-            path = f"task_type={task_type}/train-{name}"
-            write_parquet(fs, join(root, path), rows)
-            counts["accepted"][task_type] += rows.num_rows
-            counts["files"].append({"path": path, "rows": rows.num_rows})
+            write_parquet(fs, join(root, f"task_type={task_type}", f"train-{name}"), rows)
         if rejected.num_rows:
-            rows = conform(rejected, REJECT_SCHEMA)
-            path = f"{GENERATION_REJECTS_DIR}/rejects-{name}"
-            write_parquet(fs, join(root, path), rows)
-            counts["rejected"].update(rows["reason"].to_pylist())
-            counts["files"].append({"path": path, "rows": rows.num_rows})
-        return counts
-
-    def on_write_complete(self, write_result) -> None:
-        total: dict[str, Any] = {"accepted": Counter(), "rejected": Counter(), "files": [],
-                                 "input_tokens": 0, "generated_tokens": 0}
-        for counts in write_result.write_returns:
-            total["accepted"].update(counts["accepted"])
-            total["rejected"].update(counts["rejected"])
-            total["files"].extend(counts["files"])
-            total["input_tokens"] += counts["input_tokens"]
-            total["generated_tokens"] += counts["generated_tokens"]
-        self.result = total
+            write_parquet(fs, join(root, GENERATION_REJECTS_DIR, f"rejects-{name}"), conform(rejected, REJECT_SCHEMA))
+        if self.error_budget is not None:
+            errors = pc.sum(pc.equal(table["reason"], ENGINE_ERROR)).as_py() or 0
+            ray.get(self.error_budget.record.remote(table.num_rows, errors))
+        return table.num_rows

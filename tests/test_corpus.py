@@ -5,12 +5,23 @@ import gzip
 import pyarrow.dataset as pds
 import pytest
 
-from bonito_ray.corpus import CorpusError, read_documents
+from bonito_ray.corpus import CorpusError, check_context_column, list_corpus_files, read_documents
+from bonito_ray.storage import display_uri
+
+
+def read(corpus, column, out):
+    fs, files = list_corpus_files(str(corpus))
+    return read_documents(str(corpus), fs, files, column, str(out)).take_all()
+
+
+def preflight(corpus, column):
+    fs, files = list_corpus_files(str(corpus))
+    check_context_column(fs, files[0], column, display_uri(str(corpus), files[0]))
 from tests.corpus_files import write_jsonl, write_parquet
 
 
 def rejects(output):
-    path = output / "_rejects" / "stage=corpus"
+    path = output / ".staging" / "_rejects" / "stage=corpus"
     if not path.exists():
         return []
     return sorted(pds.dataset(str(path)).to_table().to_pylist(), key=lambda r: (r["source"], r["position"]))
@@ -32,7 +43,7 @@ def test_jsonl_bad_records_are_quarantined_with_reason_and_line(ray_cluster, tmp
         b'{"text": "good two"}'  # no trailing newline
     )
     out = tmp_path / "out"
-    rows = read_documents(str(corpus), "text", str(out)).take_all()
+    rows = read(corpus, "text", out)
     assert [(r["position"], r["context"]) for r in rows] == [(1, "  good one  "), (10, "good two")]
     assert all(r["source"] == str(corpus) for r in rows)
     got = [(r["position"], r["reason"]) for r in rejects(out)]
@@ -50,7 +61,7 @@ def test_directory_of_jsonl_gz_and_parquet_with_custom_column(ray_cluster, tmp_p
     (corpus / "doc.txt").write_text("A whole text file\nis one document.\n")
     (corpus / "_hidden.jsonl").write_text('{"body": "ignored: underscore files are not corpus"}\n')
     out = tmp_path / "out"
-    rows = read_documents(str(corpus), "body", str(out)).take_all()
+    rows = read(corpus, "body", out)
     assert sorted(r["context"] for r in rows) == [
         "A whole text file\nis one document.\n", "gz one", "gz two", "pq one", "pq three"]
     got = {(r["source"].rsplit("/", 1)[1], r["position"], r["reason"]) for r in rejects(out)}
@@ -63,7 +74,7 @@ def test_truncated_gzip_keeps_what_was_read_and_quarantines_the_rest(ray_cluster
     corpus.parent.mkdir()
     corpus.write_bytes(data[: len(data) // 2])
     out = tmp_path / "out"
-    rows = read_documents(str(corpus), "text", str(out)).take_all()
+    rows = read(corpus, "text", out)
     assert 0 < len(rows) < 200_000
     (reject,) = rejects(out)
     assert reject["reason"] == "unreadable_file" and reject["position"] == len(rows) + 1
@@ -71,16 +82,16 @@ def test_truncated_gzip_keeps_what_was_read_and_quarantines_the_rest(ray_cluster
 
 def test_missing_input_and_empty_directory_fail_up_front(tmp_path):
     with pytest.raises(CorpusError, match="does not exist"):
-        read_documents(str(tmp_path / "nope"), "text", str(tmp_path / "out"))
+        list_corpus_files(str(tmp_path / "nope"))
     (tmp_path / "empty").mkdir()
     with pytest.raises(CorpusError, match="no corpus files"):
-        read_documents(str(tmp_path / "empty"), "text", str(tmp_path / "out"))
+        list_corpus_files(str(tmp_path / "empty"))
 
 
 def test_missing_context_column_fails_up_front_listing_columns(tmp_path):
     corpus = write_jsonl(tmp_path / "a.jsonl", [{"body": "x", "title": "y"}])
     with pytest.raises(CorpusError, match=r"no context column 'text'; columns found: body, title"):
-        read_documents(str(corpus), "text", str(tmp_path / "out"))
+        preflight(corpus, "text")
     parquet = write_parquet(tmp_path / "b.parquet", {"body": ["x"]})
     with pytest.raises(CorpusError, match="no context column 'text'"):
-        read_documents(str(parquet), "text", str(tmp_path / "out"))
+        preflight(parquet, "text")

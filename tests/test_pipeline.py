@@ -69,7 +69,8 @@ def test_hf_engine_random_model_every_generation_is_accounted_for(ray_cluster, r
     out = tmp_path / "out"
     # passage_tokens above the model's 512-token window: the long passage is not chunked, the engine refuses it.
     summary = generate(GenerateConfig(input=str(corpus), output=str(out), model=random_model, passage_tokens=20_000,
-                                      task_types=["ynqa", "nli"], max_tokens=8, seed=0, batch_size=4))
+                                      task_types=["ynqa", "nli"], max_tokens=8, seed=0, batch_size=4,
+                                      max_error_rate=0.5))
     assert summary.prompts == 14 == sum(summary.accepted.values()) + sum(summary.rejected.values())
     rejects = generation_rejects(out)
     assert len(rejects) == sum(summary.rejected.values())
@@ -92,14 +93,28 @@ def test_same_seed_same_dataset(ray_cluster, random_model, tmp_path):
     assert run("a") == run("b")
 
 
-def test_existing_output_needs_overwrite(ray_cluster, random_model, tmp_path):
+def test_rerun_of_a_complete_job_is_a_no_op_unless_overwrite(ray_cluster, random_model, tmp_path):
     corpus = write_jsonl(tmp_path / "c.jsonl", sample_passages(3))
     config = GenerateConfig(input=str(corpus), output=str(tmp_path / "out"), engine="echo", model=random_model)
-    generate(config)
-    with pytest.raises(OutputExistsError, match="--overwrite"):
-        generate(config)
-    assert generate(config, overwrite=True).prompts == 9
-    assert len(accepted(tmp_path / "out")) == 9
+    first = generate(config)
+    files = {p: p.stat().st_mtime_ns for p in (tmp_path / "out").rglob("*.parquet")}
+    again = generate(config)
+    assert again.accepted == first.accepted and not again.resumed
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "out").rglob("*.parquet")} == files
+    other = GenerateConfig(input=str(corpus), output=str(tmp_path / "out"), engine="echo", model=random_model, n=2)
+    with pytest.raises(OutputExistsError, match="different job"):
+        generate(other)
+    assert generate(other, overwrite=True).prompts == 18
+    assert len(accepted(tmp_path / "out")) == 18
+
+
+def test_output_holding_foreign_files_is_refused(ray_cluster, random_model, tmp_path):
+    corpus = write_jsonl(tmp_path / "c.jsonl", sample_passages(3))
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "important.csv").write_text("someone else's data")
+    with pytest.raises(OutputExistsError, match="not a bonito-ray run"):
+        generate(GenerateConfig(input=str(corpus), output=str(tmp_path / "out"), engine="echo", model=random_model))
+    assert (tmp_path / "out" / "important.csv").exists()
 
 
 def test_job_entrypoint_with_yaml_config_and_flag_override(random_model, tmp_path):

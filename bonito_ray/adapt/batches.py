@@ -93,7 +93,7 @@ def collate(encoded: Encoded, indices: Any, pad_id: int) -> dict[str, Any]:
     attention_mask = torch.zeros((len(indices), longest), dtype=torch.long)
     labels = torch.full((len(indices), longest), IGNORE_INDEX, dtype=torch.long)
     for row, i in enumerate(indices):
-        ids, start = torch.tensor(encoded.ids[i]), encoded.prompt_lengths[i]  # a copy: object-store arrays are read-only
+        ids, start = torch.tensor(encoded.ids[i]), encoded.prompt_lengths[i]  # copy: object-store arrays are read-only
         input_ids[row, :len(ids)] = ids
         attention_mask[row, :len(ids)] = 1
         labels[row, start:len(ids)] = ids[start:]

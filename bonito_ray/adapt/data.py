@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -34,12 +35,9 @@ def accepted_files(uri: str) -> tuple[pafs.FileSystem, str, list[str]]:
     return fs, root, files
 
 
-def load_examples(uri: str, task_types: list[str] | None = None) -> pa.Table:
-    """The accepted examples under ``uri`` (columns ``EXAMPLE_COLUMNS``), sorted by id.
-
-    ``task_types`` keeps only those (short) task types. Raises :class:`DatasetError` naming
-    ``uri`` when there is no accepted file, no row, or the files lack a needed column.
-    """
+def _open(uri: str, task_types: list[str] | None) -> tuple[pds.Dataset, pc.Expression | None]:
+    """The accepted files of ``uri`` as a dataset and the row filter; raises :class:`DatasetError` naming ``uri``
+    when there is no accepted file, no (matching) row, or the files lack a needed column."""
     fs, root, files = accepted_files(uri)
     if not files:
         raise DatasetError(f"{uri} holds no accepted examples: no task_type=<type>/train-*.parquet files "
@@ -50,16 +48,37 @@ def load_examples(uri: str, task_types: list[str] | None = None) -> pa.Table:
         raise DatasetError(f"{uri} is not a generated dataset: its accepted files lack the column(s) "
                            f"{', '.join(missing)} (found: {', '.join(dataset.schema.names)})")
     row_filter = pc.field("task_type").isin(task_types) if task_types else None
-    table = dataset.to_table(columns=list(EXAMPLE_COLUMNS), filter=row_filter)
-    table = table.cast(pa.schema([(c, pa.string()) for c in EXAMPLE_COLUMNS]))
-    if table.num_rows == 0:
+    if dataset.count_rows(filter=row_filter) == 0:
         which = f" of task type(s) {', '.join(task_types)}" if task_types else ""
         raise DatasetError(f"{uri} holds no accepted examples{which}")
+    return dataset, row_filter
+
+
+def _checked(uri: str, batch: pa.RecordBatch | pa.Table) -> pa.Table:
+    """``batch`` as a table of string columns; raises :class:`DatasetError` on a null id, input or output."""
+    table = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
     nulls = sum(table[c].null_count for c in ("id", "input", "output"))
     if nulls:
         raise DatasetError(f"{uri}: {nulls} null id/input/output value(s) in its accepted files; "
                            "the dataset is damaged")
+    return table.cast(pa.schema([(c, pa.string()) for c in EXAMPLE_COLUMNS]))
+
+
+def load_examples(uri: str, task_types: list[str] | None = None) -> pa.Table:
+    """All accepted examples under ``uri`` (columns ``EXAMPLE_COLUMNS``), sorted by id.
+
+    ``task_types`` keeps only those (short) task types.
+    """
+    dataset, row_filter = _open(uri, task_types)
+    table = _checked(uri, dataset.to_table(columns=list(EXAMPLE_COLUMNS), filter=row_filter))
     return table.take(pc.sort_indices(table, [("id", "ascending")]))
+
+
+def iter_examples(uri: str, task_types: list[str] | None = None, batch_rows: int = 10_000) -> Iterator[dict]:
+    """The accepted examples under ``uri`` one row dict at a time, in file order, without loading them all."""
+    dataset, row_filter = _open(uri, task_types)
+    for batch in dataset.to_batches(columns=list(EXAMPLE_COLUMNS), filter=row_filter, batch_size=batch_rows):
+        yield from _checked(uri, batch).to_pylist()
 
 
 def in_validation(example_id: str, fraction: float) -> bool:

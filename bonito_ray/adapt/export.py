@@ -14,11 +14,14 @@ Formats (file written under the output directory):
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
-from bonito_ray.adapt.data import load_examples
+from bonito_ray.adapt.data import iter_examples
 from bonito_ray.adapt.errors import AdaptError
 from bonito_ray.adapt.prompts import plain_prompt
 from bonito_ray.storage import join, resolve_filesystem
@@ -109,16 +112,25 @@ def parse_formats(formats: str | Iterable[str] | None) -> list[str]:
 
 def export(dataset: str, output: str, formats: str | Iterable[str] | None = None,
            task_types: list[str] | None = None, name: str = "bonito") -> ExportSummary:
-    """Write the accepted examples of ``dataset`` to ``output`` in ``formats`` plus ``dataset_info.json``."""
+    """Write the accepted examples of ``dataset`` to ``output`` in ``formats`` plus ``dataset_info.json``.
+
+    One streaming pass over the dataset writes every format, so memory stays flat whatever its size.
+    """
     chosen = parse_formats(formats)
-    rows = load_examples(dataset, task_types).to_pylist()
+    rows = iter_examples(dataset, task_types)
+    first = next(rows)  # checks the dataset (layout, columns, not empty) before any output is created
     fs, root = resolve_filesystem(output)
     fs.create_dir(root, recursive=True)
-    summary = ExportSummary(output=output, rows=len(rows))
-    for fmt in (FORMATS[f] for f in chosen):
-        with fs.open_output_stream(join(root, fmt.file_name)) as stream:
-            _write_records(stream, (fmt.record(r) for r in rows), fmt.json_array)
-        summary.files.append(fmt.file_name)
+    summary = ExportSummary(output=output, rows=0, files=[FORMATS[f].file_name for f in chosen])
+    with contextlib.ExitStack() as stack:
+        writers = [_RecordWriter(stack.enter_context(fs.open_output_stream(join(root, FORMATS[f].file_name))),
+                                 FORMATS[f]) for f in chosen]
+        for row in itertools.chain([first], rows):
+            for writer in writers:
+                writer.write(row)
+            summary.rows += 1
+        for writer in writers:
+            writer.finish()
     info = dataset_info(name, chosen)
     if info:
         with fs.open_output_stream(join(root, DATASET_INFO_FILE)) as stream:
@@ -127,14 +139,24 @@ def export(dataset: str, output: str, formats: str | Iterable[str] | None = None
     return summary
 
 
-def _write_records(stream, records: Iterable[Record], json_array: bool) -> None:
-    """Stream ``records`` as JSON lines, or as one JSON array with a record per line."""
-    if json_array:
-        stream.write(b"[\n")
-    for i, record in enumerate(records):
-        prefix = b",\n" if json_array and i else b""
-        stream.write(prefix + json.dumps(record, ensure_ascii=False).encode("utf-8"))
-        if not json_array:
-            stream.write(b"\n")
-    if json_array:
-        stream.write(b"\n]\n")
+class _RecordWriter:
+    """Writes one format's records to an open stream: JSON lines, or one JSON array with a record per line."""
+
+    def __init__(self, stream: Any, fmt: ExportFormat) -> None:
+        self.stream, self.fmt, self.count = stream, fmt, 0
+        if fmt.json_array:
+            stream.write(b"[\n")
+
+    def write(self, row: dict) -> None:
+        """Append the record of ``row``."""
+        record = json.dumps(self.fmt.record(row), ensure_ascii=False).encode("utf-8")
+        if self.fmt.json_array:
+            self.stream.write((b",\n" if self.count else b"") + record)
+        else:
+            self.stream.write(record + b"\n")
+        self.count += 1
+
+    def finish(self) -> None:
+        """End the array (JSON array formats); the stream itself is closed by its owner."""
+        if self.fmt.json_array:
+            self.stream.write(b"\n]\n")

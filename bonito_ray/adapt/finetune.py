@@ -23,7 +23,7 @@ from typing import Any
 from bonito_ray.adapt.batches import StepPlan, encode_examples
 from bonito_ray.adapt.data import load_examples, split
 from bonito_ray.adapt.errors import FinetuneConfigError
-from bonito_ray.adapt.fsio import delete_dir, read_text, write_text
+from bonito_ray.adapt.fsio import delete, read_text, write_text
 from bonito_ray.adapt.models import bitsandbytes_available, load_tokenizer
 from bonito_ray.adapt.prompts import check_prompt_format
 from bonito_ray.adapt.train_loop import ADAPTER_DIR, MERGED_DIR, TrainingData, train_loop_per_worker
@@ -95,9 +95,9 @@ class FinetuneConfig:
     def identity(self) -> dict[str, Any]:
         """The settings that decide what is trained: a run resumes only if these are unchanged."""
         settings = asdict(self)
-        for name in ("num_workers", "cpus_per_worker", "use_gpu", "per_device_batch_size", "checkpoint_every",
-                     "merge", "max_failures"):
-            del settings[name]  # how the run is laid out, not what it computes
+        for name in ("output", "num_workers", "cpus_per_worker", "use_gpu", "per_device_batch_size",
+                     "checkpoint_every", "merge", "max_failures"):
+            del settings[name]  # where and how the run is laid out, not what it computes
         return settings
 
 
@@ -118,13 +118,13 @@ class FinetuneSummary:
 
     def format(self) -> str:
         """A short human-readable report."""
-        first, last = self.train_loss[0][1] if self.train_loss else None, self.train_loss[-1][1] if self.train_loss else None
-        lines = [f"fine-tuned {self.steps} steps on {self.train_examples} examples "
-                 f"({self.validation_examples} held out, {self.dropped_too_long} dropped as too long) "
-                 f"in {self.wall_seconds:.1f}s" + (f", resumed from step {self.resumed_from_step}"
-                                                    if self.resumed_from_step else ""),
-                 f"train loss: {_fmt(first)} (step 1) -> {_fmt(last)} (step {self.steps})",
-                 f"validation loss: {_fmt(self.validation_loss[-1][1] if self.validation_loss else None)}",
+        resumed = f", resumed from step {self.resumed_from_step}" if self.resumed_from_step else ""
+        validation = f"{self.validation_loss[-1][1]:.4f}" if self.validation_loss else "n/a (no validation split)"
+        lines = [f"fine-tuned {self.steps} steps on {self.train_examples} examples ({self.validation_examples} held "
+                 f"out, {self.dropped_too_long} dropped as too long) in {self.wall_seconds:.1f}s{resumed}",
+                 f"train loss: {self.train_loss[0][1]:.4f} (step 1) -> {self.train_loss[-1][1]:.4f} "
+                 f"(step {self.steps})",
+                 f"validation loss: {validation}",
                  f"adapter: {join(self.output, ADAPTER_DIR)}"]
         if self.merged:
             lines.append(f"merged model: {join(self.output, MERGED_DIR)}")
@@ -186,8 +186,9 @@ def finetune(config: FinetuneConfig, overwrite: bool = False) -> FinetuneSummary
 def _claim_output(config: FinetuneConfig, overwrite: bool) -> None:
     """Record the settings at the output; refuse to resume a run whose training settings differ."""
     path = join(config.output, CONFIG_FILE)
-    if overwrite:
-        delete_dir(config.output)
+    if overwrite:  # only what a run writes: never anything else the user keeps there
+        for name in (CONFIG_FILE, CHECKPOINTS_DIR, ADAPTER_DIR, MERGED_DIR, SUMMARY_FILE):
+            delete(join(config.output, name))
     previous = read_text(path)
     if previous is not None:
         earlier = json.loads(previous)
@@ -198,7 +199,3 @@ def _claim_output(config: FinetuneConfig, overwrite: bool) -> None:
                 "re-run with the same settings to resume it, or pass --overwrite to start afresh")
         logger.info("%s holds an earlier run with these settings: resuming it", config.output)
     write_text(path, json.dumps(config.identity(), indent=2))
-
-
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.4f}"

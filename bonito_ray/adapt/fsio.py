@@ -43,18 +43,11 @@ def localize(uri: str, scratch_dir: str) -> str:
     return scratch_dir
 
 
-def is_empty_dir(uri: str) -> bool:
-    """True when nothing exists at ``uri`` (or an empty directory does)."""
+def delete(uri: str) -> None:
+    """Remove the file or directory (with everything under it) at ``uri``, if there is one."""
     fs, path = resolve_filesystem(uri)
-    info = fs.get_file_info(path)
-    if info.type == pafs.FileType.NotFound:
-        return True
-    return info.type == pafs.FileType.Directory and not fs.get_file_info(pafs.FileSelector(path))
-
-
-def delete_dir(uri: str) -> None:
-    """Remove the directory at ``uri`` and everything under it, if it exists."""
-    fs, path = resolve_filesystem(uri)
-    if fs.get_file_info(path).type != pafs.FileType.NotFound:
+    kind = fs.get_file_info(path).type
+    if kind == pafs.FileType.Directory:
         fs.delete_dir(path)
-
+    elif kind == pafs.FileType.File:
+        fs.delete_file(path)

@@ -47,10 +47,6 @@ def train_loop_per_worker(cfg: dict[str, Any]) -> dict[str, Any]:
     import ray.train
     import ray.train.torch
     import torch
-    from peft import get_peft_model
-    from transformers import get_linear_schedule_with_warmup
-
-    from bonito_ray.adapt.models import load_causal_lm, load_tokenizer, lora_config
 
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
@@ -59,18 +55,7 @@ def train_loop_per_worker(cfg: dict[str, Any]) -> dict[str, Any]:
         torch.set_num_threads(max(1, int(cfg["cpus_per_worker"])))
     data: TrainingData = ray.get(cfg["data"])
     plan = data.plan
-    tokenizer = load_tokenizer(cfg["model"])
-
-    torch.manual_seed(cfg["seed"])  # same LoRA initialisation on every worker
-    base = load_causal_lm(cfg["model"], device, quantize_4bit=cfg["qlora"])
-    if cfg["qlora"]:
-        from peft import prepare_model_for_kbit_training
-
-        base = prepare_model_for_kbit_training(base, gradient_checkpointing_kwargs={"use_reentrant": False})
-    model = get_peft_model(base, lora_config(cfg["lora_rank"], cfg["lora_alpha"], cfg["lora_dropout"]))
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = _optimizer(trainable, cfg["learning_rate"], paged=cfg["qlora"])
-    scheduler = get_linear_schedule_with_warmup(optimizer, num_warmup_steps=0, num_training_steps=plan.total_steps)
+    model, tokenizer, optimizer, scheduler = _build(cfg, device, plan.total_steps)
 
     state = {"step": 0, "train_loss": [], "validation_loss": []}
     checkpoint = ray.train.get_checkpoint()
@@ -79,39 +64,68 @@ def train_loop_per_worker(cfg: dict[str, Any]) -> dict[str, Any]:
             state = _restore(directory, model, optimizer, scheduler)
         logger.info("resuming from the checkpoint of step %d", state["step"])
     resumed_from = state["step"]
-    wrapped = ray.train.torch.prepare_model(model, move_to_device=False)
+    wrapped = ray.train.torch.prepare_model(model, move_to_device=False)  # DDP when world > 1
+    trainable = [p for p in model.parameters() if p.requires_grad]
 
-    per_device = cfg["per_device_batch_size"]
-    accumulation = plan.batch_size // (per_device * world)
     for step in range(state["step"], plan.total_steps):
         model.train()
-        indices = plan.worker_batch(step, rank, world)
         global_tokens = data.train.target_tokens(plan.global_batch(step))
-        step_loss = torch.zeros((), device=device)
-        for micro in range(accumulation):
-            batch = _to(collate(data.train, indices[micro * per_device:(micro + 1) * per_device],
-                                tokenizer.pad_token_id), device)
-            last = micro == accumulation - 1
-            # Gradients are all-reduced once per step (on the last micro-batch), not per micro-batch.
-            with contextlib.nullcontext() if last or world == 1 else wrapped.no_sync():
-                loss = summed_token_loss(wrapped, batch)
-                # DDP averages gradients over workers, hence the factor `world`.
-                (loss * world / global_tokens).backward()
-            step_loss += loss.detach()
+        loss = _accumulate_gradients(wrapped, data.train, plan.worker_batch(step, rank, world),
+                                     cfg["per_device_batch_size"], world, global_tokens, tokenizer.pad_token_id,
+                                     device)
         torch.nn.utils.clip_grad_norm_(trainable, cfg["max_grad_norm"])
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         state["step"] = step + 1
-        state["train_loss"].append([step + 1, _all_sum(step_loss, world) / global_tokens])
+        state["train_loss"].append([step + 1, _all_sum(loss, world) / global_tokens])
         if state["step"] % cfg["checkpoint_every"] == 0 or state["step"] == plan.total_steps:
-            validation = _validation_loss(model, data.validation, tokenizer, per_device, rank, world, device)
+            validation = _validation_loss(model, data.validation, cfg["per_device_batch_size"],
+                                          tokenizer.pad_token_id, rank, world, device)
             if validation is not None:
                 state["validation_loss"].append([state["step"], validation])
             _report_checkpoint(model, optimizer, scheduler, state, resumed_from, rank)
     if rank == 0:
         _write_outputs(cfg, model, tokenizer, device, state)
     return {**state, "resumed_from_step": resumed_from}
+
+
+def _build(cfg: dict[str, Any], device: Any, total_steps: int) -> tuple[Any, Any, Any, Any]:
+    """The peft model (LoRA on the possibly 4-bit base), its tokenizer, optimizer and linear schedule."""
+    import torch
+    from peft import get_peft_model, prepare_model_for_kbit_training
+    from transformers import get_linear_schedule_with_warmup
+
+    from bonito_ray.adapt.models import load_causal_lm, load_tokenizer, lora_config
+
+    tokenizer = load_tokenizer(cfg["model"])
+    base = load_causal_lm(cfg["model"], device, quantize_4bit=cfg["qlora"])
+    if cfg["qlora"]:
+        base = prepare_model_for_kbit_training(base, gradient_checkpointing_kwargs={"use_reentrant": False})
+    torch.manual_seed(cfg["seed"])  # the same LoRA initialisation on every worker
+    model = get_peft_model(base, lora_config(cfg["lora_rank"], cfg["lora_alpha"], cfg["lora_dropout"]))
+    optimizer = _optimizer([p for p in model.parameters() if p.requires_grad], cfg["learning_rate"],
+                           paged=cfg["qlora"])
+    scheduler = get_linear_schedule_with_warmup(optimizer, num_warmup_steps=0, num_training_steps=total_steps)
+    return model, tokenizer, optimizer, scheduler
+
+
+def _accumulate_gradients(wrapped: Any, train: Encoded, indices: Any, per_device: int, world: int,
+                          global_tokens: int, pad_id: int, device: Any) -> Any:
+    """Backward passes over this worker's share of one global batch; returns its summed token loss."""
+    import torch
+
+    total = torch.zeros((), device=device)
+    micro_batches = [indices[i:i + per_device] for i in range(0, len(indices), per_device)]
+    for number, part in enumerate(micro_batches, 1):
+        # Gradients are all-reduced once per step (with the last micro-batch), not once per micro-batch.
+        syncing = number == len(micro_batches) or world == 1
+        with contextlib.nullcontext() if syncing else wrapped.no_sync():
+            loss = summed_token_loss(wrapped, _to(collate(train, part, pad_id), device))
+            # DDP averages gradients over workers, hence the factor `world`.
+            (loss * world / global_tokens).backward()
+        total += loss.detach()
+    return total
 
 
 def _optimizer(params: list[Any], learning_rate: float, paged: bool) -> Any:
@@ -139,7 +153,7 @@ def _all_sum(value: Any, world: int) -> float:
     return float(value.item())
 
 
-def _validation_loss(model: Any, validation: Encoded, tokenizer: Any, per_device: int, rank: int, world: int,
+def _validation_loss(model: Any, validation: Encoded, per_device: int, pad_id: int, rank: int, world: int,
                      device: Any) -> float | None:
     """Mean target-token loss over the validation examples (each worker scores a strided share)."""
     import torch
@@ -151,8 +165,8 @@ def _validation_loss(model: Any, validation: Encoded, tokenizer: Any, per_device
     mine = list(range(rank, len(validation), world))
     with torch.no_grad():
         for start in range(0, len(mine), per_device):
-            total += summed_token_loss(model, _to(collate(validation, mine[start:start + per_device],
-                                                          tokenizer.pad_token_id), device))
+            total += summed_token_loss(model, _to(collate(validation, mine[start:start + per_device], pad_id),
+                                                  device))
     return _all_sum(total, world) / validation.target_tokens(range(len(validation)))
 
 
