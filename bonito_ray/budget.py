@@ -18,8 +18,11 @@ class ErrorBudgetExceeded(RuntimeError):
 
 
 def check(rows: int, errors: int, max_rate: float) -> None:
-    """Raise if ``errors`` out of ``rows`` is over ``max_rate``."""
-    if rows and errors / rows > max_rate:
+    """Raise if nothing was generated, or if ``errors`` out of ``rows`` is over ``max_rate``."""
+    if rows == 0:
+        raise ErrorBudgetExceeded("no passage reached the engine: every record was quarantined or filtered; "
+                                  "see _rejects/ in the output's .staging folder")
+    if errors / rows > max_rate:
         raise ErrorBudgetExceeded(
             f"{errors} of {rows} requests ({errors / rows:.1%}) failed in the engine, over the budget of "
             f"{max_rate:.1%} (--max-error-rate); see the engine_error rows under _rejects/stage=generation "
@@ -38,5 +41,5 @@ class ErrorBudget:
     def record(self, rows: int, errors: int) -> None:
         self.rows += rows
         self.errors += errors
-        if self.rows >= MIN_SAMPLE:
+        if self.rows >= MIN_SAMPLE and self.errors / self.rows > self.max_rate:
             check(self.rows, self.errors, self.max_rate)

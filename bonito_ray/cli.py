@@ -7,6 +7,7 @@ import logging
 import sys
 
 from bonito_ray import cluster
+from bonito_ray.adapt import cli as adapt_cli
 from bonito_ray.config import ENGINES, ConfigError, load_config
 from bonito_ray.corpus import CorpusError
 from bonito_ray.budget import ErrorBudgetExceeded
@@ -16,7 +17,9 @@ from bonito_ray.tasks import UnknownTaskTypeError
 
 # Errors in what the user asked for: reported in one line, without a traceback.
 _USER_ERRORS = (ConfigError, CorpusError, OutputExistsError, UnknownTaskTypeError, ResumeMismatchError,
-                ErrorBudgetExceeded)
+                ErrorBudgetExceeded, *adapt_cli.USER_ERRORS)
+# Parsed arguments of `generate` that are not configuration keys.
+_NOT_CONFIG = ("command", "func", "config", "overwrite", "log_level")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,24 +61,34 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--ray-address", help="Ray cluster to join (default: the running one, else a local one)")
     gen.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --output")
     gen.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
+    gen.set_defaults(func=run_generate)
+    adapt_cli.register(commands)
     return parser
 
 
+def config_overrides(args: argparse.Namespace) -> dict:
+    """The configuration keys among parsed ``generate`` arguments (None: not given on the command line)."""
+    return {k: v for k, v in vars(args).items() if k not in _NOT_CONFIG}
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    """``generate``: plan the job (no cluster work), connect to Ray, run it, print the summary."""
+    config = load_config(args.config, config_overrides(args))
+    plan = plan_job(config)  # bad input or model fails here, before any cluster work
+    cluster.connect(config.ray_address)
+    print(generate(config, overwrite=args.overwrite, plan=plan).format())
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``bonito-ray`` console script; returns the exit code."""
+    """Entry point of the ``bonito-ray`` console script; returns the exit code (2 for a user error)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    overrides = {k: v for k, v in vars(args).items() if k not in ("command", "config", "overwrite", "log_level")}
     try:
-        config = load_config(args.config, overrides)
-        plan = plan_job(config)  # bad input or model fails here, before any cluster work
-        cluster.connect(config.ray_address)
-        summary = generate(config, overwrite=args.overwrite, plan=plan)
+        return args.func(args)
     except _USER_ERRORS as err:
         print(f"bonito-ray: error: {err}", file=sys.stderr)
         return 2
-    print(summary.format())
-    return 0
 
 
 if __name__ == "__main__":

@@ -153,6 +153,8 @@ class CorpusDatasource(FileBasedDatasource):
                     rejects.append({"source": source, "position": position, "reason": reason,
                                     "detail": detail, "raw": raw})
         except (OSError, EOFError, pa.ArrowException) as err:
+            if _is_transient(err):
+                raise  # Ray Data retries the whole file (DataContext.retried_io_errors)
             # A file cut short or corrupt: keep what was read, quarantine the rest with the reason.
             rejects.append({"source": source, "position": position + 1, "reason": UNREADABLE_FILE,
                             "detail": f"{type(err).__name__}: {err} (after record {position})"})
@@ -162,6 +164,14 @@ class CorpusDatasource(FileBasedDatasource):
             logger.warning("%s: %d record(s) quarantined (%s)", source, len(rejects),
                            ", ".join(sorted({r["reason"] for r in rejects})))
             write_rejects(self._output_uri, CORPUS_STAGE, rejects, self._s3_endpoint)
+
+
+def _is_transient(err: BaseException) -> bool:
+    """Whether an I/O error is a passing fault of the store (throttling, network) rather than bad data."""
+    from ray.data import DataContext
+
+    message = str(err)
+    return any(pattern in message for pattern in DataContext.get_current().retried_io_errors)
 
 
 def input_fingerprint(fs: pafs.FileSystem, files: list[str]) -> str:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from bonito_ray.cli import build_parser, main
+from bonito_ray.cli import build_parser, config_overrides, main
 from bonito_ray.config import DEMO_MODEL, ConfigError, GenerateConfig, load_config
 
 
@@ -25,8 +25,7 @@ def test_yaml_keys_and_cli_overrides(tmp_path):
 def test_cli_flags_map_to_config_keys():
     args = build_parser().parse_args(["generate", "--input", "a", "--output", "b", "--task-types", "ynqa,nli",
                                       "--top-p", "0.9", "--engine-kwargs", '{"tensor_parallel_size": 2}'])
-    overrides = {k: v for k, v in vars(args).items() if k not in ("command", "config", "overwrite", "log_level")}
-    config = load_config(None, overrides)
+    config = load_config(None, config_overrides(args))
     assert config.task_types == ["ynqa", "nli"] and config.top_p == 0.9
     assert config.engine_kwargs == {"tensor_parallel_size": 2}
 

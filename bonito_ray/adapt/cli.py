@@ -2,16 +2,12 @@
 
 ``register`` adds them to the main parser's subparsers; each sets ``func`` (parsed args -> exit
 code). User errors are :data:`USER_ERRORS` (``ValueError`` subclasses with a one-line message).
-``main`` runs these subcommands alone (``python -m bonito_ray.adapt.cli``).
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
 
-from bonito_ray import cluster
 from bonito_ray.adapt.errors import AdaptError
 from bonito_ray.adapt.evaluate import PAPER_MAX_NEW_TOKENS, EvaluateConfig, evaluate, format_table
 from bonito_ray.adapt.export import FORMATS, export
@@ -117,36 +113,14 @@ def run_export(args: argparse.Namespace) -> int:
 
 def run_finetune(args: argparse.Namespace) -> int:
     """``finetune``: train (or resume) on the Ray cluster and print the summary."""
-    options = {k: v for k, v in vars(args).items()
-               if k not in ("command", "func", "overwrite", "ray_address", "log_level")}
+    options = {k: v for k, v in vars(args).items() if k not in ("command", "func", "overwrite", "log_level")}
     options["task_types"] = resolve_task_types(args.task_types) if args.task_types else None
-    config = FinetuneConfig(**options)
-    config.validate()  # before starting Ray
-    cluster.connect(args.ray_address)
-    print(finetune(config, overwrite=args.overwrite).format())
+    print(finetune(FinetuneConfig(**options), overwrite=args.overwrite).format())
     return 0
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
     """``evaluate``: score on the Ray cluster, print the table, write the JSON report."""
-    options = {k: v for k, v in vars(args).items() if k not in ("command", "func", "ray_address", "log_level")}
-    cluster.connect(args.ray_address)
+    options = {k: v for k, v in vars(args).items() if k not in ("command", "func", "log_level")}
     print(format_table(evaluate(EvaluateConfig(**options))))
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run one of these subcommands; returns the exit code (2 for a user error)."""
-    parser = argparse.ArgumentParser(prog="bonito-ray", description="Adapt and evaluate target models.")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        return args.func(args)
-    except USER_ERRORS as err:
-        print(f"bonito-ray: error: {err}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,12 +1,14 @@
 """Reading the accepted examples of a generated dataset, and the train/validation split.
 
-Only ``task_type=<t>/train-*.parquet`` files are read (``bonito_ray.schema``): rejects, the
-manifest and any stray file beside them never leak into training or export.
+Only ``task_type=<t>/train-*.parquet`` files directly under the dataset root are read
+(``bonito_ray.schema``): rejects, the manifest, an unfinished run's ``.staging/`` copy and any
+stray file beside them never leak into training or export.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 from collections.abc import Iterator
 
@@ -16,23 +18,25 @@ import pyarrow.dataset as pds
 import pyarrow.fs as pafs
 
 from bonito_ray.adapt.errors import DatasetError
-from bonito_ray.storage import resolve_filesystem
+from bonito_ray.schema import SUCCESS_FILE
+from bonito_ray.storage import join, list_files, resolve_filesystem
+
+logger = logging.getLogger(__name__)
 
 # Columns every consumer here needs; `task_type` comes from the hive partition when absent from files.
 EXAMPLE_COLUMNS = ("id", "task_type", "input", "output")
-_ACCEPTED_FILE = re.compile(r"(^|/)task_type=[^/]+/train-[^/]*\.parquet$")
+_ACCEPTED_FILE = re.compile(r"task_type=[^/]+/train-[^/]*\.parquet")  # relative to the root
 
 
 def accepted_files(uri: str) -> tuple[pafs.FileSystem, str, list[str]]:
     """The filesystem, root path and sorted accepted Parquet files of the dataset at ``uri``."""
     fs, root = resolve_filesystem(uri)
-    info = fs.get_file_info(root)
-    if info.type != pafs.FileType.Directory:
+    if fs.get_file_info(root).type != pafs.FileType.Directory:
         raise DatasetError(f"no generated dataset at {uri}: not a directory")
-    listing = fs.get_file_info(pafs.FileSelector(root, recursive=True))
-    files = sorted(f.path for f in listing
-                   if f.type == pafs.FileType.File and _ACCEPTED_FILE.search(f.path[len(root):]))
-    return fs, root, files
+    files = list_files(fs, root)
+    if files and join(root, SUCCESS_FILE) not in files:
+        logger.warning("%s has no %s marker: its generation may be unfinished", uri, SUCCESS_FILE)
+    return fs, root, [f for f in files if _ACCEPTED_FILE.fullmatch(f[len(root):].lstrip("/"))]
 
 
 def _open(uri: str, task_types: list[str] | None) -> tuple[pds.Dataset, pc.Expression | None]:

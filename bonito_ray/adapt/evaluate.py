@@ -12,8 +12,9 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from bonito_ray import cluster
 from bonito_ray.adapt.errors import AdaptError, EvalSetError
-from bonito_ray.adapt.evalsets import CLASSIFICATION, EvalSet, load_eval_set
+from bonito_ray.adapt.evalsets import CLASSIFICATION, GENERATION, EvalSet, load_eval_set
 from bonito_ray.adapt.fsio import read_text, write_text
 from bonito_ray.adapt.metrics import classification_scores, squad_scores
 from bonito_ray.adapt.models import load_tokenizer
@@ -25,7 +26,7 @@ from bonito_ray.storage import join
 logger = logging.getLogger(__name__)
 
 PAPER_MAX_NEW_TOKENS = 25
-PRIMARY_METRIC = {CLASSIFICATION: "macro_f1", "generation": "f1"}
+PRIMARY_METRIC = {CLASSIFICATION: "macro_f1", GENERATION: "f1"}
 _METRIC_LABEL = {"macro_f1": "macro-F1", "f1": "SQuAD F1"}
 
 
@@ -43,6 +44,7 @@ class EvaluateConfig:
     num_replicas: int = 1
     cpus_per_replica: float = 1.0
     gpus_per_replica: float = 0.0
+    ray_address: str | None = None  # the cluster to join once the request is checked (see cluster.connect)
 
 
 def resolve_model(config: EvaluateConfig) -> tuple[str, str]:
@@ -59,9 +61,15 @@ def resolve_model(config: EvaluateConfig) -> tuple[str, str]:
 
 
 def evaluate(config: EvaluateConfig) -> dict[str, Any]:
-    """Score every evaluation set with the base model and, given an adapter, the adapted one; returns the report."""
+    """Score every evaluation set with the base model and, given an adapter, the adapted one; returns the report.
+
+    Settings, model and evaluation sets are checked before Ray is joined (``config.ray_address``).
+    """
     import ray
 
+    for flag in ("max_new_tokens", "batch_size", "num_replicas"):
+        if getattr(config, flag) <= 0:
+            raise AdaptError(f"--{flag.replace('_', '-')} must be positive, not {getattr(config, flag)}")
     model, prompt_format = resolve_model(config)
     check_prompt_format(load_tokenizer(model), prompt_format, model)
     sets = [load_eval_set(path) for path in config.eval_sets]
@@ -72,6 +80,7 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
              for s in sets for text, choices in zip(s.inputs, s.choices)]
     for key, item in enumerate(items):
         item["key"] = key  # rows come back in any order
+    cluster.connect(config.ray_address)
     scored = ray.data.from_items(items).map_batches(
         Scorer,
         fn_constructor_kwargs={"model": model, "adapter": config.adapter, "prompt_format": prompt_format,

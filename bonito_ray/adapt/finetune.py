@@ -20,6 +20,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from bonito_ray import cluster
 from bonito_ray.adapt.batches import StepPlan, encode_examples
 from bonito_ray.adapt.data import load_examples, split
 from bonito_ray.adapt.errors import FinetuneConfigError
@@ -65,6 +66,7 @@ class FinetuneConfig:
     qlora: bool = False
     merge: bool = False
     max_failures: int = 0
+    ray_address: str | None = None  # the cluster to join once the request is checked (see cluster.connect)
 
     def validate(self) -> None:
         """Raise :class:`FinetuneConfigError` for settings that cannot work together."""
@@ -96,7 +98,7 @@ class FinetuneConfig:
         """The settings that decide what is trained: a run resumes only if these are unchanged."""
         settings = asdict(self)
         for name in ("output", "num_workers", "cpus_per_worker", "use_gpu", "per_device_batch_size",
-                     "checkpoint_every", "merge", "max_failures"):
+                     "checkpoint_every", "merge", "max_failures", "ray_address"):
             del settings[name]  # where and how the run is laid out, not what it computes
         return settings
 
@@ -147,18 +149,22 @@ def prepare_data(config: FinetuneConfig, tokenizer: Any) -> tuple[TrainingData, 
 
 
 def finetune(config: FinetuneConfig, overwrite: bool = False) -> FinetuneSummary:
-    """Train LoRA adapters of ``config.model`` on ``config.dataset`` on the connected Ray cluster."""
+    """Train LoRA adapters of ``config.model`` on ``config.dataset`` on Ray Train.
+
+    Settings, model and dataset are checked before Ray is joined (``config.ray_address``).
+    """
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     started = time.monotonic()
     config.validate()
-    if config.use_gpu and not ray.cluster_resources().get("GPU", 0):
-        raise FinetuneConfigError("--use-gpu/--qlora asked for GPUs, and the Ray cluster has none")
     tokenizer = load_tokenizer(config.model)
     check_prompt_format(tokenizer, config.prompt_format, config.model)
     data, dropped = prepare_data(config, tokenizer)
+    cluster.connect(config.ray_address)
+    if config.use_gpu and not ray.cluster_resources().get("GPU", 0):
+        raise FinetuneConfigError("--use-gpu/--qlora asked for GPUs, and the Ray cluster has none")
     _claim_output(config, overwrite)
     logger.info("fine-tuning %s: %d training examples, %d steps of %d", config.model, len(data.train),
                 data.plan.total_steps, config.batch_size)

@@ -6,7 +6,7 @@ import os
 
 import pyarrow.fs as pafs
 
-from bonito_ray.storage import resolve_filesystem
+from bonito_ray.storage import resolve_filesystem, write_bytes
 
 
 def read_text(uri: str) -> str | None:
@@ -19,11 +19,8 @@ def read_text(uri: str) -> str | None:
 
 
 def write_text(uri: str, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``uri``, creating parent directories where the filesystem has them."""
-    fs, path = resolve_filesystem(uri)
-    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-    with fs.open_output_stream(path) as stream:
-        stream.write(text.encode("utf-8"))
+    """Write ``text`` (UTF-8) to ``uri``, whole or not at all."""
+    write_bytes(*resolve_filesystem(uri), text.encode("utf-8"))
 
 
 def upload_dir(local_dir: str, uri: str) -> None:

@@ -80,6 +80,7 @@ class Scorer:
         self.max_new_tokens = max_new_tokens
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        """``key`` plus ``<variant>_prediction`` and ``<variant>_scores`` (choice log-probs) for each row."""
         rows = batch.to_pylist()
         prompts = [encode_prompt(self.tokenizer, r["input"], self.prompt_format) for r in rows]
         ranked = [i for i, r in enumerate(rows) if r["kind"] == CLASSIFICATION]
@@ -112,6 +113,7 @@ class Scorer:
         return continuation_logprobs(self.model, prompts, continuations, self.tokenizer.pad_token_id, self.device)
 
     def _generate(self, prompts: list[list[int]]) -> list[str]:
+        """Greedy answers to ``prompts``, decoded and stripped."""
         fitted = [self._fit(p, self.max_new_tokens) for p in prompts]
         generated = greedy_generate(self.model, fitted, self.max_new_tokens, self.tokenizer.pad_token_id,
                                     self.tokenizer.eos_token_id, self.device)
