@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--max-passage-chars", type=int, help="drop longer passages (default: none)")
     gen.add_argument("--no-dedup", dest="dedup", action="store_const", const=False,
                      help="keep exact duplicate passages (default: dropped)")
+    gen.add_argument("--incremental", action="store_const", const=True,
+                     help="scheduled runs: generate only for input files new or changed since the last run, "
+                          "and add to the dataset (a ledger is kept next to it)")
     gen.add_argument("--max-error-rate", type=float,
                      help="fail the job when more than this fraction of requests fail in the engine (default: 0.05)")
     gen.add_argument("--rows-per-file", type=int, help="target rows per output Parquet file (default: 50000)")

@@ -59,17 +59,27 @@ def example_files(fs: pafs.FileSystem, root: str) -> list[str]:
     return files
 
 
-def done_ids(fs: pafs.FileSystem, root: str) -> np.ndarray:
-    """Sorted ids (16-byte keys) of the examples already written by earlier attempts."""
+def done_ids(fs: pafs.FileSystem, root: str, stale_sources: list[str] = ()) -> np.ndarray:
+    """Sorted ids (16-byte keys) of the examples already written by earlier attempts.
+
+    Rows from ``stale_sources`` (inputs that changed since they were processed) do not count.
+    """
     files = example_files(fs, root)
     if not files:
         return np.empty(0, dtype="S16")
-    ids = pds.dataset(files, filesystem=fs, format="parquet").to_table(columns=["id"])["id"].to_pylist()
+    table = pds.dataset(files, filesystem=fs, format="parquet").to_table(columns=["id", "source"])
+    ids = [i for i, source in zip(table["id"].to_pylist(), table["source"].to_pylist()) if source not in stale_sources]
     return np.unique(np.array([bytes.fromhex(i) for i in ids], dtype="S16"))
 
 
 def commit(fs: pafs.FileSystem, root: str) -> None:
-    """Move every staged file into place (the run file aside), then drop the staging dir."""
+    """Move every staged file into place (the run file aside), then drop the staging dir.
+
+    A previous ``_SUCCESS`` (an incremental dataset growing) is removed first: while files move,
+    the dataset is not complete.
+    """
+    if is_complete(fs, root):
+        fs.delete_file(join(root, SUCCESS_FILE))
     staging = join(root, STAGING_DIR)
     for path in list_files(fs, staging):
         relative = path[len(staging) + 1 :]

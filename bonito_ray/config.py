@@ -25,7 +25,7 @@ _NUMBERS = {
 }
 _IDENTITY = {
     "input", "task_types", "engine", "model", "context_column", "n", "max_tokens", "temperature", "top_p", "seed",
-    "engine_kwargs", "passage_overlap", "min_passage_chars", "max_passage_chars", "dedup",
+    "engine_kwargs", "passage_overlap", "min_passage_chars", "max_passage_chars", "dedup", "incremental",
 }
 _OPTIONAL = {"seed", "passage_tokens", "max_passage_chars"}
 
@@ -52,6 +52,7 @@ class GenerateConfig:
     max_passage_chars: int | None = None
     dedup: bool = True
     rows_per_file: int = 50_000
+    incremental: bool = False  # process only input files new or changed since the last run (ledger)
     max_error_rate: float = 0.05  # fraction of requests the engine may refuse before the job fails
     # Sampling: the Bonito authors' settings (REFERENCE.md section 1).
     n: int = 1
@@ -106,6 +107,7 @@ class GenerateConfig:
         _check(self.min_passage_chars >= 0, "min_passage_chars must be >= 0")
         _check(self.rows_per_file >= 1, "rows_per_file must be >= 1")
         _check(isinstance(self.dedup, bool), "dedup must be true or false")
+        _check(isinstance(self.incremental, bool), "incremental must be true or false")
         _check(0 <= self.max_error_rate <= 1, "max_error_rate must be in [0, 1]")
 
     @property

@@ -18,6 +18,7 @@ from bonito_ray.quarantine import CLEAN_STAGE, write_rejects
 
 DUPLICATE = "duplicate"
 _MAX_RUNS = 8  # compact the buffered offers beyond this many batches
+_EXISTING = 0  # the owner of texts already in the dataset: smaller than any passage id prefix
 
 
 @ray.remote(num_cpus=0)
@@ -65,9 +66,17 @@ def _keys_and_owners(passages: pa.Table) -> tuple[np.ndarray, np.ndarray]:
     return keys, owners
 
 
-def offer_passages(passages: pa.Table, *, shards: list) -> pa.Table:
-    """First pass: offer each passage to its shard; returns no rows."""
+def offer_passages(passages: pa.Table, *, shards: list, existing: bool = False) -> pa.Table:
+    """First pass: offer each passage to its shard; returns no rows.
+
+    ``existing`` passages (already in an incremental dataset) are offered with owner 0, so that
+    they keep their text against any new passage.
+    """
+    if passages.num_rows == 0:
+        return passages
     keys, owners = _keys_and_owners(passages)
+    if existing:
+        owners[:] = _EXISTING
     shard_of = keys % np.uint64(len(shards))
     ray.get([shards[i].offer.remote(keys[shard_of == i], owners[shard_of == i])
              for i in range(len(shards)) if (shard_of == i).any()])
@@ -88,6 +97,8 @@ def drop_duplicates(passages: pa.Table, *, shards: list, output_uri: str, s3_end
     keep = claimed == owners
     dropped = passages.filter(pa.array(~keep)).to_pylist()
     write_rejects(output_uri, CLEAN_STAGE, [
-        {**row, "context": None, "reason": DUPLICATE, "detail": f"same text as passage {int(owner):016x}"}
+        {**row, "context": None, "reason": DUPLICATE,
+         "detail": "same text as a passage already in the dataset" if owner == _EXISTING
+         else f"same text as passage {int(owner):016x}"}
         for row, owner in zip(dropped, claimed[~keep].tolist())], s3_endpoint)
     return passages.filter(pa.array(keep))

@@ -16,14 +16,14 @@ import pyarrow.fs as pafs
 import ray
 from ray.data import DataContext
 
-from bonito_ray import budget, commit
+from bonito_ray import budget, commit, ledger
 from bonito_ray.config import DEMO_MODEL, ConfigError, GenerateConfig
 from bonito_ray.corpus import check_context_column, input_fingerprint, list_corpus_files, read_documents
 from bonito_ray.dedup import create_shards, drop_duplicates, offer_passages
 from bonito_ray.engines import build_engine_stage
 from bonito_ray.passages import load_tokenizer, passage_token_budget, prepare_passages
 from bonito_ray.report import RunSummary, read_manifest, summarize, write_manifest
-from bonito_ray.schema import STAGING_DIR
+from bonito_ray.schema import MANIFEST_FILE, STAGING_DIR, SUCCESS_FILE
 from bonito_ray.stages import drop_done, to_examples, to_requests
 from bonito_ray.storage import display_uri, join, resolve_filesystem
 from bonito_ray.writer import SyntheticDatasetSink
@@ -43,19 +43,29 @@ class JobPlan:
     """What a job will read and how, settled before any cluster work."""
 
     input_fs: pafs.FileSystem
-    files: list[str]
+    files: list[str]  # to process: all of them, or for an incremental run the new and changed ones
     passage_tokens: int
     identity: dict[str, Any]
+    signatures: dict[str, str]  # input URI -> signature, of the files to process
+    changed: list[str]  # incremental: files processed before whose content changed since
 
 
 def plan_job(config: GenerateConfig) -> JobPlan:
     """Check the input and the model and settle the passage length; needs no Ray cluster."""
     input_fs, files = list_corpus_files(config.input, config.s3_endpoint)
-    check_context_column(input_fs, files[0], config.context_column, display_uri(config.input, files[0]))
+    current = ledger.signatures(config.input, input_fs, files)
+    changed: list[str] = []
+    if config.incremental:
+        fs, root = resolve_filesystem(config.output, config.s3_endpoint)
+        todo, changed = ledger.pending(current, ledger.read_ledger(fs, root))
+        files = [f for f in files if display_uri(config.input, f) in todo]
+        current = {uri: current[uri] for uri in todo}
+    if files:
+        check_context_column(input_fs, files[0], config.context_column, display_uri(config.input, files[0]))
     passage_tokens = config.passage_tokens or default_passage_tokens(config)
     identity = {**config.identity(), "passage_tokens": passage_tokens,
                 "input_fingerprint": input_fingerprint(input_fs, files)}
-    return JobPlan(input_fs, files, passage_tokens, identity)
+    return JobPlan(input_fs, files, passage_tokens, identity, current, changed)
 
 
 def generate(config: GenerateConfig, overwrite: bool = False, plan: JobPlan | None = None) -> RunSummary:
@@ -66,13 +76,16 @@ def generate(config: GenerateConfig, overwrite: bool = False, plan: JobPlan | No
     fs, root = resolve_filesystem(config.output, config.s3_endpoint)
     if overwrite:
         _clear(fs, root, config.output)
-    elif commit.is_complete(fs, root):
+    elif config.incremental and not plan.files:
+        logger.info("incremental: no new or changed input since the last run; nothing to do")
+        return _summary(fs, root, config, started)
+    elif commit.is_complete(fs, root) and not config.incremental:
         return _completed(fs, root, config.output, identity)
     elif _has_foreign_files(fs, root):
         raise OutputExistsError(f"output {config.output} holds files that are not a bonito-ray run; "
                                 "choose another location or pass --overwrite")
     resumed = commit.start_or_resume(fs, root, identity)
-    done = commit.done_ids(fs, root) if resumed else np.empty(0, dtype="S16")
+    done = commit.done_ids(fs, root, stale_sources=plan.changed) if resumed else np.empty(0, dtype="S16")
     if resumed:
         logger.info("resuming: %d examples already written are skipped", len(done))
     if config.model == DEMO_MODEL:
@@ -89,6 +102,9 @@ def generate(config: GenerateConfig, overwrite: bool = False, plan: JobPlan | No
                    "min_chars": config.min_passage_chars, "max_chars": config.max_passage_chars, **storage})
     if config.dedup:
         shards = create_shards(DEDUP_SHARDS)
+        if config.incremental:  # passages already in the dataset keep their text
+            _existing_passages(fs, root, plan.changed).map_batches(
+                offer_passages, batch_format="pyarrow", fn_kwargs={"shards": shards, "existing": True}).take_all()
         passages.map_batches(offer_passages, batch_format="pyarrow", fn_kwargs={"shards": shards}).take_all()
         passages = passages.map_batches(drop_duplicates, batch_format="pyarrow",
                                         fn_kwargs={"shards": shards, **storage})
@@ -106,11 +122,29 @@ def generate(config: GenerateConfig, overwrite: bool = False, plan: JobPlan | No
     staged = summarize(fs, join(root, STAGING_DIR), output=config.output,
                        examples_per_passage=len(config.task_types) * config.n)
     budget.check(staged.prompts, staged.engine_errors, config.max_error_rate)
+    ledger.drop_sources(fs, root, plan.changed)
     commit.commit(fs, root)
-    summary = summarize(fs, root, output=config.output, examples_per_passage=len(config.task_types) * config.n,
-                        wall_seconds=round(time.monotonic() - started, 3), resumed=resumed, skipped_done=len(done))
+    if config.incremental:
+        ledger.record(fs, root, plan.signatures)
+    summary = _summary(fs, root, config, started, resumed=resumed, skipped_done=len(done))
     write_manifest(fs, root, summary, config.to_dict(), identity)
     return summary
+
+
+def _summary(fs: pafs.FileSystem, root: str, config: GenerateConfig, started: float, **run: Any) -> RunSummary:
+    return summarize(fs, root, output=config.output, examples_per_passage=len(config.task_types) * config.n,
+                     wall_seconds=round(time.monotonic() - started, 3), **run)
+
+
+def _existing_passages(fs: pafs.FileSystem, root: str, changed: list[str]):
+    """The committed passages (id and text) that stay in an incremental dataset."""
+    files = [f for f in commit.example_files(fs, root) if not f[len(root) + 1 :].startswith(".")]
+    if not files:
+        return ray.data.from_items([])
+    existing = ray.data.read_parquet(files, filesystem=fs, columns=["passage_id", "source", "context"])
+    if changed:
+        existing = existing.filter(lambda row: row["source"] not in set(changed))
+    return existing
 
 
 def _completed(fs: pafs.FileSystem, root: str, output_uri: str, identity: dict) -> RunSummary:
@@ -176,5 +210,5 @@ def _has_foreign_files(fs: pafs.FileSystem, root: str) -> bool:
     if info.type == pafs.FileType.File:
         return True
     entries = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
-    ours = (STAGING_DIR, "_rejects")
+    ours = (STAGING_DIR, "_rejects", MANIFEST_FILE, SUCCESS_FILE, ledger.LEDGER_FILE)
     return any(not (e.base_name in ours or e.base_name.startswith("task_type=")) for e in entries)

@@ -465,9 +465,11 @@ def test_both_schedules_run_the_same_job():
     assert cron.body["spec"].get("timeZone") == fallback.body["spec"].get("timeZone")
 
 
-def test_scheduled_entrypoints_mark_where_incremental_goes():
-    for path in (K8S / "raycronjob.yaml", K8S / "cronjob-fallback.yaml"):
-        assert "--incremental" in path.read_text(encoding="utf-8"), f"{path.name}: no note on --incremental"
+def test_scheduled_entrypoints_are_incremental():
+    for spec in (_of_kind("RayCronJob")[0].body["spec"]["jobTemplate"], EMBEDDED_DOCS[0].body["spec"]):
+        _, args = entrypoint_args(spec["entrypoint"])
+        problems, config = cli_problems(args)
+        assert not problems and config.incremental, spec["entrypoint"]
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -168,3 +168,40 @@ def test_a_single_50mb_document_is_chunked_not_lost(ray_cluster, random_model, t
     assert summary.passages == rows.num_rows > 20_000 and summary.passages_dropped == {}
     assert rows["chunk"].to_pylist() == list(range(rows.num_rows))
     assert " ".join(rows["context"].to_pylist()).split() == document.split()
+
+
+def test_incremental_runs_over_a_growing_prefix_equal_one_full_run(ray_cluster, random_model, tmp_path):
+    corpus = tmp_path / "bucket"
+    texts = sample_passages(30)
+
+    def run(output, **extra):
+        return generate(GenerateConfig(input=str(corpus), output=str(output), engine="echo", model=random_model,
+                                       task_types=["ynqa", "nli"], **extra))
+
+    def rows(output):
+        table = pds.dataset(str(output), partitioning="hive").to_table(columns=["id", "source", "context"])
+        return sorted(zip(table["id"].to_pylist(), table["source"].to_pylist(), table["context"].to_pylist()))
+
+    incremental = tmp_path / "nightly"
+    write_jsonl(corpus / "day1.jsonl", texts[:10])
+    assert run(incremental, incremental=True).accepted == {"ynqa": 10, "nli": 10}
+    write_jsonl(corpus / "day2.jsonl", texts[10:20])
+    files_before = set((incremental).rglob("*.parquet"))
+    second = run(incremental, incremental=True)
+    new_files = set(incremental.rglob("*.parquet")) - files_before
+    assert second.accepted == {"ynqa": 20, "nli": 20}  # the whole dataset
+    assert {f.name for f in new_files} and all(
+        set(pds.dataset(str(f)).to_table()["source"].to_pylist()) == {str(corpus / "day2.jsonl")}
+        for f in new_files if f.name.startswith("train-"))  # the second run generated for day2 only
+    assert run(incremental, incremental=True).accepted == {"ynqa": 20, "nli": 20}  # nothing new: no-op
+    # Day 3 arrives and day 1 is corrected (one passage replaced): only those two files are redone.
+    write_jsonl(corpus / "day3.jsonl", texts[20:30])
+    write_jsonl(corpus / "day1.jsonl", texts[:9] + ["Clause 99: a corrected passage that replaces the old one."])
+    third = run(incremental, incremental=True)
+    assert third.accepted == {"ynqa": 30, "nli": 30}
+
+    full = run(tmp_path / "full")
+    assert rows(incremental) == rows(tmp_path / "full")
+    assert json.loads((incremental / "_ledger.json").read_text()).keys() == {
+        str(corpus / f"day{i}.jsonl") for i in (1, 2, 3)}
+    assert (incremental / "_SUCCESS").exists() and full.accepted == third.accepted

@@ -1,0 +1,63 @@
+"""The ledger of an incremental dataset: which input files it already covers, and as of when.
+
+``_ledger.json`` next to the dataset maps each input file (its URI) to its size and modification
+time when it was processed. An incremental run generates only for files that are new or whose
+signature changed; rows from a changed file are removed from the dataset before the new ones
+are committed, so the dataset always equals one full run over the current input.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from bonito_ray.storage import display_uri, join, list_files, write_bytes, write_parquet
+
+LEDGER_FILE = "_ledger.json"
+
+
+def read_ledger(fs: pafs.FileSystem, root: str) -> dict[str, str]:
+    """Input URI -> signature of every file the dataset at ``root`` covers."""
+    path = join(root, LEDGER_FILE)
+    if fs.get_file_info(path).type != pafs.FileType.File:
+        return {}
+    with fs.open_input_stream(path) as f:
+        return json.loads(f.read())
+
+
+def signatures(input_uri: str, input_fs: pafs.FileSystem, files: list[str]) -> dict[str, str]:
+    """Input URI -> "size:mtime" of each file."""
+    return {display_uri(input_uri, i.path): f"{i.size}:{i.mtime_ns}" for i in input_fs.get_file_info(files)}
+
+
+def pending(current: dict[str, str], ledger: dict[str, str]) -> tuple[list[str], list[str]]:
+    """(files to process: new or changed, changed files among them), as URIs."""
+    todo = sorted(uri for uri, signature in current.items() if ledger.get(uri) != signature)
+    return todo, [uri for uri in todo if uri in ledger]
+
+
+def drop_sources(fs: pafs.FileSystem, root: str, sources: list[str]) -> None:
+    """Rewrite the committed Parquet files under ``root`` without the rows that came from ``sources``."""
+    if not sources:
+        return
+    for path in list_files(fs, root):
+        relative = path[len(root) + 1 :]
+        if not path.endswith(".parquet") or relative.startswith("."):
+            continue
+        table = pq.read_table(path, filesystem=fs)
+        stale = pc.is_in(table["source"], value_set=pc.cast(sources, table.schema.field("source").type))
+        if pc.any(stale).as_py():
+            kept = table.filter(pc.invert(stale))
+            if kept.num_rows:
+                write_parquet(fs, path, kept)
+            else:
+                fs.delete_file(path)
+
+
+def record(fs: pafs.FileSystem, root: str, processed: dict[str, str]) -> None:
+    """Add ``processed`` (URI -> signature) to the ledger."""
+    ledger = read_ledger(fs, root) | processed
+    write_bytes(fs, join(root, LEDGER_FILE), json.dumps(ledger, indent=1, sort_keys=True).encode("utf-8"))
