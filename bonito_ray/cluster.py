@@ -1,7 +1,8 @@
 """Connecting to Ray: join the running cluster if there is one, else start a local one.
 
 Private corpora never leave the cluster: every place that can report usage (Ray, the HF hub
-client, vLLM) is switched off in the driver and, through the runtime env, in the workers.
+client, vLLM) is switched off in the driver, in a local cluster it starts (its workers inherit the
+driver's environment), and through the engine stages' runtime env on a cluster it joins.
 """
 
 from __future__ import annotations

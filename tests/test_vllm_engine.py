@@ -32,6 +32,7 @@ def test_processor_stages_and_config_passthrough(ray_cluster):
     compute = engine.map_batches_kwargs["compute"]
     assert (compute.min_size, compute.max_size) == (3, 3)
     assert engine.map_batches_kwargs["accelerator_type"] == "H100"
+    assert engine.map_batches_kwargs["runtime_env"]["env_vars"]["VLLM_NO_USAGE_STATS"] == "1"
 
 
 def test_request_and_contract_mapping():

@@ -14,6 +14,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from bonito_ray.cluster import PRIVACY_ENV
 from bonito_ray.config import GenerateConfig
 from bonito_ray.engines import EngineStage
 
@@ -33,6 +34,7 @@ def build_hf_stage(config: GenerateConfig) -> EngineStage:
             num_cpus=config.cpus_per_replica,
             num_gpus=config.gpus_per_replica,
             accelerator_type=config.accelerator_type,
+            runtime_env={"env_vars": PRIVACY_ENV},
         )
 
     return stage

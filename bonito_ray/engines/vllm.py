@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bonito_ray.cluster import PRIVACY_ENV
 from bonito_ray.config import GenerateConfig
 from bonito_ray.engines import OUTPUT_COLUMNS, EngineStage
 from bonito_ray.stages import REQUEST_SCHEMA
@@ -28,6 +29,7 @@ def build_vllm_processor(config: GenerateConfig):
         concurrency=(config.num_replicas, config.num_replicas),
         max_concurrent_batches=config.max_concurrent_batches,
         accelerator_type=config.accelerator_type,
+        runtime_env={"env_vars": PRIVACY_ENV},
         should_continue_on_error=True,
         chat_template_stage=False,
         tokenize_stage=True,
