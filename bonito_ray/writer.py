@@ -47,15 +47,21 @@ class SyntheticDatasetSink(Datasink):
         table = pa.concat_tables(tables)
         accepted = table.filter(pc.is_null(table["reason"]))
         rejected = table.filter(pc.is_valid(table["reason"]))
-        name = f"{self.write_id}-{ctx.task_idx:06d}.parquet"
+        name = f"{self.write_id}-{ctx.task_idx:06d}"
         for task_type in sorted(set(accepted["task_type"].to_pylist())):
             if not _PARTITION_VALUE.match(task_type):  # a partition value must never escape the output prefix
                 raise ValueError(f"refusing to write partition task_type={task_type!r}")
             rows = conform(accepted.filter(pc.equal(accepted["task_type"], task_type)), ACCEPTED_SCHEMA)
-            write_parquet(fs, join(root, f"task_type={task_type}", f"train-{name}"), rows)
+            self._write_files(fs, join(root, f"task_type={task_type}", f"train-{name}"), rows)
         if rejected.num_rows:
-            write_parquet(fs, join(root, GENERATION_REJECTS_DIR, f"rejects-{name}"), conform(rejected, REJECT_SCHEMA))
+            self._write_files(fs, join(root, GENERATION_REJECTS_DIR, f"rejects-{name}"),
+                              conform(rejected, REJECT_SCHEMA))
         if self.error_budget is not None:
             errors = pc.sum(pc.equal(table["reason"], ENGINE_ERROR)).as_py() or 0
             ray.get(self.error_budget.record.remote(table.num_rows, errors))
         return table.num_rows
+
+    def _write_files(self, fs, stem: str, table: pa.Table) -> None:
+        """``table`` as files of at most ``rows_per_file`` rows: ``<stem>-<k>.parquet``."""
+        for k, start in enumerate(range(0, table.num_rows, self.rows_per_file)):
+            write_parquet(fs, f"{stem}-{k:04d}.parquet", table.slice(start, self.rows_per_file))

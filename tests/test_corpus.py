@@ -95,3 +95,18 @@ def test_missing_context_column_fails_up_front_listing_columns(tmp_path):
     parquet = write_parquet(tmp_path / "b.parquet", {"body": ["x"]})
     with pytest.raises(CorpusError, match="no context column 'text'"):
         preflight(parquet, "text")
+
+
+def test_zstd_jsonl_and_a_saved_datasets_dataset(ray_cluster, tmp_path):
+    import datasets
+    import pyarrow as pa
+
+    corpus = tmp_path / "in"
+    corpus.mkdir()
+    with pa.CompressedOutputStream(str(corpus / "a.jsonl.zst"), "zstd") as f:
+        f.write(b'{"text": "zstd one"}\n{"text": "zstd two"}\n')
+    datasets.Dataset.from_dict({"text": ["saved one", "saved two", "saved three"]}).save_to_disk(
+        str(corpus / "saved"))
+    rows = read(corpus, "text", tmp_path / "out")
+    assert sorted(r["context"] for r in rows) == ["saved one", "saved three", "saved two", "zstd one", "zstd two"]
+    assert sorted(r["position"] for r in rows if "saved" in r["context"]) == [1, 2, 3]

@@ -60,7 +60,7 @@ def test_driver_killed_mid_run_then_resumed_gives_the_uninterrupted_dataset(rand
                              start_new_session=True)
     try:
         deadline = time.monotonic() + 240
-        while not list((out / ".staging").rglob("*-000001.parquet")):
+        while not list((out / ".staging").rglob("*-000001-0000.parquet")):
             assert first.poll() is None, "the first run ended before it could be killed"
             assert time.monotonic() < deadline, "no staged files appeared"
             time.sleep(0.2)

@@ -69,3 +69,26 @@ def test_prompt_longer_than_the_window_is_an_engine_error_not_a_crash(generator)
     errors = out.column("engine_error").to_pylist()
     assert "window is 512" in errors[0] and errors[1] is None
     assert texts(out)[1]
+
+
+@pytest.mark.parametrize("architecture", ["gpt2", "mistral"])
+def test_other_architectures(architecture, tmp_path):
+    from transformers import GPT2Config, GPT2LMHeadModel, MistralConfig, MistralForCausalLM
+
+    from tests.tiny_models import build_tokenizer, sample_passages, save
+
+    tokenizer = build_tokenizer(sample_passages(20))
+    ids = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id}
+    if architecture == "gpt2":  # no pad token and n_positions instead of max_position_embeddings
+        model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=1, n_head=2,
+                                           n_positions=256, **ids))
+        tokenizer.pad_token = None
+    else:
+        model = MistralForCausalLM(MistralConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                                                 num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                                                 max_position_embeddings=256, **ids))
+    generator = HFGenerator(save(model, tokenizer, tmp_path / architecture))
+    assert generator.window == 256
+    out = generator(requests(["Rent is due.", "A longer passage about the landlord."], seed=2))
+    assert out.column("engine_error").to_pylist() == [None, None]
+    assert all(n > 0 for n in out.column("num_generated_tokens").to_pylist())

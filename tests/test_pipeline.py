@@ -51,6 +51,8 @@ def test_echo_engine_end_to_end(ray_cluster, random_model, tmp_path):
     for path in out.glob("task_type=*/*.parquet"):
         assert pq.read_schema(path).remove_metadata() == ACCEPTED_SCHEMA
 
+    files = sorted(out.glob("task_type=*/*.parquet"))
+    assert len(files) == 2  # one file per task type: 60 rows each, under the default 50,000 per file
     hf = datasets.load_dataset("parquet", data_dir=str(out), split="train")
     assert hf.num_rows == 120 and set(ACCEPTED_SCHEMA.names) <= set(hf.column_names)
 
@@ -205,3 +207,12 @@ def test_incremental_runs_over_a_growing_prefix_equal_one_full_run(ray_cluster, 
     assert json.loads((incremental / "_ledger.json").read_text()).keys() == {
         str(corpus / f"day{i}.jsonl") for i in (1, 2, 3)}
     assert (incremental / "_SUCCESS").exists() and full.accepted == third.accepted
+
+
+def test_rows_per_file_controls_file_size(ray_cluster, random_model, tmp_path):
+    corpus = write_jsonl(tmp_path / "c.jsonl", sample_passages(60))
+    out = tmp_path / "out"
+    generate(GenerateConfig(input=str(corpus), output=str(out), engine="echo", model=random_model,
+                            task_types=["ynqa"], rows_per_file=20))
+    sizes = [pq.ParquetFile(f).metadata.num_rows for f in out.glob("task_type=ynqa/*.parquet")]
+    assert sum(sizes) == 60 and len(sizes) == 3 and max(sizes) == 20
