@@ -17,7 +17,6 @@ import ray
 from bonito_ray.quarantine import CLEAN_STAGE, write_rejects
 
 DUPLICATE = "duplicate"
-_MAX_RUNS = 8  # compact the buffered offers beyond this many batches
 _EXISTING = 0  # the owner of texts already in the dataset: smaller than any passage id prefix
 
 
@@ -31,10 +30,8 @@ class DedupShard:
         self.pending: list[tuple[np.ndarray, np.ndarray]] = []
 
     def offer(self, keys: np.ndarray, owners: np.ndarray) -> None:
-        """Record passages (first pass)."""
+        """Record passages (first pass); they are sorted once, when the second pass starts."""
         self.pending.append((keys, owners))
-        if len(self.pending) > _MAX_RUNS:
-            self._compact()
 
     def owners_of(self, keys: np.ndarray) -> np.ndarray:
         """The smallest id offered for each key (second pass)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pyarrow as pa
@@ -48,11 +48,15 @@ def load_tokenizer(source: str) -> Any:
     return AutoTokenizer.from_pretrained(source)
 
 
-def chunk(text: str, tokenizer: Any, max_tokens: int, overlap: int = 0) -> Iterator[str]:
-    """Split ``text`` into chunks of at most ``max_tokens`` tokens, preferring natural breaks."""
+def chunk(text: str, get_tokenizer: Callable[[], Any], max_tokens: int, overlap: int = 0) -> Iterator[str]:
+    """Split ``text`` into chunks of at most ``max_tokens`` tokens, preferring natural breaks.
+
+    ``get_tokenizer`` is called only when ``text`` may be too long, so short passages never load one.
+    """
     if len(text.encode("utf-8")) + 1 < max_tokens:  # every token covers at least one byte
         yield text
         return
+    tokenizer = get_tokenizer()
     start = 0
     chars_per_token = _CHARS_PER_TOKEN_GUESS
     while start < len(text):
@@ -123,10 +127,10 @@ def passage_token_budget(tokenizer: Any, window: int | None, max_tokens: int) ->
 def prepare_passages(documents: pa.Table, *, tokenizer_source: str, max_tokens: int, overlap: int,
                      min_chars: int, max_chars: int | None, output_uri: str, s3_endpoint: str | None) -> pa.Table:
     """Documents -> normalised, chunked passages; passages outside the length bounds are quarantined."""
-    tokenizer = load_tokenizer(tokenizer_source)
+    get_tokenizer = functools.partial(load_tokenizer, tokenizer_source)
     passages, dropped = [], []
     for doc in documents.to_pylist():
-        for index, text in enumerate(chunk(normalize(doc["context"]), tokenizer, max_tokens, overlap)):
+        for index, text in enumerate(chunk(normalize(doc["context"]), get_tokenizer, max_tokens, overlap)):
             row = {"passage_id": stable_id(doc["source"], doc["position"], index), "source": doc["source"],
                    "position": doc["position"], "chunk": index, "context": text}
             markers = [m for m in CONTROL_MARKERS if m in text]

@@ -20,7 +20,7 @@ def test_normalize():
 
 
 def test_short_text_is_one_chunk_untouched(tokenizer):
-    assert list(chunk("Rent is due.", tokenizer, 64)) == ["Rent is due."]
+    assert list(chunk("Rent is due.", lambda: tokenizer, 64)) == ["Rent is due."]
 
 
 def long_document(paragraphs=30):
@@ -29,7 +29,7 @@ def long_document(paragraphs=30):
 
 def test_chunks_fit_the_budget_cut_at_breaks_and_lose_nothing(tokenizer):
     text = long_document()
-    pieces = list(chunk(text, tokenizer, 120))
+    pieces = list(chunk(text, lambda: tokenizer, 120))
     assert len(pieces) > 5
     assert all(n_tokens(tokenizer, p) <= 120 for p in pieces)
     assert all(p.endswith(".") for p in pieces)  # every cut fell after a sentence or paragraph
@@ -38,12 +38,12 @@ def test_chunks_fit_the_budget_cut_at_breaks_and_lose_nothing(tokenizer):
 
 def test_text_without_breaks_is_still_cut_within_budget(tokenizer):
     text = "x" * 5000
-    pieces = list(chunk(text, tokenizer, 50))
+    pieces = list(chunk(text, lambda: tokenizer, 50))
     assert all(n_tokens(tokenizer, p) <= 50 for p in pieces) and "".join(pieces) == text
 
 
 def test_overlap_repeats_the_tail_of_the_previous_chunk(tokenizer):
-    pieces = list(chunk(long_document(10), tokenizer, 100, overlap=20))
+    pieces = list(chunk(long_document(10), lambda: tokenizer, 100, overlap=20))
     assert len(pieces) > 2
     for before, after in zip(pieces, pieces[1:]):
         assert before[-30:].split()[-1] in after[:200]
