@@ -83,10 +83,14 @@ def summarize(fs: pafs.FileSystem, root: str, *, output: str, examples_per_passa
 def _tally(fs: pafs.FileSystem, files: list[str], key: str) -> tuple[Counter, int, int]:
     if not files:
         return Counter(), 0, 0
-    table = pds.dataset(files, filesystem=fs, format="parquet").to_table(
-        columns=[key, "num_input_tokens", "num_generated_tokens"])
-    return (Counter(table[key].to_pylist()), int(pc.sum(table["num_input_tokens"]).as_py() or 0),
-            int(pc.sum(table["num_generated_tokens"]).as_py() or 0))
+    counts, tokens_in, tokens_out = Counter(), 0, 0
+    # Batch by batch and counted in Arrow: the driver's memory does not grow with the dataset.
+    for batch in pds.dataset(files, filesystem=fs, format="parquet").to_batches(
+            columns=[key, "num_input_tokens", "num_generated_tokens"]):
+        counts.update({v["values"]: v["counts"] for v in pc.value_counts(batch.column(0)).to_pylist()})
+        tokens_in += int(pc.sum(batch.column(1)).as_py() or 0)
+        tokens_out += int(pc.sum(batch.column(2)).as_py() or 0)
+    return counts, tokens_in, tokens_out
 
 
 def write_manifest(fs: pafs.FileSystem, root: str, summary: RunSummary, config: dict[str, Any],

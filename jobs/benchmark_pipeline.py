@@ -3,7 +3,7 @@
 Makes a synthetic corpus of distinct passages (JSONL, 10,000 per file, 30-60 words each: one
 chunk each, so the tokenizer is not on the path), runs the whole job with
 the `echo` engine (a zero-cost stand-in for the model, for tests and benchmarks only) on a local
-Ray, and prints throughput and peak resident memory of the driver and of the Ray workers.
+Ray, and prints throughput and peak memory of the driver (RSS) and of the Ray workers (USS).
 
     python jobs/benchmark_pipeline.py --sizes 100000 1000000 --model PATH_WITH_TOKENIZER
 """
@@ -46,12 +46,17 @@ def make_corpus(directory: Path, count: int, seed: int = 0) -> None:
 
 
 class PeakMemory:
-    """Samples the resident memory of Ray's worker processes until stopped."""
+    """Samples the private memory (USS) of Ray's worker processes until stopped.
 
-    def __init__(self, interval: float = 0.25) -> None:
+    USS leaves out the pages of Ray's shared-memory object store that a worker maps, which RSS counts
+    and which Ray bounds on its own (object_store_memory).
+    """
+
+    def __init__(self, interval: float = 0.5) -> None:
         self.interval = interval
         self.worker_max = 0
         self.workers_total = 0
+        self.by_process: dict[str, int] = {}  # peak USS by Ray process title
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -66,11 +71,16 @@ class PeakMemory:
     def _run(self) -> None:
         while not self._stop.is_set():
             sizes = []
-            for proc in psutil.process_iter(["name", "cmdline", "memory_info"]):
+            for proc in psutil.process_iter(["name", "cmdline"]):
                 cmdline = " ".join(proc.info["cmdline"] or [])
-                if proc.info["memory_info"] and ("ray::" in (proc.info["name"] or "") or "ray::" in cmdline
-                                                 or "default_worker.py" in cmdline):
-                    sizes.append(proc.info["memory_info"].rss)
+                if "ray::" in (proc.info["name"] or "") or "ray::" in cmdline or "default_worker.py" in cmdline:
+                    try:
+                        rss = proc.memory_full_info().uss  # private memory: the shared object store is not counted
+                    except (psutil.NoSuchProcess, psutil.AccessDenied):
+                        continue
+                    sizes.append(rss)
+                    title = cmdline.split(" ")[0][:60]
+                    self.by_process[title] = max(self.by_process.get(title, 0), rss)
             if sizes:
                 self.worker_max = max(self.worker_max, max(sizes))
                 self.workers_total = max(self.workers_total, sum(sizes))
@@ -96,7 +106,8 @@ def run(size: int, model: str, workdir: Path) -> dict:
     assert summary.passages == size, summary
     return {"passages": size, "seconds": round(seconds, 1), "passages_per_s": round(size / seconds),
             "driver_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
-            "worker_peak_rss_mb": memory.worker_max // 2**20, "workers_total_peak_rss_mb": memory.workers_total // 2**20}
+            "worker_peak_uss_mb": memory.worker_max // 2**20, "workers_total_peak_uss_mb": memory.workers_total // 2**20,
+            "peak_uss_mb_by_process": {k: v // 2**20 for k, v in sorted(memory.by_process.items())}}
 
 
 def main() -> None:
