@@ -202,3 +202,20 @@ def test_manifest_records_stages_config_versions_and_input(ray_cluster, random_m
     assert manifest["config"]["task_types"] == ["ynqa", "nli"] and manifest["versions"]["ray"] == ray.__version__
     assert len(manifest["input_fingerprint"]) == 32
     assert sorted(f["path"].split("/")[0] for f in manifest["summary"]["files"]) == ["task_type=nli", "task_type=ynqa"]
+
+
+def test_a_partition_value_cannot_escape_the_output_prefix(tmp_path):
+    from types import SimpleNamespace
+
+    import pyarrow as pa
+
+    from bonito_ray.schema import conform
+    from bonito_ray.stages import EXAMPLE_SCHEMA
+    from bonito_ray.writer import SyntheticDatasetSink
+
+    row = {name: None for name in EXAMPLE_SCHEMA.names} | {"id": "x", "task_type": "../../escaped"}
+    block = conform(pa.Table.from_pylist([row]), EXAMPLE_SCHEMA)
+    sink = SyntheticDatasetSink(str(tmp_path / "out"), rows_per_file=10)
+    with pytest.raises(ValueError, match="refusing to write partition"):
+        sink.write([block], SimpleNamespace(task_idx=0))
+    assert not list(tmp_path.rglob("*.parquet"))
