@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow.fs as pafs
 import ray
 from ray.data import DataContext
+from ray.data.expressions import col
 
 from bonito_ray import budget, commit, ledger
 from bonito_ray.config import DEMO_MODEL, ConfigError, GenerateConfig
@@ -143,7 +144,7 @@ def _existing_passages(fs: pafs.FileSystem, root: str, changed: list[str]):
         return ray.data.from_items([])
     existing = ray.data.read_parquet(files, filesystem=fs, columns=["passage_id", "source", "context"])
     if changed:
-        existing = existing.filter(lambda row: row["source"] not in set(changed))
+        existing = existing.filter(expr=~col("source").is_in(changed))
     return existing
 
 
