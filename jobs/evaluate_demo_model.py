@@ -1,0 +1,153 @@
+"""Evaluate a Bonito-format model on the held-out demo corpus and enforce the quality bar.
+
+For every passage of ``jobs/examples/corpus.jsonl`` and every task type (ynqa, exqa, nli) the
+model generates through the pipeline's own ``hf`` engine, with the Bonito authors' sampling
+(temperature 0.5, top_p 0.95, up to 256 new tokens), in left-padded batches. Generations are
+parsed with ``bonito_ray.prompt.parse_generation`` and the script prints the parse rate (overall
+and per type), the share of exqa answers that are exact spans of the passage, the share of
+ynqa/nli answers that are valid labels, CPU throughput and a few examples.
+
+Exit status 1 when fewer than 90% of generations parse or fewer than 50% of exqa answers are
+exact spans.
+
+Usage: ``python jobs/evaluate_demo_model.py [--model-dir bonito_ray/demo_model] [--batch-size 16]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+
+from bonito_ray.config import DEMO_MODEL
+from bonito_ray.engines.hf import HFGenerator
+from bonito_ray.prompt import CONTEXT_PLACEHOLDER, SEPARATOR, Task, build_prompt, parse_generation
+from train_demo_model import NLI_LABELS, YES_NO_LABELS
+
+EXAMPLES = Path(__file__).resolve().parent / "examples"
+TASK_TYPES = ("ynqa", "exqa", "nli")
+VALID_LABELS = {"ynqa": set(YES_NO_LABELS), "nli": set(NLI_LABELS)}
+MIN_PARSE_RATE = 0.90
+MIN_EXQA_SPAN_RATE = 0.50
+
+
+@dataclass
+class Result:
+    """One generation and what came of it."""
+
+    task_type: str
+    context: str
+    raw: str
+    parsed: Task | None
+
+
+def load_corpus(path: Path, limit: int | None) -> list[str]:
+    """Passage texts from a JSONL corpus (``text`` field)."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    texts = [json.loads(line)["text"] for line in lines if line.strip()]
+    return texts[:limit] if limit else texts
+
+
+def generate(
+    generator: HFGenerator,
+    jobs: list[tuple[str, str]],
+    batch_size: int,
+    max_new_tokens: int,
+    seed: int,
+) -> tuple[list[Result], int, float]:
+    """Generate for (context, task type) jobs with the pipeline's own ``hf`` engine.
+
+    Returns the results, the number of new tokens and the seconds spent generating.
+    """
+    results: list[Result] = []
+    new_tokens, seconds = 0, 0.0
+    # Similar lengths in a batch keep left padding (wasted compute) small.
+    order = sorted(range(len(jobs)), key=lambda i: len(jobs[i][0]))
+    for begin in range(0, len(order), batch_size):
+        batch = [jobs[i] for i in order[begin : begin + batch_size]]
+        requests = pa.Table.from_pylist([
+            {"prompt": build_prompt(context, task_type),
+             "sampling_params": {"max_tokens": max_new_tokens, "temperature": 0.5, "top_p": 0.95,
+                                 "seed": seed + begin + k}}
+            for k, (context, task_type) in enumerate(batch)])
+        start = time.perf_counter()
+        out = generator(requests)
+        seconds += time.perf_counter() - start
+        new_tokens += sum(out.column("num_generated_tokens").to_pylist())
+        for (context, task_type), raw in zip(batch, out.column("generated_text").to_pylist(), strict=True):
+            parsed = parse_generation(raw, context)
+            results.append(Result(task_type, context, raw, parsed if isinstance(parsed, Task) else None))
+    return results, new_tokens, seconds
+
+
+def rate(hits: int, total: int) -> str:
+    """``hits/total (percent)``."""
+    return f"{hits}/{total} ({100 * hits / total:.1f}%)" if total else "0/0"
+
+
+def main() -> int:
+    """Command-line entry point; returns the exit status."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model-dir", type=Path, default=Path(DEMO_MODEL))
+    parser.add_argument("--corpus", type=Path, default=EXAMPLES / "corpus.jsonl")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument("--limit", type=int, default=None, help="only the first N passages")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--examples", type=int, default=3, help="example generations to print")
+    args = parser.parse_args()
+
+    generator = HFGenerator(str(args.model_dir), num_threads=args.threads)
+
+    contexts = load_corpus(args.corpus, args.limit)
+    jobs = [(context, task_type) for context in contexts for task_type in TASK_TYPES]
+    results, new_tokens, seconds = generate(generator, jobs, args.batch_size, args.max_new_tokens, args.seed)
+
+    parsed = [r for r in results if r.parsed]
+    print(f"model {args.model_dir}: {len(contexts)} passages x {len(TASK_TYPES)} task types")
+    print(f"parse rate: {rate(len(parsed), len(results))}")
+    for task_type in TASK_TYPES:
+        of_type = [r for r in results if r.task_type == task_type]
+        ok = [r for r in of_type if r.parsed]
+        line = f"  {task_type}: parse {rate(len(ok), len(of_type))}"
+        with_placeholder = sum(CONTEXT_PLACEHOLDER in r.raw.split(SEPARATOR)[0] for r in ok)
+        line += f", {{{{context}}}} in input {rate(with_placeholder, len(ok))}"
+        if task_type == "exqa":
+            spans = sum(r.parsed.output in r.context for r in ok)
+            line += f", exact span {rate(spans, len(ok))}"
+        else:
+            valid = sum(r.parsed.output in VALID_LABELS[task_type] for r in ok)
+            line += f", valid label {rate(valid, len(ok))}"
+        print(line)
+    print(
+        f"throughput: {new_tokens} new tokens in {seconds:.1f}s = {new_tokens / seconds:.1f} tokens/s "
+        f"(batch size {args.batch_size}, {args.threads} CPU threads)"
+    )
+
+    shown = {r.task_type: r for r in reversed(parsed)}
+    for result in list(shown.values())[: args.examples]:
+        task_input = result.raw.split(SEPARATOR)[0].strip()
+        print(f"\n--- {result.task_type} (raw, before {{{{context}}}} substitution) ---")
+        print(task_input + f"\n{SEPARATOR}\n" + result.parsed.output)
+
+    exqa = [r for r in parsed if r.task_type == "exqa"]
+    parse_rate = len(parsed) / len(results)
+    span_rate = sum(r.parsed.output in r.context for r in exqa) / len(exqa) if exqa else 0.0
+    if parse_rate < MIN_PARSE_RATE or span_rate < MIN_EXQA_SPAN_RATE:
+        print(
+            f"\nFAIL: parse rate {parse_rate:.1%} (need {MIN_PARSE_RATE:.0%}), "
+            f"exqa exact spans {span_rate:.1%} (need {MIN_EXQA_SPAN_RATE:.0%})"
+        )
+        return 1
+    print(f"\nPASS: parse rate {parse_rate:.1%}, exqa exact spans {span_rate:.1%}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
