@@ -1,7 +1,6 @@
 """Fault tolerance for real: killed drivers and actors, failing batches, flaky S3, hostile input."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
