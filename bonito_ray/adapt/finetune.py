@@ -164,7 +164,9 @@ def finetune(config: FinetuneConfig, overwrite: bool = False) -> FinetuneSummary
     data, dropped = prepare_data(config, tokenizer)
     cluster.connect(config.ray_address)
     if config.use_gpu and not ray.cluster_resources().get("GPU", 0):
-        raise FinetuneConfigError("--use-gpu/--qlora asked for GPUs, and the Ray cluster has none")
+        # Not an error: an autoscaling cluster whose GPU group starts at zero adds GPUs on demand.
+        logger.warning("--use-gpu: the Ray cluster has no GPU right now; training waits until the "
+                       "autoscaler adds %d (it never starts on a cluster that cannot)", config.num_workers)
     _claim_output(config, overwrite)
     logger.info("fine-tuning %s: %d training examples, %d steps of %d", config.model, len(data.train),
                 data.plan.total_steps, config.batch_size)
