@@ -10,7 +10,8 @@ turn those facts into training targets; this script only writes the passage text
 
 Each line is ``{"id": ..., "domain": ..., "text": ...}``. The output is deterministic for a seed.
 
-Usage: ``python jobs/examples/make_demo_corpus.py [--seed 13] [--passages 520] [--held-out 48]``
+Usage: ``python jobs/examples/make_demo_corpus.py [--seed 13] [--passages 520] [--held-out 48]
+[--extra-train 3300]``
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ HERE = Path(__file__).resolve().parent
 DEFAULT_SEED = 13
 DEFAULT_PASSAGES = 520
 DEFAULT_HELD_OUT = 48
+# Training-only passages generated after the split. The demo model learns to copy answers out
+# of passages it has never seen only when values do not repeat enough to be memorised.
+DEFAULT_EXTRA_TRAIN = 3300
 
 # ---------------------------------------------------------------------------------------------
 # Slot values
@@ -1116,18 +1120,28 @@ def check_passage(passage: Passage) -> None:
 
 
 def build_corpus(
-    seed: int = DEFAULT_SEED, passages: int = DEFAULT_PASSAGES, held_out: int = DEFAULT_HELD_OUT
+    seed: int = DEFAULT_SEED,
+    passages: int = DEFAULT_PASSAGES,
+    held_out: int = DEFAULT_HELD_OUT,
+    extra_train: int = DEFAULT_EXTRA_TRAIN,
 ) -> tuple[list[Passage], list[Passage]]:
-    """Generate ``passages`` passages and split them into ``(train, held_out)``, deterministically."""
+    """Generate ``passages`` passages and split them into ``(train, held_out)``, deterministically,
+    then add ``extra_train`` more to the training side (generated after the split, so that their
+    number does not change the held-out set)."""
     rng = random.Random(seed)
-    generated = []
-    for number in range(passages):
-        kind = KINDS[number % len(KINDS)]
-        passage = make_passage(rng, kind, f"{kind.domain}-{number:04d}")
-        check_passage(passage)
-        generated.append(passage)
-    rng.shuffle(generated)
-    return generated[held_out:], generated[:held_out]
+
+    def generate(numbers: range) -> list[Passage]:
+        generated = []
+        for number in numbers:
+            kind = KINDS[number % len(KINDS)]
+            passage = make_passage(rng, kind, f"{kind.domain}-{number:04d}")
+            check_passage(passage)
+            generated.append(passage)
+        return generated
+
+    split = generate(range(passages))
+    rng.shuffle(split)
+    return split[held_out:] + generate(range(passages, passages + extra_train)), split[:held_out]
 
 
 def write_jsonl(path: Path, passages: list[Passage]) -> None:
@@ -1143,9 +1157,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--passages", type=int, default=DEFAULT_PASSAGES)
     parser.add_argument("--held-out", type=int, default=DEFAULT_HELD_OUT)
+    parser.add_argument("--extra-train", type=int, default=DEFAULT_EXTRA_TRAIN)
     parser.add_argument("--output-dir", type=Path, default=HERE)
     args = parser.parse_args()
-    train, held_out = build_corpus(args.seed, args.passages, args.held_out)
+    train, held_out = build_corpus(args.seed, args.passages, args.held_out, args.extra_train)
     write_jsonl(args.output_dir / "demo_train.jsonl", train)
     write_jsonl(args.output_dir / "corpus.jsonl", held_out)
     lengths = sorted(len(p.text.split()) for p in train + held_out)
