@@ -382,15 +382,15 @@ def build_model(tokenizer: PreTrainedTokenizerFast, args: argparse.Namespace) ->
 
 
 class CopyHeadProbe:
-    """Captures the input of the last layer's attention, to supervise some of its heads.
+    """Captures the input of the last layer's attention, to supervise its first ``heads`` heads.
 
     Copying a span out of the passage is what a small model learns slowest from the language
     modelling loss alone: the gradient only reaches the attention pattern through the tokens
     it happens to copy. Training here knows where every copied output token stands in the
-    passage, so the first ``heads`` heads of the last layer are also taught to attend there
-    (a pointer loss, as in supervised attention for alignment). Several heads, because each
-    carries only ``head_dim`` dimensions of the attended token to the output: one is too
-    narrow to single out a token of the vocabulary. At inference they are ordinary heads.
+    passage, so the heads are also taught to attend there (a pointer loss, as in supervised
+    attention for alignment) and what they write to the output is taught to predict that token
+    (a copy loss: with the pointer loss alone the head pointed right but the model's prediction
+    still leaned on values remembered from training). At inference they are ordinary heads.
     """
 
     def __init__(self, model: LlamaForCausalLM, heads: int) -> None:
@@ -413,7 +413,9 @@ class CopyHeadProbe:
     def scores(self) -> torch.Tensor:
         """Attention logits of the supervised heads: (batch, heads, queries, keys)."""
         cos, sin = self.captured[1]
-        q, k = apply_rotary_pos_emb(self._project(self.attention.q_proj), self._project(self.attention.k_proj), cos, sin)
+        q = self._project(self.attention.q_proj)
+        k = self._project(self.attention.k_proj)
+        q, k = apply_rotary_pos_emb(q, k, cos, sin)
         return q @ k.transpose(-1, -2) * self.attention.scaling
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
