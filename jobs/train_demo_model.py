@@ -476,7 +476,8 @@ def train(
             predicting = labels != -100
             logits = model.lm_head(hidden[predicting])
             lm_loss = torch.nn.functional.cross_entropy(logits.float(), labels[predicting])
-            copy_loss = probe.loss(batch) if len(batch["pointer_rows"]) else torch.zeros(())
+            supervise = args.copy_weight > 0 and len(batch["pointer_rows"]) > 0
+            copy_loss = probe.loss(batch) if supervise else torch.zeros(())
         loss = lm_loss + args.copy_weight * copy_loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
