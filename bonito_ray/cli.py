@@ -61,7 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--accelerator-type", help="accelerator type to schedule replicas on, e.g. A100, H100")
     gen.add_argument("--cpus-per-replica", type=float, help="hf: CPUs per replica (default: 1)")
     gen.add_argument("--gpus-per-replica", type=float, help="hf: GPUs per replica (default: 0)")
-    gen.add_argument("--ray-address", help="Ray cluster to join (default: the running one, else a local one)")
+    gen.add_argument("--ray-address",
+                     help="Ray cluster: an address, `auto` (join the one running on this machine) or `local` "
+                          "(start a private one) (default: RAY_ADDRESS, as `ray job submit` sets it, else local)")
     gen.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --output")
     gen.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
     gen.set_defaults(func=run_generate)

@@ -1,4 +1,9 @@
-"""Connecting to Ray: join the running cluster if there is one, else start a local one.
+"""Connecting to Ray: the cluster named, the one a submitted job runs in, else a private local one.
+
+Which cluster a job uses is never a guess: ``--ray-address`` names it (``auto`` joins a cluster
+running on this machine, ``local`` starts a fresh one, anything else is its address); with none,
+``RAY_ADDRESS`` does (as under ``ray job submit``); with neither, a private local cluster is
+started. A job never joins someone else's cluster because it happened to be running.
 
 Private corpora never leave the cluster: every place that can report usage (Ray, the HF hub
 client, vLLM) is switched off in the driver, in a local cluster it starts (its workers inherit the
@@ -20,19 +25,24 @@ PRIVACY_ENV = {
     "VLLM_NO_USAGE_STATS": "1",
     "DO_NOT_TRACK": "1",
 }
+LOCAL = "local"  # the address that starts a private local cluster
+ADDRESS_ENV = "RAY_ADDRESS"  # set by `ray job submit` in the job's driver
+
+
+def resolve_address(address: str | None) -> str:
+    """The Ray address a job uses: ``address``, else ``RAY_ADDRESS``, else ``local``."""
+    return address or os.environ.get(ADDRESS_ENV) or LOCAL
 
 
 def connect(address: str | None = None) -> None:
-    """Connect to Ray at ``address``; with none, join a running cluster or start a local one."""
+    """Connect to the Ray cluster ``resolve_address(address)`` names (a no-op when already connected)."""
     os.environ.update(PRIVACY_ENV)
     if ray.is_initialized():
         return
-    if address:
-        ray.init(address=address, log_to_driver=True)
+    address = resolve_address(address)
+    if address == LOCAL:
+        ray.init(address=LOCAL, include_dashboard=False, log_to_driver=True)
+        logger.info("started a private local Ray cluster")
         return
-    try:
-        ray.init(address="auto", log_to_driver=True)
-        logger.info("joined the running Ray cluster")
-    except ConnectionError:
-        ray.init(include_dashboard=False)
-        logger.info("no Ray cluster found: started a local one")
+    ray.init(address=address, log_to_driver=True)
+    logger.info("joined the Ray cluster at %s", address)

@@ -69,7 +69,9 @@ def _add_finetune(subparsers: argparse._SubParsersAction) -> None:
                      "needs --use-gpu and bitsandbytes")
     cmd.add_argument("--merge", action="store_true", help="also save base + adapter merged under OUTPUT/merged")
     cmd.add_argument("--overwrite", action="store_true", help="discard an earlier run at --output and start afresh")
-    cmd.add_argument("--ray-address", help="Ray cluster to join (default: the running one, else a local one)")
+    cmd.add_argument("--ray-address",
+                     help="Ray cluster: an address, `auto` (join the one running on this machine) or `local` "
+                          "(start a private one) (default: RAY_ADDRESS, as `ray job submit` sets it, else local)")
     _add_common(cmd)
     cmd.set_defaults(func=run_finetune)
 
@@ -95,7 +97,9 @@ def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
                      help=f"CPUs per actor (default: {defaults.cpus_per_replica})")
     cmd.add_argument("--gpus-per-replica", type=float, default=defaults.gpus_per_replica,
                      help=f"GPUs per actor (default: {defaults.gpus_per_replica})")
-    cmd.add_argument("--ray-address", help="Ray cluster to join (default: the running one, else a local one)")
+    cmd.add_argument("--ray-address",
+                     help="Ray cluster: an address, `auto` (join the one running on this machine) or `local` "
+                          "(start a private one) (default: RAY_ADDRESS, as `ray job submit` sets it, else local)")
     _add_common(cmd)
     cmd.set_defaults(func=run_evaluate)
 

@@ -1,0 +1,82 @@
+"""Which Ray cluster a job uses, and the privacy settings its workers get.
+
+A job never joins a cluster because it happens to run on the machine: with no address it uses
+RAY_ADDRESS (set by `ray job submit`) or starts a private local cluster. The real checks run the
+driver in a subprocess, so that they never touch the test session's own connection.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import ray
+
+from bonito_ray import cluster
+from bonito_ray.cluster import PRIVACY_ENV
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Connects as told, then reports where it landed and what a worker task sees of the privacy settings.
+_DRIVER = """
+import json, os, sys
+import ray
+from bonito_ray.cluster import PRIVACY_ENV, connect
+
+connect(sys.argv[1] or None)
+worker_env = ray.get(ray.remote(lambda: {k: os.environ.get(k) for k in PRIVACY_ENV}).remote())
+print(json.dumps({"gcs": ray.get_runtime_context().gcs_address, "worker_env": worker_env}))
+ray.shutdown()
+"""
+
+
+def run_driver(address: str | None, ray_address_env: str | None) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in PRIVACY_ENV and k != cluster.ADDRESS_ENV}
+    if ray_address_env:
+        env[cluster.ADDRESS_ENV] = ray_address_env
+    done = subprocess.run([sys.executable, "-c", _DRIVER, address or ""], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize(("address", "env", "expected"), [
+    (None, None, "local"),
+    (None, "10.0.0.1:6379", "10.0.0.1:6379"),
+    ("auto", "10.0.0.1:6379", "auto"),
+    ("local", "10.0.0.1:6379", "local"),
+    ("10.0.0.2:6379", None, "10.0.0.2:6379"),
+])
+def test_address_resolution(monkeypatch, address, env, expected):
+    if env is None:
+        monkeypatch.delenv(cluster.ADDRESS_ENV, raising=False)
+    else:
+        monkeypatch.setenv(cluster.ADDRESS_ENV, env)
+    assert cluster.resolve_address(address) == expected
+
+
+def test_with_no_address_connect_starts_a_local_cluster_and_never_auto_joins(monkeypatch):
+    calls = []
+    monkeypatch.delenv(cluster.ADDRESS_ENV, raising=False)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kwargs: calls.append(kwargs))
+    cluster.connect()
+    assert [c["address"] for c in calls] == ["local"]
+
+
+def test_a_driver_with_no_address_gets_a_private_cluster_with_privacy_on(ray_cluster):
+    running = set(ray._private.services.find_gcs_addresses())
+    assert ray.get_runtime_context().gcs_address in running  # the session's own cluster is there to be joined
+    landed = run_driver(None, None)
+    assert landed["gcs"] not in running
+    # The driver's environment had none of these: connect() set them, and the cluster's workers inherited them.
+    assert landed["worker_env"] == PRIVACY_ENV
+
+
+def test_a_submitted_driver_joins_the_cluster_in_ray_address(ray_cluster):
+    session = ray.get_runtime_context().gcs_address
+    assert run_driver(None, session)["gcs"] == session
