@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import copy
 import os
-import socket
 
 import pytest
 
@@ -32,6 +32,16 @@ def ray_cluster():
     ray.shutdown()
 
 
+@pytest.fixture(autouse=True)
+def _restore_data_context():
+    """Give back the process-global Ray Data context as it was: a job sets retry and error options on it."""
+    from ray.data import DataContext
+
+    saved = copy.deepcopy(DataContext.get_current())
+    yield
+    DataContext._set_current(saved)
+
+
 @pytest.fixture(scope="session")
 def random_model(tmp_path_factory) -> str:
     """A tiny model with random weights and a 512-token window."""
@@ -44,12 +54,9 @@ def s3_endpoint():
     import boto3
     from moto.server import ThreadedMotoServer
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)  # the OS picks the port as the server binds it
     server.start()
-    endpoint = f"http://127.0.0.1:{port}"
+    endpoint = f"http://127.0.0.1:{server._server.server_port}"
     boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="corpus")
     yield endpoint
     server.stop()

@@ -1,15 +1,22 @@
-"""Fault injection for tests: a flaky engine stage and an S3 proxy that answers 503 now and then."""
+"""Fault injection for tests: a flaky engine stage, an engine actor that waits to be killed, a flaky S3 proxy."""
 
 from __future__ import annotations
 
 import http.server
+import json
+import os
 import threading
+import time
+import urllib.parse
 import urllib.request
+import uuid
+from collections import Counter
 from pathlib import Path
 
 import pyarrow as pa
 
 from bonito_ray.engines.echo import echo_generations
+from bonito_ray.engines.hf import HFGenerator
 
 
 class FlakyEcho:
@@ -42,12 +49,18 @@ def flaky_stage(fail_on: str, times: int, state_dir: Path):
 
 
 class FaultyS3Proxy:
-    """An HTTP proxy on 127.0.0.1 in front of an S3 endpoint that fails every ``every``-th request with 503."""
+    """An HTTP proxy on 127.0.0.1 in front of an S3 endpoint that answers 503 SlowDown to chosen GETs.
 
-    def __init__(self, upstream: str, every: int = 4, limit: int = 50) -> None:
-        self.upstream, self.every, self.limit = upstream, every, limit
-        self.requests = 0
-        self.injected = 0
+    ``fail_gets(key, times)`` fails the next ``times`` GETs of one object, so that a fault can
+    outlast the S3 client's own retries; ``failed_gets`` and ``served_gets`` count, per object key,
+    what the proxy did.
+    """
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.armed: dict[str, int] = {}  # object key -> GETs still to fail
+        self.failed_gets: Counter[str] = Counter()
+        self.served_gets: Counter[str] = Counter()
         lock = threading.Lock()
         proxy = self
 
@@ -67,10 +80,13 @@ class FaultyS3Proxy:
                 return self.rfile.read(length) if length else None
 
             def _handle(self) -> None:
+                key = urllib.parse.urlsplit(self.path).path.lstrip("/")
                 with lock:
-                    proxy.requests += 1
-                    fail = proxy.requests % proxy.every == 0 and proxy.injected < proxy.limit
-                    proxy.injected += fail
+                    fail = self.command == "GET" and proxy.armed.get(key, 0) > 0
+                    if fail:
+                        proxy.armed[key] -= 1
+                    if self.command == "GET":
+                        (proxy.failed_gets if fail else proxy.served_gets)[key] += 1
                 body = self._body()
                 if fail:
                     payload = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
@@ -83,6 +99,9 @@ class FaultyS3Proxy:
                     return
                 headers = {k: v for k, v in self.headers.items()
                            if k.lower() not in ("host", "content-length", "transfer-encoding", "expect")}
+                if body is not None and "content-type" not in map(str.lower, headers):
+                    # else urllib declares a form, and the server parses the object's bytes away as one
+                    headers["Content-Type"] = "application/octet-stream"
                 request = urllib.request.Request(proxy.upstream + self.path, data=body, method=self.command,
                                                  headers=headers)
                 try:
@@ -110,9 +129,59 @@ class FaultyS3Proxy:
         self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
+    def fail_gets(self, key: str, times: int) -> None:
+        """Answer the next ``times`` GETs of ``key`` (``bucket/path``) with 503 SlowDown."""
+        self.armed[key] = times
+
     def __enter__(self) -> "FaultyS3Proxy":
         self.thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self.server.shutdown()
+
+
+class KillableHFGenerator(HFGenerator):
+    """The hf engine actor, recording each incarnation; the first blocks on its first batch until it is killed.
+
+    Each incarnation writes ``incarnation-<i>.json`` (pid, Ray actor id, job id) under ``state_dir``,
+    so that a test kills exactly this actor, by pid, while its batch is pending. Later incarnations
+    behave as the engine does and record the rows they generated for (``rows-*``).
+    """
+
+    state_dir = ""  # set by killable_hf_generator
+    block_seconds = 120.0
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        import ray
+
+        state = Path(self.state_dir)
+        context = ray.get_runtime_context()
+        record = {"pid": os.getpid(), "actor_id": context.get_actor_id(), "job_id": context.get_job_id()}
+        self.incarnation = 0
+        while True:
+            try:
+                with open(state / f"incarnation-{self.incarnation}.json", "x") as f:
+                    json.dump(record, f)
+                break
+            except FileExistsError:
+                self.incarnation += 1
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        state = Path(self.state_dir)
+        if self.incarnation == 0:
+            (state / "blocked").touch()
+            deadline = time.monotonic() + self.block_seconds
+            while time.monotonic() < deadline:
+                time.sleep(0.05)
+            raise RuntimeError("the first engine actor was never killed")
+        out = super().__call__(batch)
+        (state / f"rows-{uuid.uuid4().hex}").write_text(str(batch.num_rows))
+        return out
+
+
+def killable_hf_generator(state_dir: Path) -> type:
+    """A KillableHFGenerator recording under ``state_dir`` (a class: Ray Data builds the actors)."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    return type("KillableHFGenerator", (KillableHFGenerator,), {"state_dir": str(state_dir)})
