@@ -2,7 +2,7 @@
 
 import pytest
 
-from bonito_ray.passages import chunk, normalize, passage_token_budget
+from bonito_ray.passages import _best_break, chunk, normalize, passage_token_budget
 from tests.tiny_models import build_tokenizer, sample_passages
 
 
@@ -42,11 +42,37 @@ def test_text_without_breaks_is_still_cut_within_budget(tokenizer):
     assert all(n_tokens(tokenizer, p) <= 50 for p in pieces) and "".join(pieces) == text
 
 
-def test_overlap_repeats_the_tail_of_the_previous_chunk(tokenizer):
-    pieces = list(chunk(long_document(10), lambda: tokenizer, 100, overlap=20))
+def shared_text(before: str, after: str) -> str:
+    """The longest text that ends ``before`` and starts ``after``."""
+    return max((after[:k] for k in range(len(after) + 1) if before.endswith(after[:k])), key=len)
+
+
+@pytest.mark.parametrize("overlap", [0, 20])
+def test_overlap_repeats_the_tail_of_the_previous_chunk(tokenizer, overlap):
+    text = " ".join(f"w{i}" for i in range(600))  # every word distinct: a repeat can only come from overlap
+    pieces = list(chunk(text, lambda: tokenizer, 100, overlap=overlap))
     assert len(pieces) > 2
     for before, after in zip(pieces, pieces[1:]):
-        assert before[-30:].split()[-1] in after[:200]
+        shared = shared_text(before, after).strip()
+        if overlap:  # the overlap starts at a token boundary, which may fall inside a word
+            assert overlap - 4 <= n_tokens(tokenizer, shared) <= overlap + 2
+        else:
+            assert shared == ""
+    if not overlap:
+        assert " ".join(pieces) == text
+
+
+@pytest.mark.parametrize(("segment", "cut"), [
+    ("A" * 55 + "\n\n" + "B" * 10 + ". " + "C" * 40, 57),  # a paragraph break beats a later sentence end
+    ("A" * 55 + ". " + "B" * 10 + "\n" + "C" * 40, 57),  # a sentence end beats a later line break
+    ("A" * 55 + ".) " + "B" * 10 + "\n" + "C" * 40, 58),  # closing quotes and brackets stay with the sentence
+    ("A" * 55 + "\n" + "B" * 10 + " " + "C" * 40, 56),  # a line break beats a later space
+    ("A" * 55 + " " + "B" * 70, 56),  # else a space
+    ("A" * 10 + "\n\n" + "B" * 110, 100),  # a break in the first half would make tiny chunks: ignored
+    ("A" * 120, 100),  # no break at all: cut at the limit
+])
+def test_cut_preference(segment, cut):
+    assert _best_break(segment, 100) == cut
 
 
 def test_passage_budget_keeps_prompt_and_generation_in_the_window(tokenizer):
