@@ -12,12 +12,14 @@ from bonito_ray.config import ENGINES, ConfigError, load_config
 from bonito_ray.corpus import CorpusError
 from bonito_ray.budget import ErrorBudgetExceeded
 from bonito_ray.commit import ResumeMismatchError
-from bonito_ray.pipeline import OutputExistsError, generate, plan_job
+from bonito_ray.lease import LeaseHeldError, LeaseLostError
+from bonito_ray.output import OutputError
+from bonito_ray.pipeline import generate, plan_job
 from bonito_ray.tasks import UnknownTaskTypeError
 
 # Errors in what the user asked for: reported in one line, without a traceback.
-_USER_ERRORS = (ConfigError, CorpusError, OutputExistsError, UnknownTaskTypeError, ResumeMismatchError,
-                ErrorBudgetExceeded, *adapt_cli.USER_ERRORS)
+_USER_ERRORS = (ConfigError, CorpusError, OutputError, LeaseHeldError, LeaseLostError, UnknownTaskTypeError,
+                ResumeMismatchError, ErrorBudgetExceeded, *adapt_cli.USER_ERRORS)
 # Parsed arguments of `generate` that are not configuration keys.
 _NOT_CONFIG = ("command", "func", "config", "overwrite", "log_level")
 
@@ -64,7 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--ray-address",
                      help="Ray cluster: an address, `auto` (join the one running on this machine) or `local` "
                           "(start a private one) (default: RAY_ADDRESS, as `ray job submit` sets it, else local)")
-    gen.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --output")
+    gen.add_argument("--overwrite", action="store_true",
+                     help="replace the bonito-ray dataset at --output (only files bonito-ray wrote are deleted; "
+                          "an output holding anything else is refused)")
     gen.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
     gen.set_defaults(func=run_generate)
     adapt_cli.register(commands)
@@ -79,9 +83,13 @@ def config_overrides(args: argparse.Namespace) -> dict:
 def run_generate(args: argparse.Namespace) -> int:
     """``generate``: plan the job (no cluster work), connect to Ray, run it, print the summary."""
     config = load_config(args.config, config_overrides(args))
-    plan = plan_job(config)  # bad input or model fails here, before any cluster work
-    cluster.connect(config.ray_address)
-    print(generate(config, overwrite=args.overwrite, plan=plan).format())
+    plan = plan_job(config, overwrite=args.overwrite)  # bad input, output or model fails here, before cluster work
+    try:
+        if plan.finished is None:  # a job with nothing to do needs no cluster
+            cluster.connect(config.ray_address)
+        print(generate(config, plan=plan).format())
+    finally:
+        plan.release()
     return 0
 
 

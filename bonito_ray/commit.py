@@ -1,27 +1,51 @@
-"""The commit protocol and resume.
+"""The staging and commit protocol, and resume.
 
-A run writes every file under ``OUTPUT/.staging/`` (hidden from dataset readers), each file
-whole or not at all. When the whole pipeline has finished, ``commit`` moves the files into place,
-then writes ``_manifest.json`` and last ``_SUCCESS``. A run killed at any point leaves complete
-files behind; started again with the same configuration, it skips the examples those files
-already hold and generates only the rest. A run whose configuration or input differs from the
-unfinished one is refused rather than mixed in.
+A run first records what it does in ``OUTPUT/.staging/_run.json``, then writes every file under
+``OUTPUT/.staging/`` (hidden from dataset readers), each file whole or not at all. A run killed
+then leaves complete files behind; started again with the same configuration, it skips the
+examples those files already hold and generates only the rest. A run whose configuration or
+input differs from the unfinished one is refused rather than mixed in (unless it staged no
+example yet: then nothing is lost by starting over).
+
+When the whole pipeline has finished, ``commit`` writes the journal ``.staging/_commit.json``
+(the files to move, the input files whose rows to replace or remove, the ledger entries, what the
+manifest says) and then rolls it forward, each step idempotent:
+
+1. delete a previous ``_SUCCESS`` (an incremental dataset growing: while files move, it is not complete);
+2. drop the rows of stale sources (changed or deleted input files) from the committed files that
+   are not being moved in;
+3. move each staged file into place (a file already moved is skipped);
+4. add to the ledger (incremental runs);
+5. write ``_manifest.json`` from the committed files, then ``_SUCCESS``;
+6. delete the staging dir, journal and run record last.
+
+A run killed at any instant after the journal is written is finished by the next run
+(``roll_forward``, before any cluster work), never started afresh. The run record stays until
+``_SUCCESS`` is written, so a kill before the journal resumes instead.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 from typing import Any
 
 import numpy as np
 import pyarrow.dataset as pds
 import pyarrow.fs as pafs
 
-from bonito_ray.schema import GENERATION_REJECTS_DIR, RUN_FILE, STAGING_DIR, SUCCESS_FILE
+from bonito_ray import ledger
+from bonito_ray.report import RunSummary, summarize, write_manifest
+from bonito_ray.schema import (COMMIT_FILE, GENERATION_REJECTS_DIR, RUN_FILE, STAGING_DIR, SUCCESS_FILE,
+                               TEMPORARY_PREFIX)
 from bonito_ray.storage import join, list_files, write_bytes
 
 logger = logging.getLogger(__name__)
+
+# Tests kill the process at a named step of the protocol (see tests/test_output_lifecycle.py).
+CRASH_ENV = "BONITO_RAY_CRASH_AT"
+CRASH_EXIT_CODE = 137
 
 
 class ResumeMismatchError(ValueError):
@@ -29,7 +53,7 @@ class ResumeMismatchError(ValueError):
 
 
 def is_complete(fs: pafs.FileSystem, root: str) -> bool:
-    """Whether a committed dataset is at ``root``."""
+    """Whether ``_SUCCESS`` is at ``root``."""
     return fs.get_file_info(join(root, SUCCESS_FILE)).type == pafs.FileType.File
 
 
@@ -39,54 +63,130 @@ def start_or_resume(fs: pafs.FileSystem, root: str, identity: dict[str, Any]) ->
     if fs.get_file_info(run_file).type == pafs.FileType.File:
         with fs.open_input_stream(run_file) as f:
             previous = json.loads(f.read())
-        if previous != identity:
-            changed = sorted(k for k in identity.keys() | previous.keys() if identity.get(k) != previous.get(k))
+        if previous == identity:
+            return True
+        changed = sorted(k for k in identity.keys() | previous.keys() if identity.get(k) != previous.get(k))
+        if staged_example_files(fs, root):
             raise ResumeMismatchError(
                 f"{root} holds an unfinished run with a different {', '.join(changed)}; "
                 "run it again as it was to resume it, or pass --overwrite to discard it")
-        return True
+        logger.info("%s: an unfinished run with a different %s staged no examples; starting over",
+                    root, ", ".join(changed))
     write_bytes(fs, run_file, json.dumps(identity, sort_keys=True).encode("utf-8"))
     return False
 
 
+def staged_example_files(fs: pafs.FileSystem, root: str) -> list[str]:
+    """The Parquet files of generated rows (accepted or rejected) in the staging dir."""
+    return _example_files(fs, join(root, STAGING_DIR))
+
+
+def committed_example_files(fs: pafs.FileSystem, root: str) -> list[str]:
+    """The Parquet files of generated rows (accepted or rejected) already in place."""
+    return _example_files(fs, root)
+
+
 def example_files(fs: pafs.FileSystem, root: str) -> list[str]:
     """The Parquet files holding generated rows (accepted or rejected), staged or already moved."""
-    files = []
-    for base in (join(root, STAGING_DIR), root):
-        files += [f for f in list_files(fs, base) if f.endswith(".parquet")
-                  and (f[len(base) + 1 :].startswith("task_type=")
-                       or f[len(base) + 1 :].startswith(GENERATION_REJECTS_DIR + "/"))]
-    return files
+    return staged_example_files(fs, root) + committed_example_files(fs, root)
+
+
+def _example_files(fs: pafs.FileSystem, base: str) -> list[str]:
+    return [f for f in list_files(fs, base) if f.endswith(".parquet")
+            and (f[len(base) + 1 :].startswith("task_type=")
+                 or f[len(base) + 1 :].startswith(GENERATION_REJECTS_DIR + "/"))]
 
 
 def done_ids(fs: pafs.FileSystem, root: str, stale_sources: list[str] = ()) -> np.ndarray:
     """Sorted ids (16-byte keys) of the examples already written by earlier attempts.
 
-    Rows from ``stale_sources`` (inputs that changed since they were processed) do not count.
+    Committed rows from ``stale_sources`` (inputs changed since they were processed) do not count:
+    they are replaced at commit. Staged rows always count, whatever their source: an attempt of
+    this very run made them from the current input.
     """
-    files = example_files(fs, root)
+    staged = _ids(fs, staged_example_files(fs, root), ())
+    committed = _ids(fs, committed_example_files(fs, root), stale_sources)
+    return np.unique(np.concatenate([staged, committed]))
+
+
+def _ids(fs: pafs.FileSystem, files: list[str], stale_sources) -> np.ndarray:
     if not files:
         return np.empty(0, dtype="S16")
     table = pds.dataset(files, filesystem=fs, format="parquet").to_table(columns=["id", "source"])
-    ids = [i for i, source in zip(table["id"].to_pylist(), table["source"].to_pylist()) if source not in stale_sources]
-    return np.unique(np.array([bytes.fromhex(i) for i in ids], dtype="S16"))
+    stale = set(stale_sources)
+    ids = [i for i, source in zip(table["id"].to_pylist(), table["source"].to_pylist()) if source not in stale]
+    return np.array([bytes.fromhex(i) for i in ids], dtype="S16")
 
 
-def commit(fs: pafs.FileSystem, root: str) -> None:
-    """Move every staged file into place (the run file aside), then drop the staging dir.
+def commit(fs: pafs.FileSystem, root: str, output_uri: str, *, stale_sources: list[str], ledger_entries: dict[str, str] | None,
+           manifest: dict[str, Any]) -> RunSummary:
+    """Write the journal of this commit, then roll it forward; returns the committed dataset's summary.
 
-    A previous ``_SUCCESS`` (an incremental dataset growing) is removed first: while files move,
-    the dataset is not complete.
+    ``ledger_entries``: input URI -> signature to record (None: not an incremental run).
+    ``manifest``: ``config``, ``identity``, ``examples_per_passage`` and ``run`` (RunSummary fields
+    of this run: resumed, skipped_done, wall_seconds).
     """
+    _crash_point("before-journal")
+    staging = join(root, STAGING_DIR)
+    moves = [path[len(staging) + 1 :] for path in list_files(fs, staging) if _is_staged_data(path[len(staging) + 1 :])]
+    journal = {"moves": moves, "stale_sources": sorted(stale_sources), "ledger": ledger_entries,
+               "manifest": manifest}
+    write_bytes(fs, join(staging, COMMIT_FILE), json.dumps(journal, sort_keys=True).encode("utf-8"))
+    _crash_point("journal")
+    return roll_forward(fs, root, output_uri)
+
+
+def has_journal(fs: pafs.FileSystem, root: str) -> bool:
+    """Whether a commit is under way (or was interrupted) at ``root``."""
+    return fs.get_file_info(join(root, STAGING_DIR, COMMIT_FILE)).type == pafs.FileType.File
+
+
+def roll_forward(fs: pafs.FileSystem, root: str, output_uri: str) -> RunSummary:
+    """Finish the commit whose journal is in the staging dir (see the module docstring)."""
+    staging = join(root, STAGING_DIR)
+    with fs.open_input_stream(join(staging, COMMIT_FILE)) as f:
+        journal = json.loads(f.read())
     if is_complete(fs, root):
         fs.delete_file(join(root, SUCCESS_FILE))
-    staging = join(root, STAGING_DIR)
-    for path in list_files(fs, staging):
-        relative = path[len(staging) + 1 :]
-        if relative == RUN_FILE or relative.rsplit("/", 1)[-1].startswith(".tmp-"):
-            continue
-        target = join(root, relative)
-        if isinstance(fs, pafs.LocalFileSystem):
-            fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
-        fs.move(path, target)
+    _crash_point("success-removed")
+    moving = {join(root, relative) for relative in journal["moves"]}
+    ledger.drop_sources(fs, root, journal["stale_sources"], keep=moving)
+    _crash_point("stale-dropped")
+    for number, relative in enumerate(journal["moves"], 1):
+        _move(fs, join(staging, relative), join(root, relative))
+        _crash_point(f"move-{number}")
+    _crash_point("moved")
+    if journal["ledger"] is not None:
+        ledger.record(fs, root, journal["ledger"], removed=journal["stale_sources"])
+    _crash_point("ledger")
+    manifest = journal["manifest"]
+    summary = summarize(fs, root, output=output_uri,
+                        examples_per_passage=manifest["examples_per_passage"], **manifest["run"])
+    write_manifest(fs, root, summary, manifest["config"], manifest["identity"])
+    _crash_point("manifest")
+    write_bytes(fs, join(root, SUCCESS_FILE), b"")
+    _crash_point("success")
     fs.delete_dir(staging)
+    return summary
+
+
+def _is_staged_data(relative: str) -> bool:
+    name = relative.rsplit("/", 1)[-1]
+    return relative not in (RUN_FILE, COMMIT_FILE) and not name.startswith(TEMPORARY_PREFIX)
+
+
+def _move(fs: pafs.FileSystem, source: str, target: str) -> None:
+    """Move one staged file into place; one already moved (by a killed attempt) is left as it is."""
+    if fs.get_file_info(source).type != pafs.FileType.File:
+        if fs.get_file_info(target).type != pafs.FileType.File:
+            raise FileNotFoundError(f"commit journal names {source}, which is neither staged nor in place")
+        return
+    if isinstance(fs, pafs.LocalFileSystem):
+        fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
+    fs.move(source, target)
+
+
+def _crash_point(step: str) -> None:
+    if os.environ.get(CRASH_ENV) == step:
+        logging.shutdown()
+        os._exit(CRASH_EXIT_CODE)

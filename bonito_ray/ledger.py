@@ -2,8 +2,9 @@
 
 ``_ledger.json`` next to the dataset maps each input file (its URI) to its size and modification
 time when it was processed. An incremental run generates only for files that are new or whose
-signature changed; rows from a changed file are removed from the dataset before the new ones
-are committed, so the dataset always equals one full run over the current input.
+signature changed; at commit (see ``bonito_ray.commit``), rows from a changed or deleted file are
+removed from the dataset and the new ones moved in, so the dataset always equals one full run over
+the current input.
 """
 
 from __future__ import annotations
@@ -14,9 +15,8 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from bonito_ray.schema import LEDGER_FILE
 from bonito_ray.storage import display_uri, join, list_files, write_bytes, write_parquet
-
-LEDGER_FILE = "_ledger.json"
 
 
 def read_ledger(fs: pafs.FileSystem, root: str) -> dict[str, str]:
@@ -33,19 +33,22 @@ def signatures(input_uri: str, input_fs: pafs.FileSystem, files: list[str]) -> d
     return {display_uri(input_uri, i.path): f"{i.size}:{i.mtime_ns}" for i in input_fs.get_file_info(files)}
 
 
-def pending(current: dict[str, str], ledger: dict[str, str]) -> tuple[list[str], list[str]]:
-    """(files to process: new or changed, changed files among them), as URIs."""
+def pending(current: dict[str, str], ledger: dict[str, str]) -> tuple[list[str], list[str], list[str]]:
+    """(files to process: new or changed, changed files among them, files deleted since), as URIs."""
     todo = sorted(uri for uri, signature in current.items() if ledger.get(uri) != signature)
-    return todo, [uri for uri in todo if uri in ledger]
+    return todo, [uri for uri in todo if uri in ledger], sorted(set(ledger) - set(current))
 
 
-def drop_sources(fs: pafs.FileSystem, root: str, sources: list[str]) -> None:
-    """Rewrite the committed Parquet files under ``root`` without the rows that came from ``sources``."""
+def drop_sources(fs: pafs.FileSystem, root: str, sources: list[str], keep: set[str] = frozenset()) -> None:
+    """Rewrite the committed Parquet files under ``root`` without the rows that came from ``sources``.
+
+    Files in ``keep`` (this commit's own, being moved in) are left alone. Idempotent.
+    """
     if not sources:
         return
     for path in list_files(fs, root):
         relative = path[len(root) + 1 :]
-        if not path.endswith(".parquet") or relative.startswith("."):
+        if not path.endswith(".parquet") or relative.startswith(".") or path in keep:
             continue
         table = pq.read_table(path, filesystem=fs)
         stale = pc.is_in(table["source"], value_set=pc.cast(sources, table.schema.field("source").type))
@@ -57,7 +60,7 @@ def drop_sources(fs: pafs.FileSystem, root: str, sources: list[str]) -> None:
                 fs.delete_file(path)
 
 
-def record(fs: pafs.FileSystem, root: str, processed: dict[str, str]) -> None:
-    """Add ``processed`` (URI -> signature) to the ledger."""
-    ledger = read_ledger(fs, root) | processed
+def record(fs: pafs.FileSystem, root: str, processed: dict[str, str], removed: list[str] = ()) -> None:
+    """Remove ``removed`` URIs from the ledger, then add ``processed`` (URI -> signature). Idempotent."""
+    ledger = {uri: s for uri, s in read_ledger(fs, root).items() if uri not in set(removed)} | processed
     write_bytes(fs, join(root, LEDGER_FILE), json.dumps(ledger, indent=1, sort_keys=True).encode("utf-8"))

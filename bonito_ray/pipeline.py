@@ -1,14 +1,15 @@
 """The generation job, top to bottom:
 
 corpus -> documents -> passages (clean, chunk, dedup) -> requests -> engine -> examples -> dataset,
-all written to a staging dir, then committed (see ``bonito_ray.commit``).
+all written to a staging dir, then committed. What the output holds and what may be done to it is
+decided in ``bonito_ray.output``; the job leases the output in planning and gives it up at the end.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -22,21 +23,18 @@ from bonito_ray.config import DEMO_MODEL, ConfigError, GenerateConfig
 from bonito_ray.corpus import check_context_column, input_fingerprint, list_corpus_files, read_documents
 from bonito_ray.dedup import create_shards, drop_duplicates, offer_passages
 from bonito_ray.engines import build_engine_stage
+from bonito_ray.output import Output, OutputExistsError, open_output  # noqa: F401 - OutputExistsError: API
 from bonito_ray.passages import load_tokenizer, passage_token_budget, prepare_passages
-from bonito_ray.report import RunSummary, read_manifest, summarize, write_manifest
-from bonito_ray.schema import MANIFEST_FILE, STAGING_DIR, SUCCESS_FILE
+from bonito_ray.report import RunSummary, summarize
+from bonito_ray.schema import STAGING_DIR
 from bonito_ray.stages import drop_done, to_examples, to_requests
-from bonito_ray.storage import display_uri, join, resolve_filesystem
+from bonito_ray.storage import display_uri, join
 from bonito_ray.writer import SyntheticDatasetSink
 
 logger = logging.getLogger(__name__)
 
 DEDUP_SHARDS = 2
 MAP_RETRIES = 3  # a map task that raises is retried this many times before the job fails
-
-
-class OutputExistsError(ValueError):
-    """The output location already holds data and ``overwrite`` was not asked for."""
 
 
 @dataclass(frozen=True)
@@ -49,16 +47,40 @@ class JobPlan:
     identity: dict[str, Any]
     signatures: dict[str, str]  # input URI -> signature, of the files to process
     changed: list[str]  # incremental: files processed before whose content changed since
+    output: Output | None = None  # leased for this job until ``release``
+    removed: list[str] = field(default_factory=list)  # incremental: files processed before, deleted since
+    finished: RunSummary | None = None  # set when the job has nothing to do (the dataset's summary)
+    overwrite: bool = False
+
+    def release(self) -> None:
+        """Give the output up (idempotent); ``generate`` does it when it ends."""
+        if self.output is not None:
+            self.output.release()
 
 
-def plan_job(config: GenerateConfig) -> JobPlan:
-    """Check the input and the model and settle the passage length; needs no Ray cluster."""
+def plan_job(config: GenerateConfig, overwrite: bool = False) -> JobPlan:
+    """Check the input, the output and the model and settle the passage length; needs no Ray cluster.
+
+    The plan holds the output's lease (see ``bonito_ray.output``): run it with ``generate``, or
+    ``release`` it. A job with nothing to do (a completed rerun) is known here: ``plan.finished``.
+    """
+    output = open_output(config.input, config.output, config.s3_endpoint, overwrite=overwrite)
+    try:
+        return _plan_job(config, output, overwrite)
+    except BaseException:
+        output.release()
+        raise
+
+
+def _plan_job(config: GenerateConfig, output: Output, overwrite: bool) -> JobPlan:
     input_fs, files = list_corpus_files(config.input, config.s3_endpoint)
     current = ledger.signatures(config.input, input_fs, files)
     changed: list[str] = []
+    removed: list[str] = []
+    if not overwrite:
+        output.recover()  # a commit a killed run started is finished first
     if config.incremental:
-        fs, root = resolve_filesystem(config.output, config.s3_endpoint)
-        todo, changed = ledger.pending(current, ledger.read_ledger(fs, root))
+        todo, changed, removed = output.pending(current, fresh=overwrite)
         files = [f for f in files if display_uri(config.input, f) in todo]
         current = {uri: current[uri] for uri in todo}
     if files:
@@ -66,29 +88,46 @@ def plan_job(config: GenerateConfig) -> JobPlan:
     passage_tokens = config.passage_tokens or default_passage_tokens(config)
     identity = {**config.identity(), "passage_tokens": passage_tokens,
                 "input_fingerprint": input_fingerprint(input_fs, files)}
-    return JobPlan(input_fs, files, passage_tokens, identity, current, changed)
+    finished = None if overwrite else output.finished(identity, config.incremental, bool(files or removed))
+    return JobPlan(input_fs, files, passage_tokens, identity, current, changed,
+                   output=output, removed=removed, finished=finished, overwrite=overwrite)
 
 
 def generate(config: GenerateConfig, overwrite: bool = False, plan: JobPlan | None = None) -> RunSummary:
-    """Run (or resume) one generation job on the connected Ray cluster and return its summary."""
+    """Run (or resume) one generation job on the connected Ray cluster and return its summary.
+
+    A job with nothing to do returns the dataset's summary at once, without cluster work. The
+    output's lease is released at the end, success or failure. With ``plan``, its ``overwrite`` holds.
+    """
     started = time.monotonic()
-    plan = plan or plan_job(config)
-    identity, passage_tokens = plan.identity, plan.passage_tokens
-    fs, root = resolve_filesystem(config.output, config.s3_endpoint)
-    if overwrite:
-        _clear(fs, root, config.output)
-    elif config.incremental and not plan.files:
-        logger.info("incremental: no new or changed input since the last run; nothing to do")
-        return _summary(fs, root, config, started)
-    elif commit.is_complete(fs, root) and not config.incremental:
-        return _completed(fs, root, config.output, identity)
-    elif _has_foreign_files(fs, root):
-        raise OutputExistsError(f"output {config.output} holds files that are not a bonito-ray run; "
-                                "choose another location or pass --overwrite")
-    resumed = commit.start_or_resume(fs, root, identity)
-    done = commit.done_ids(fs, root, stale_sources=plan.changed) if resumed else np.empty(0, dtype="S16")
+    plan = plan or plan_job(config, overwrite)
+    try:
+        return plan.finished or _generate(config, plan, started)
+    finally:
+        plan.release()
+
+
+def _generate(config: GenerateConfig, plan: JobPlan, started: float) -> RunSummary:
+    output, identity = plan.output, plan.identity
+    if plan.overwrite:
+        output.clear()
+    resumed = output.begin(identity)
+    done = output.done_ids(plan.changed) if resumed else np.empty(0, dtype="S16")
     if resumed:
         logger.info("resuming: %d examples already written are skipped", len(done))
+    if plan.files:
+        _run_pipeline(config, plan, done)
+    manifest = {"config": config.to_dict(), "identity": identity,
+                "examples_per_passage": len(config.task_types) * config.n,
+                "run": {"resumed": resumed, "skipped_done": len(done),
+                        "wall_seconds": round(time.monotonic() - started, 3)}}
+    return output.commit(stale_sources=plan.changed + plan.removed,
+                         ledger_entries=plan.signatures if config.incremental else None, manifest=manifest)
+
+
+def _run_pipeline(config: GenerateConfig, plan: JobPlan, done: np.ndarray) -> None:
+    """Generate for ``plan.files`` into the output's staging dir; fails if the error budget is spent."""
+    fs, root, passage_tokens = plan.output.fs, plan.output.root, plan.passage_tokens
     if config.model == DEMO_MODEL:
         logger.warning("using the small CPU demo model: its tasks are for trying bonito-ray out. "
                        "For real data use --engine vllm --model BatsResearch/bonito-v1 on GPUs.")
@@ -104,7 +143,7 @@ def generate(config: GenerateConfig, overwrite: bool = False, plan: JobPlan | No
     if config.dedup:
         shards = create_shards(DEDUP_SHARDS)
         if config.incremental:  # passages already in the dataset keep their text
-            _existing_passages(fs, root, plan.changed).map_batches(
+            _existing_passages(fs, root, plan.changed + plan.removed).map_batches(
                 offer_passages, batch_format="pyarrow", fn_kwargs={"shards": shards, "existing": True}).take_all()
         passages.map_batches(offer_passages, batch_format="pyarrow", fn_kwargs={"shards": shards}).take_all()
         passages = passages.map_batches(drop_duplicates, batch_format="pyarrow",
@@ -123,39 +162,17 @@ def generate(config: GenerateConfig, overwrite: bool = False, plan: JobPlan | No
     staged = summarize(fs, join(root, STAGING_DIR), output=config.output,
                        examples_per_passage=len(config.task_types) * config.n)
     budget.check(staged.prompts, staged.engine_errors, config.max_error_rate)
-    ledger.drop_sources(fs, root, plan.changed)
-    commit.commit(fs, root)
-    if config.incremental:
-        ledger.record(fs, root, plan.signatures)
-    summary = _summary(fs, root, config, started, resumed=resumed, skipped_done=len(done))
-    write_manifest(fs, root, summary, config.to_dict(), identity)
-    return summary
 
 
-def _summary(fs: pafs.FileSystem, root: str, config: GenerateConfig, started: float, **run: Any) -> RunSummary:
-    return summarize(fs, root, output=config.output, examples_per_passage=len(config.task_types) * config.n,
-                     wall_seconds=round(time.monotonic() - started, 3), **run)
-
-
-def _existing_passages(fs: pafs.FileSystem, root: str, changed: list[str]):
-    """The committed passages (id and text) that stay in an incremental dataset."""
-    files = [f for f in commit.example_files(fs, root) if not f[len(root) + 1 :].startswith(".")]
+def _existing_passages(fs: pafs.FileSystem, root: str, stale: list[str]):
+    """The committed passages (id and text) that stay in an incremental dataset (not from ``stale`` sources)."""
+    files = commit.committed_example_files(fs, root)
     if not files:
         return ray.data.from_items([])
     existing = ray.data.read_parquet(files, filesystem=fs, columns=["passage_id", "source", "context"])
-    if changed:
-        existing = existing.filter(expr=~col("source").is_in(changed))
+    if stale:
+        existing = existing.filter(expr=~col("source").is_in(stale))
     return existing
-
-
-def _completed(fs: pafs.FileSystem, root: str, output_uri: str, identity: dict) -> RunSummary:
-    """The summary of the same job already committed at ``root``; refuses a different job."""
-    manifest = read_manifest(fs, root)
-    if manifest.get("identity") != identity:
-        raise OutputExistsError(f"output {output_uri} already holds a complete dataset made by a different job; "
-                                "choose another location or pass --overwrite")
-    logger.info("%s already holds this job's complete dataset: nothing to do (--overwrite to redo it)", output_uri)
-    return RunSummary(**manifest["summary"])
 
 
 def _write(examples, sink) -> None:
@@ -197,19 +214,3 @@ def default_passage_tokens(config: GenerateConfig) -> int:
         return passage_token_budget(tokenizer, window, config.max_tokens)
     except ValueError as err:
         raise ConfigError(str(err)) from err
-
-
-def _clear(fs: pafs.FileSystem, root: str, output_uri: str) -> None:
-    if fs.get_file_info(root).type == pafs.FileType.Directory:
-        logger.warning("--overwrite: deleting the existing contents of %s", output_uri)
-        fs.delete_dir_contents(root)
-
-
-def _has_foreign_files(fs: pafs.FileSystem, root: str) -> bool:
-    """Whether ``root`` holds anything but a bonito-ray run (its staging dir, partly committed files)."""
-    info = fs.get_file_info(root)
-    if info.type == pafs.FileType.File:
-        return True
-    entries = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
-    ours = (STAGING_DIR, "_rejects", MANIFEST_FILE, SUCCESS_FILE, ledger.LEDGER_FILE)
-    return any(not (e.base_name in ours or e.base_name.startswith("task_type=")) for e in entries)

@@ -18,7 +18,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from bonito_ray.quarantine import CLEAN_STAGE, CORPUS_STAGE, reject_counts
-from bonito_ray.schema import GENERATION_REJECTS_DIR, MANIFEST_FILE, SUCCESS_FILE
+from bonito_ray.schema import GENERATION_REJECTS_DIR, MANIFEST_FILE
 from bonito_ray.stages import ENGINE_ERROR
 from bonito_ray.storage import join, list_files, write_bytes
 
@@ -42,6 +42,7 @@ class RunSummary:
     resumed: bool = False
     skipped_done: int = 0
     files: list[dict[str, Any]] = field(default_factory=list)
+    nothing_done: str = ""  # why this run found nothing to do (the counts are the dataset's, as it was)
 
     @property
     def engine_errors(self) -> int:
@@ -49,9 +50,15 @@ class RunSummary:
 
     def format(self) -> str:
         """A human-readable summary for the end of a job."""
+        if self.nothing_done:
+            headline = (f"bonito-ray: nothing to do: {self.nothing_done}; "
+                        f"{self.output} holds {sum(self.accepted.values())} examples")
+        else:
+            headline = (f"bonito-ray: wrote {sum(self.accepted.values())} examples to {self.output} "
+                        f"in {self.wall_seconds:.1f}s"
+                        + (f" (resumed: {self.skipped_done} examples were already written)" if self.resumed else ""))
         lines = [
-            f"bonito-ray: wrote {sum(self.accepted.values())} examples to {self.output} in {self.wall_seconds:.1f}s"
-            + (f" (resumed: {self.skipped_done} examples were already written)" if self.resumed else ""),
+            headline,
             f"  passages: {self.passages}   prompts: {self.prompts}",
             f"  accepted: {sum(self.accepted.values())} ({_counts(self.accepted)})",
             f"  rejected: {sum(self.rejected.values())} ({_counts(self.rejected)})",
@@ -95,11 +102,10 @@ def _tally(fs: pafs.FileSystem, files: list[str], key: str) -> tuple[Counter, in
 
 def write_manifest(fs: pafs.FileSystem, root: str, summary: RunSummary, config: dict[str, Any],
                    identity: dict[str, Any]) -> None:
-    """Write ``_manifest.json`` (counts, files, config, versions, input fingerprint), then ``_SUCCESS``."""
+    """Write ``_manifest.json`` (counts, files, config, versions, input fingerprint); ``_SUCCESS`` is the commit's."""
     manifest = {"summary": asdict(summary), "stages": stage_counts(summary), "config": config,
                 "versions": _versions(), "input_fingerprint": identity["input_fingerprint"], "identity": identity}
     write_bytes(fs, join(root, MANIFEST_FILE), json.dumps(manifest, indent=2, sort_keys=True).encode("utf-8"))
-    write_bytes(fs, join(root, SUCCESS_FILE), b"")
 
 
 def read_manifest(fs: pafs.FileSystem, root: str) -> dict[str, Any]:

@@ -9,9 +9,12 @@ Layout under the output prefix (accepted files are named ``train-*`` so that
     _rejects/stage=clean/rejects-<hash>.parquet               passages filtered out (length, duplicate)
     _rejects/stage=generation/rejects-<write id>-<task>.parquet  generations that did not parse
     _manifest.json, _SUCCESS                                  written last, when all else is
+    _ledger.json                                              --incremental: the input files covered
+    _lease.json                                               while a run holds the output (see bonito_ray.lease)
 
 While a job runs, all of it is written under ``.staging/`` with the same layout and moved into
-place when every file is written (see ``bonito_ray.commit``).
+place when every file is written (see ``bonito_ray.commit``). What may be done to the output and
+when is decided in ``bonito_ray.output``.
 """
 
 from __future__ import annotations
@@ -87,6 +90,17 @@ SUCCESS_FILE = "_SUCCESS"
 # from pyarrow.dataset and from datasets.load_dataset.
 STAGING_DIR = ".staging"
 RUN_FILE = "_run.json"  # in the staging dir: what the unfinished run was asked to do
+COMMIT_FILE = "_commit.json"  # in the staging dir: the commit under way (its journal), rolled forward on rerun
+LEDGER_FILE = "_ledger.json"
+LEASE_FILE = "_lease.json"
+TEMPORARY_PREFIX = ".tmp-"  # a file being written (renamed into place when whole; see bonito_ray.storage)
+# Every entry bonito-ray writes at the top of an output (glob patterns): --overwrite deletes these
+# and nothing else, and an output holding anything else is refused.
+OWNED_ENTRIES = ("task_type=*", REJECTS_DIR, MANIFEST_FILE, SUCCESS_FILE, LEDGER_FILE, STAGING_DIR,
+                 LEASE_FILE, f"{LEASE_FILE}.*", f"{TEMPORARY_PREFIX}*")
+# The output lease: a run renews it every TTL/5 seconds; one not renewed for TTL seconds is taken over.
+LEASE_TTL_SECONDS = 300.0
+LEASE_TTL_ENV = "BONITO_RAY_LEASE_TTL"  # seconds; overrides LEASE_TTL_SECONDS
 
 
 def stable_id(*parts: object) -> str:

@@ -114,8 +114,9 @@ def test_output_holding_foreign_files_is_refused(ray_cluster, random_model, tmp_
     corpus = write_jsonl(tmp_path / "c.jsonl", sample_passages(3))
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "important.csv").write_text("someone else's data")
-    with pytest.raises(OutputExistsError, match="not a bonito-ray run"):
+    with pytest.raises(OutputExistsError, match="important.csv") as refused:
         generate(GenerateConfig(input=str(corpus), output=str(tmp_path / "out"), engine="echo", model=random_model))
+    assert "--overwrite" not in str(refused.value)  # deleting someone's files is not the fix
     assert (tmp_path / "out" / "important.csv").exists()
 
 
