@@ -15,11 +15,12 @@ from bonito_ray.commit import ResumeMismatchError
 from bonito_ray.lease import LeaseHeldError, LeaseLostError
 from bonito_ray.output import OutputError
 from bonito_ray.pipeline import generate, plan_job
+from bonito_ray.storage import EndpointError
 from bonito_ray.tasks import UnknownTaskTypeError
 
 # Errors in what the user asked for: reported in one line, without a traceback.
 _USER_ERRORS = (ConfigError, CorpusError, OutputError, LeaseHeldError, LeaseLostError, UnknownTaskTypeError,
-                ResumeMismatchError, ErrorBudgetExceeded, *adapt_cli.USER_ERRORS)
+                ResumeMismatchError, ErrorBudgetExceeded, EndpointError, *adapt_cli.USER_ERRORS)
 # Parsed arguments of `generate` that are not configuration keys.
 _NOT_CONFIG = ("command", "func", "config", "overwrite", "log_level")
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import yaml
 
+from bonito_ray.storage import EndpointError, check_endpoint
 from bonito_ray.tasks import resolve_task_types
 
 ENGINES = ("hf", "vllm", "echo")
@@ -82,6 +83,11 @@ class GenerateConfig:
             self.engine_kwargs = _parse_json_object("engine_kwargs", self.engine_kwargs)
         if not isinstance(self.engine_kwargs, dict):
             raise ConfigError("engine_kwargs must be a mapping")
+        if self.s3_endpoint:
+            try:
+                check_endpoint(self.s3_endpoint)
+            except EndpointError as err:
+                raise ConfigError(str(err)) from None
         for name, kind in _NUMBERS.items():
             value = getattr(self, name)
             if value is None and name in _OPTIONAL:

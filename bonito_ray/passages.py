@@ -26,6 +26,11 @@ CONTROL_MARKER = "control_marker"
 # a <|pipe|> the model copies into its answer, a {{context}} expanded into the passage itself), so
 # such passages are quarantined with the marker named, never silently rewritten.
 CONTROL_MARKERS = ("<|tasktype|>", "<|context|>", "<|task|>", "<|pipe|>", "{{context}}")
+# A passage holding one of the generator's special-token strings (</s>, <s>, <pad>, ...) would be
+# encoded as that special id by the engine (vLLM tokenises on its own), so an EOS could end the
+# prompt mid-passage: quarantined with the token named, for every engine alike.
+SPECIAL_TOKEN = "special_token"
+NO_VISIBLE_TEXT = "no_visible_text"  # only whitespace and control/format characters
 
 _SPACES = re.compile(r"[^\S\n]+")
 _BLANK_LINES = re.compile(r"\n{3,}")
@@ -46,6 +51,27 @@ def load_tokenizer(source: str) -> Any:
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(source)
+
+
+@functools.lru_cache(maxsize=4)
+def special_tokens(source: str) -> tuple[str, ...]:
+    """Every string the tokenizer of ``source`` encodes as a special id (declared or added as special).
+
+    None for a model whose tokenizer cannot be loaded: only the model-free echo engine runs with
+    one (planning loads every other engine's tokenizer), and it encodes nothing.
+    """
+    try:
+        tokenizer = load_tokenizer(source)
+    except OSError:
+        return ()
+    added = getattr(tokenizer, "added_tokens_decoder", {}).values()
+    tokens = set(tokenizer.all_special_tokens) | {t.content for t in added if getattr(t, "special", False)}
+    return tuple(sorted(t for t in tokens if t))
+
+
+def has_visible_text(text: str) -> bool:
+    """Whether ``text`` holds a character other than whitespace and control/format (Unicode C*) ones."""
+    return any(not ch.isspace() and unicodedata.category(ch)[0] != "C" for ch in text)
 
 
 def chunk(text: str, get_tokenizer: Callable[[], Any], max_tokens: int, overlap: int = 0) -> Iterator[str]:
@@ -126,21 +152,36 @@ def passage_token_budget(tokenizer: Any, window: int | None, max_tokens: int) ->
 
 def prepare_passages(documents: pa.Table, *, tokenizer_source: str, max_tokens: int, overlap: int,
                      min_chars: int, max_chars: int | None, output_uri: str, s3_endpoint: str | None) -> pa.Table:
-    """Documents -> normalised, chunked passages; passages outside the length bounds are quarantined."""
+    """Documents -> normalised, chunked passages; passages that cannot make a task are quarantined."""
     get_tokenizer = functools.partial(load_tokenizer, tokenizer_source)
+    specials = special_tokens(tokenizer_source)
     passages, dropped = [], []
     for doc in documents.to_pylist():
         for index, text in enumerate(chunk(normalize(doc["context"]), get_tokenizer, max_tokens, overlap)):
             row = {"passage_id": stable_id(doc["source"], doc["position"], index), "source": doc["source"],
                    "position": doc["position"], "chunk": index, "context": text}
-            markers = [m for m in CONTROL_MARKERS if m in text]
-            if markers:
-                dropped.append(row | {"reason": CONTROL_MARKER, "detail": "contains " + " ".join(markers)})
-            elif len(text) < min_chars:
-                dropped.append(row | {"reason": TOO_SHORT, "detail": f"{len(text)} chars < {min_chars}"})
-            elif max_chars is not None and len(text) > max_chars:
-                dropped.append(row | {"reason": TOO_LONG, "detail": f"{len(text)} chars > {max_chars}"})
+            problem = passage_problem(text, specials, min_chars, max_chars)
+            if problem:
+                dropped.append(row | dict(zip(("reason", "detail"), problem)))
             else:
                 passages.append(row)
     write_rejects(output_uri, CLEAN_STAGE, dropped, s3_endpoint)
     return pa.Table.from_pylist(passages, PASSAGE_SCHEMA)
+
+
+def passage_problem(text: str, specials: tuple[str, ...], min_chars: int,
+                    max_chars: int | None) -> tuple[str, str] | None:
+    """(reason, detail) when ``text`` cannot make a task, else None; the first problem found wins."""
+    markers = [m for m in CONTROL_MARKERS if m in text]
+    if markers:
+        return CONTROL_MARKER, "contains " + " ".join(markers)
+    found = [t for t in specials if t in text]
+    if found:
+        return SPECIAL_TOKEN, "contains the tokenizer's special token(s) " + " ".join(found)
+    if not has_visible_text(text):
+        return NO_VISIBLE_TEXT, "only whitespace and control characters"
+    if len(text) < min_chars:
+        return TOO_SHORT, f"{len(text)} chars < {min_chars}"
+    if max_chars is not None and len(text) > max_chars:
+        return TOO_LONG, f"{len(text)} chars > {max_chars}"
+    return None

@@ -20,7 +20,8 @@ from ray.data.expressions import col
 
 from bonito_ray import budget, commit, ledger
 from bonito_ray.config import DEMO_MODEL, ConfigError, GenerateConfig
-from bonito_ray.corpus import check_context_column, input_fingerprint, list_corpus_files, read_documents
+from bonito_ray.corpus import (SkippedFile, check_context_column, input_fingerprint, list_corpus_files,
+                               quarantine_skipped, read_documents)
 from bonito_ray.dedup import create_shards, drop_duplicates, offer_passages
 from bonito_ray.engines import build_engine_stage
 from bonito_ray.output import Output, OutputExistsError, open_output  # noqa: F401 - OutputExistsError: API
@@ -47,6 +48,7 @@ class JobPlan:
     identity: dict[str, Any]
     signatures: dict[str, str]  # input URI -> signature, of the files to process
     changed: list[str]  # incremental: files processed before whose content changed since
+    skipped: tuple[SkippedFile, ...] = ()  # entries under the input that are not read: corpus rejects
     output: Output | None = None  # leased for this job until ``release``
     removed: list[str] = field(default_factory=list)  # incremental: files processed before, deleted since
     finished: RunSummary | None = None  # set when the job has nothing to do (the dataset's summary)
@@ -73,7 +75,8 @@ def plan_job(config: GenerateConfig, overwrite: bool = False) -> JobPlan:
 
 
 def _plan_job(config: GenerateConfig, output: Output, overwrite: bool) -> JobPlan:
-    input_fs, files = list_corpus_files(config.input, config.s3_endpoint)
+    listing = list_corpus_files(config.input, config.s3_endpoint)
+    input_fs, files = listing.fs, listing.files
     current = ledger.signatures(config.input, input_fs, files)
     changed: list[str] = []
     removed: list[str] = []
@@ -89,7 +92,7 @@ def _plan_job(config: GenerateConfig, output: Output, overwrite: bool) -> JobPla
     identity = {**config.identity(), "passage_tokens": passage_tokens,
                 "input_fingerprint": input_fingerprint(input_fs, files)}
     finished = None if overwrite else output.finished(identity, config.incremental, bool(files or removed))
-    return JobPlan(input_fs, files, passage_tokens, identity, current, changed,
+    return JobPlan(input_fs, files, passage_tokens, identity, current, changed, skipped=listing.skipped,
                    output=output, removed=removed, finished=finished, overwrite=overwrite)
 
 
@@ -135,6 +138,7 @@ def _run_pipeline(config: GenerateConfig, plan: JobPlan, done: np.ndarray) -> No
     storage = {"output_uri": config.output, "s3_endpoint": config.s3_endpoint}
 
     documents = read_documents(config.input, plan.input_fs, plan.files, config.context_column, **storage)
+    quarantine_skipped(config.input, plan.skipped, **storage)
 
     passages = documents.map_batches(
         prepare_passages, batch_format="pyarrow",

@@ -16,6 +16,23 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 
+class EndpointError(ValueError):
+    """An object-store endpoint that cannot be used as given (credentials written into it)."""
+
+
+def check_endpoint(endpoint: str, name: str = "s3_endpoint") -> None:
+    """Refuse an endpoint URL with credentials in it (``user:password@host``), without echoing them.
+
+    Credentials come from the environment and credential chains only; one in the URL would also
+    end up in logs and manifests, and pyarrow would take the user name for the host.
+    """
+    parsed = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")
+    if "@" in parsed.netloc:
+        shown = f"{parsed.scheme}://***@{parsed.netloc.rsplit('@', 1)[1]}"
+        raise EndpointError(f"{name} {shown} has credentials in it; give them through AWS_ACCESS_KEY_ID and "
+                            "AWS_SECRET_ACCESS_KEY (or a profile), and the endpoint as scheme://host:port")
+
+
 def resolve_filesystem(uri: str, s3_endpoint: str | None = None) -> tuple[pafs.FileSystem, str]:
     """Return the filesystem and the path inside it for a local path or a URI."""
     if "://" not in uri:
@@ -23,6 +40,7 @@ def resolve_filesystem(uri: str, s3_endpoint: str | None = None) -> tuple[pafs.F
     scheme, path = uri.split("://", 1)
     endpoint = s3_endpoint or os.environ.get("AWS_ENDPOINT_URL")
     if scheme in ("s3", "s3a") and endpoint:
+        check_endpoint(endpoint, "s3_endpoint" if s3_endpoint else "AWS_ENDPOINT_URL")
         parsed = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")
         region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
         return pafs.S3FileSystem(endpoint_override=parsed.netloc, scheme=parsed.scheme, region=region), path.rstrip("/")

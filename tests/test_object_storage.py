@@ -52,13 +52,13 @@ def test_generate_from_s3_to_s3_and_read_back(ray_cluster, random_model, s3_endp
 
 
 def test_glob_selects_files(s3_endpoint, s3_corpus):
-    _, files = list_corpus_files("s3://corpus/docs/part-0*.jsonl", s3_endpoint)
+    files = list_corpus_files("s3://corpus/docs/part-0*.jsonl", s3_endpoint).files
     assert files == [f"corpus/docs/part-{i:02d}.jsonl" for i in range(10)]
 
 
 def test_endpoint_from_aws_endpoint_url(monkeypatch, s3_endpoint, s3_corpus):
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
-    _, files = list_corpus_files("s3://corpus/docs/pq/")
+    files = list_corpus_files("s3://corpus/docs/pq/").files
     assert files == ["corpus/docs/pq/part.parquet"]
 
 
