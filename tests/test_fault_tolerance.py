@@ -1,5 +1,6 @@
 """Fault tolerance for real: killed drivers and actors, failing batches, flaky S3, hostile input."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import psutil
 import pyarrow.dataset as pds
+import pyarrow.parquet as pq
 import pytest
 import ray
 
@@ -22,7 +24,7 @@ from pyarrow.fs import LocalFileSystem
 from bonito_ray.commit import ResumeMismatchError, done_ids, example_files
 from bonito_ray.config import GenerateConfig
 from bonito_ray.pipeline import generate
-from bonito_ray.schema import stable_id
+from bonito_ray.schema import GENERATION_REJECTS_DIR, stable_id
 from bonito_ray.storage import resolve_filesystem
 from tests.corpus_files import write_jsonl
 from tests.faults import FaultyS3Proxy, flaky_stage, killable_hf_generator
@@ -141,6 +143,7 @@ def test_a_batch_that_keeps_failing_fails_the_job_and_commits_nothing(ray_cluste
     out = tmp_path / "out"
     with pytest.raises(Exception, match="injected engine failure"):
         generate(GenerateConfig(input=str(corpus), output=str(out), engine="echo", model=random_model))
+    assert len(list((tmp_path / "faults").iterdir())) == 1 + pipeline.MAP_RETRIES  # tried, retried, then failed
     assert not (out / "_SUCCESS").exists() and not list(out.glob("task_type=*"))
 
 
@@ -187,13 +190,25 @@ def test_passages_with_control_markers_are_quarantined(ray_cluster, random_model
                for r in pds.dataset(str(out), partitioning="hive").to_table().to_pylist())
 
 
-def test_error_budget_fails_a_systematically_failing_job(ray_cluster, random_model, tmp_path):
+def test_error_budget_fails_a_systematically_failing_job_and_no_other_job_resumes_it(ray_cluster, random_model,
+                                                                                     tmp_path):
     corpus = write_jsonl(tmp_path / "c.jsonl", [f"{i} " + "word " * 600 for i in range(6)])
     out = tmp_path / "out"
+    config = GenerateConfig(input=str(corpus), output=str(out), model=random_model, task_types=["ynqa"],
+                            passage_tokens=20_000, max_error_rate=0.1)
     with pytest.raises(ErrorBudgetExceeded, match=r"6 of 6 requests \(100.0%\) failed in the engine"):
-        generate(GenerateConfig(input=str(corpus), output=str(out), model=random_model, task_types=["ynqa"],
-                                passage_tokens=20_000, max_error_rate=0.1))
+        generate(config)
     assert not (out / "_SUCCESS").exists()
+
+    # What that real, unfinished run staged is mixed with no other configuration's, nor another input's.
+    assert list((out / ".staging").rglob("rejects-*.parquet"))
+    left = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    with pytest.raises(ResumeMismatchError, match="different n"):
+        generate(dataclasses.replace(config, n=2))
+    write_jsonl(corpus, [f"{i} " + "word " * 600 for i in range(7)])
+    with pytest.raises(ResumeMismatchError, match="different input_fingerprint"):
+        generate(config)
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == left
 
 
 def test_error_budget_actor_stops_early_over_a_fair_sample(ray_cluster):
@@ -201,16 +216,6 @@ def test_error_budget_actor_stops_early_over_a_fair_sample(ray_cluster):
     ray.get(budget.record.remote(150, 50))  # over the rate, but too few rows to judge
     with pytest.raises(ErrorBudgetExceeded, match="over the budget of 10.0%"):
         ray.get(budget.record.remote(100, 0))
-
-
-def test_resuming_with_a_different_configuration_is_refused(ray_cluster, random_model, tmp_path):
-    corpus = write_jsonl(tmp_path / "c.jsonl", sample_passages(4))
-    out = tmp_path / "out"
-    (out / ".staging").mkdir(parents=True)
-    plan = pipeline.plan_job(GenerateConfig(input=str(corpus), output=str(out), engine="echo", model=random_model))
-    (out / ".staging" / "_run.json").write_text(json.dumps({**plan.identity, "n": 5}))
-    with pytest.raises(ResumeMismatchError, match="different n"):
-        generate(GenerateConfig(input=str(corpus), output=str(out), engine="echo", model=random_model))
 
 
 def test_manifest_records_stages_config_versions_and_input(ray_cluster, random_model, tmp_path):
@@ -227,6 +232,10 @@ def test_manifest_records_stages_config_versions_and_input(ray_cluster, random_m
     assert manifest["config"]["task_types"] == ["ynqa", "nli"] and manifest["versions"]["ray"] == ray.__version__
     assert len(manifest["input_fingerprint"]) == 32
     assert sorted(f["path"].split("/")[0] for f in manifest["summary"]["files"]) == ["task_type=nli", "task_type=ynqa"]
+    data_files = [p for p in out.rglob("*.parquet") if p.relative_to(out).parts[0].startswith("task_type=")
+                  or str(p.relative_to(out)).startswith(GENERATION_REJECTS_DIR)]
+    assert {f["path"]: f["rows"] for f in manifest["summary"]["files"]} == {
+        str(p.relative_to(out)): pq.ParquetFile(p).metadata.num_rows for p in data_files}
 
 
 def test_a_partition_value_cannot_escape_the_output_prefix(tmp_path):
