@@ -33,6 +33,7 @@ import fnmatch
 import logging
 import os
 import posixpath
+import weakref
 from typing import Any
 from urllib.parse import urlparse
 
@@ -160,8 +161,10 @@ class Output:
     """A leased output: the transitions of the module docstring, made by this run only."""
 
     def __init__(self, uri: str, fs: pafs.FileSystem, root: str, lease: Lease, created: bool = False) -> None:
+        # created: the folder did not exist before this run leased it
         self.uri, self.fs, self.root, self.lease = uri, fs, root, lease
-        self._created = created  # the folder did not exist before this run leased it
+        # Released when dropped, too: a plan made only to be looked at does not keep the output.
+        self._release = weakref.finalize(self, _give_up, lease, fs, root, created)
 
     @property
     def state(self) -> State:
@@ -245,12 +248,16 @@ class Output:
 
     def release(self) -> None:
         """Give the output up (idempotent); a folder this run created and left empty is removed."""
-        self.lease.release()
-        if self._created and isinstance(self.fs, pafs.LocalFileSystem):
-            try:
-                os.rmdir(self.root)
-            except OSError:
-                pass  # not empty: it holds this run's work
+        self._release()
+
+
+def _give_up(lease: Lease, fs: pafs.FileSystem, root: str, created: bool) -> None:
+    lease.release()
+    if created and isinstance(fs, pafs.LocalFileSystem):
+        try:
+            os.rmdir(root)
+        except OSError:
+            pass  # not empty: it holds this run's work
 
 
 def _differences(before: dict[str, Any], now: dict[str, Any], ignore: tuple[str, ...] = ()) -> list[str]:

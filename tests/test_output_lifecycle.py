@@ -22,7 +22,7 @@ from bonito_ray.commit import CRASH_ENV, CRASH_EXIT_CODE, example_files
 from bonito_ray.config import GenerateConfig
 from bonito_ray.lease import Lease, LeaseHeldError, LeaseLostError
 from bonito_ray.output import OutputError, OutputExistsError, State, check_no_overlap, inspect, open_output
-from bonito_ray.pipeline import generate
+from bonito_ray.pipeline import generate, plan_job
 from bonito_ray.schema import LEASE_FILE, OWNED_ENTRIES, stable_id
 from bonito_ray.storage import resolve_filesystem
 from tests.corpus_files import write_jsonl
@@ -210,6 +210,15 @@ def test_two_runs_started_together_write_each_example_once(random_model, tmp_pat
     assert codes in ([0, 2], [0, 0]), [err[-2000:] for _, _, err in results]
     assert all("is in use by run" in err for err in refused)
     assert ids_and_sources(out) == expected({corpus: 60})
+
+
+def test_a_plan_dropped_without_release_does_not_keep_the_output(random_model, tmp_path):
+    corpus = write_jsonl(tmp_path / "c.jsonl", sample_passages(3))
+    config = GenerateConfig(input=str(corpus), output=str(tmp_path / "out"), engine="echo", model=random_model)
+    assert plan_job(config).identity["n"] == 1  # planned only to be looked at
+    plan = plan_job(config)  # refused if the first plan still held the output
+    plan.release()
+    assert not (tmp_path / "out").exists()  # the folder it created for its lease is gone too
 
 
 def test_a_stale_lease_is_taken_over_and_a_live_one_is_not(tmp_path):
