@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+from collections import Counter
 
 import pytest
 
@@ -60,3 +61,34 @@ def s3_endpoint():
     boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="corpus")
     yield endpoint
     server.stop()
+
+
+_OUTCOME_ORDER = ("failed", "error", "xpassed", "xfailed", "skipped", "passed")  # worst first
+_SHOWN_ORDER = ("passed", "failed", "error", "skipped", "xfailed", "xpassed")
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Count behaviour tests and static checks (marker ``static``) apart, and say why any were skipped."""
+    final: dict[str, tuple[str, str, object]] = {}  # nodeid -> (outcome, kind, report), the worst phase wins
+    for outcome in _OUTCOME_ORDER:
+        for report in terminalreporter.stats.get(outcome, []):
+            nodeid = getattr(report, "nodeid", None)
+            if not nodeid or (outcome == "passed" and report.when != "call"):
+                continue
+            kind = "static" if "static" in report.keywords else "behaviour"
+            if nodeid not in final or _OUTCOME_ORDER.index(outcome) < _OUTCOME_ORDER.index(final[nodeid][0]):
+                final[nodeid] = (outcome, kind, report)
+    if not final:
+        return
+    lines = []
+    for kind in ("behaviour", "static"):
+        counts = [(o, sum(1 for f in final.values() if f[:2] == (o, kind))) for o in _SHOWN_ORDER]
+        lines.append(f"{kind}: " + (", ".join(f"{n} {o}" for o, n in counts if n) or "none"))
+    terminalreporter.write_sep("=", "; ".join(lines))
+    reasons = Counter()
+    for outcome, kind, report in final.values():
+        if outcome == "skipped":
+            reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+            reasons[(kind, reason.removeprefix("Skipped: "))] += 1
+    for (kind, reason), count in sorted(reasons.items()):
+        terminalreporter.write_line(f"skipped {count} {kind}: {reason}")

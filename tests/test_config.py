@@ -57,11 +57,27 @@ def test_unreadable_or_malformed_yaml(tmp_path):
         load_config(str(bad), {})
 
 
-def test_unknown_task_type_fails_before_any_cluster_work(tmp_path, capsys, monkeypatch):
-    import ray
+@pytest.fixture
+def no_cluster_work(monkeypatch):
+    """Fail the test if the CLI reaches for Ray at all (whether or not a cluster is already up)."""
+    from bonito_ray import cli
 
-    monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("Ray was started"))
+    monkeypatch.setattr(cli.cluster, "connect", lambda *a, **k: pytest.fail("the CLI connected to Ray"))
+    monkeypatch.setattr(cli, "generate", lambda *a, **k: pytest.fail("the CLI started the job"))
+
+
+def test_unknown_task_type_fails_before_any_cluster_work(tmp_path, capsys, no_cluster_work):
     code = main(["generate", "--input", str(tmp_path), "--output", str(tmp_path / "o"), "--task-types", "poetry"])
     assert code == 2
     err = capsys.readouterr().err
     assert "unknown task type 'poetry'" in err and "ynqa" in err
+
+
+def test_a_model_that_cannot_be_loaded_fails_before_any_cluster_work(tmp_path, capsys, no_cluster_work):
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text('{"text": "Clause 1: the tenant pays rent on the first day of the month."}\n')
+    code = main(["generate", "--input", str(corpus), "--output", str(tmp_path / "o"),
+                 "--model", str(tmp_path / "not-a-model")])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("bonito-ray: error: cannot load model") and "not-a-model" in err[0]

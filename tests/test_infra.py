@@ -32,6 +32,8 @@ from bonito_ray import cli
 from bonito_ray.cluster import PRIVACY_ENV
 from bonito_ray.config import GenerateConfig, load_config
 
+pytestmark = pytest.mark.static  # reads files, runs nothing: counted apart from behaviour tests
+
 ROOT = Path(__file__).resolve().parents[1]
 INFRA = ROOT / "infra"
 K8S = INFRA / "k8s"
