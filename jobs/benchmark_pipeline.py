@@ -94,7 +94,7 @@ def run(size: int, model: str, workdir: Path) -> dict:
         make_corpus(corpus, size)
     output = workdir / f"out-{size}"
     shutil.rmtree(output, ignore_errors=True)
-    ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": PRIVACY_ENV})
+    ray.init(address="local", num_cpus=2, include_dashboard=False, runtime_env={"env_vars": PRIVACY_ENV})
     try:
         with PeakMemory() as memory:
             started = time.monotonic()
