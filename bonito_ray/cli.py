@@ -8,7 +8,7 @@ import sys
 
 from bonito_ray import cluster
 from bonito_ray.adapt import cli as adapt_cli
-from bonito_ray.config import ENGINES, ConfigError, load_config
+from bonito_ray.config import DEVICES, ENGINES, ConfigError, load_config
 from bonito_ray.corpus import CorpusError
 from bonito_ray.budget import ErrorBudgetExceeded
 from bonito_ray.commit import ResumeMismatchError
@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--input", help="corpus file or directory/prefix (JSONL, .jsonl.gz/.zst, Parquet)")
     gen.add_argument("--output", help="output directory/prefix for the Parquet dataset")
     gen.add_argument("--task-types", help="comma-separated short or full task names (default: ynqa,exqa,nli)")
-    gen.add_argument("--engine", choices=ENGINES, help="hf (transformers, CPU or GPU), vllm (GPU), "
+    gen.add_argument("--engine", choices=ENGINES, help="hf (transformers, CPU or GPU), vllm (GPUs, or CPUs with vLLM's CPU build), "
                      "echo (test/benchmark stand-in, no model) (default: hf)")
     gen.add_argument("--model", help="model directory or hub id (default: the bundled CPU demo model)")
     gen.add_argument("--context-column", help="column holding the passage text (default: text)")
@@ -61,8 +61,13 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--batch-size", type=int, help="rows per engine batch (default: 16)")
     gen.add_argument("--max-concurrent-batches", type=int, help="vllm: batches in flight per replica (default: 8)")
     gen.add_argument("--engine-kwargs", help='vllm: engine arguments as JSON, e.g. \'{"max_model_len": 4096}\'')
+    gen.add_argument("--device", choices=DEVICES,
+                     help="where engine replicas run: auto (GPUs when the cluster has them), gpu, cpu (default: auto)")
+    gen.add_argument("--placement-group-config",
+                     help='vllm: Ray placement group of one replica as JSON, e.g. '
+                          '\'{"bundles": [{"GPU": 1, "CPU": 4}, {"GPU": 1}], "strategy": "STRICT_PACK"}\'')
     gen.add_argument("--accelerator-type", help="accelerator type to schedule replicas on, e.g. A100, H100")
-    gen.add_argument("--cpus-per-replica", type=float, help="hf: CPUs per replica (default: 1)")
+    gen.add_argument("--cpus-per-replica", type=float, help="CPUs per replica (hf; vllm on CPUs) (default: 1)")
     gen.add_argument("--gpus-per-replica", type=float, help="hf: GPUs per replica (default: 0)")
     gen.add_argument("--ray-address",
                      help="Ray cluster: an address, `auto` (join the one running on this machine) or `local` "

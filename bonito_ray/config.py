@@ -14,6 +14,7 @@ from bonito_ray.storage import EndpointError, check_endpoint
 from bonito_ray.tasks import resolve_task_types
 
 ENGINES = ("hf", "vllm", "echo")
+DEVICES = ("auto", "gpu", "cpu")  # where engine replicas run; auto: GPUs when the cluster has them
 DEMO_MODEL = str(Path(__file__).parent / "demo_model")
 DEFAULT_TASK_TYPES = ["ynqa", "exqa", "nli"]
 
@@ -67,6 +68,8 @@ class GenerateConfig:
     max_concurrent_batches: int = 8
     engine_kwargs: dict[str, Any] = field(default_factory=dict)
     accelerator_type: str | None = None
+    device: str = "auto"
+    placement_group_config: dict[str, Any] | None = None  # vllm: Ray placement group of one replica (TP/PP)
     cpus_per_replica: float = 1.0
     gpus_per_replica: float = 0.0
     ray_address: str | None = None
@@ -88,6 +91,12 @@ class GenerateConfig:
                 check_endpoint(self.s3_endpoint)
             except EndpointError as err:
                 raise ConfigError(str(err)) from None
+        if isinstance(self.placement_group_config, str):
+            self.placement_group_config = _parse_json_object("placement_group_config", self.placement_group_config)
+        if self.placement_group_config is not None and not isinstance(self.placement_group_config, dict):
+            raise ConfigError("placement_group_config must be a mapping")
+        if self.device not in DEVICES:
+            raise ConfigError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
         for name, kind in _NUMBERS.items():
             value = getattr(self, name)
             if value is None and name in _OPTIONAL:

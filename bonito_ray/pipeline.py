@@ -88,7 +88,7 @@ def _plan_job(config: GenerateConfig, output: Output, overwrite: bool) -> JobPla
         current = {uri: current[uri] for uri in todo}
     if files:
         check_context_column(input_fs, files[0], config.context_column, display_uri(config.input, files[0]))
-    passage_tokens = config.passage_tokens or default_passage_tokens(config)
+    passage_tokens = settle_passage_tokens(config)
     identity = {**config.identity(), "passage_tokens": passage_tokens,
                 "input_fingerprint": input_fingerprint(input_fs, files)}
     finished = None if overwrite else output.finished(identity, config.incremental, bool(files or removed))
@@ -200,20 +200,23 @@ def _configure_fault_tolerance() -> None:
     context.max_map_retries = MAP_RETRIES
 
 
-def default_passage_tokens(config: GenerateConfig) -> int:
-    """The passage length that keeps prompt + max_tokens inside the generator's window."""
-    if config.engine == "vllm":
-        from bonito_ray.engines.vllm import DEFAULT_ENGINE_KWARGS
+def settle_passage_tokens(config: GenerateConfig) -> int:
+    """The passage length: the user's, or the longest that keeps prompt + max_tokens inside the window.
 
-        window = {**DEFAULT_ENGINE_KWARGS, **config.engine_kwargs}["max_model_len"]
+    The model and its window are checked either way (a model that cannot be loaded, a vLLM
+    ``max_model_len`` beyond the model's window), except for the model-free echo engine.
+    """
+    from bonito_ray.engines.window import generation_window
+
+    if config.engine == "echo" and config.passage_tokens:
+        return config.passage_tokens
     try:
-        if config.engine != "vllm":
-            from transformers import AutoConfig
-
-            window = getattr(AutoConfig.from_pretrained(config.model), "max_position_embeddings", None)
         tokenizer = load_tokenizer(config.model)
     except OSError as err:
         raise ConfigError(f"cannot load model {config.model!r}: {err}") from err
+    window = generation_window(config, tokenizer)
+    if config.passage_tokens:
+        return config.passage_tokens
     try:
         return passage_token_budget(tokenizer, window, config.max_tokens)
     except ValueError as err:

@@ -17,6 +17,7 @@ import pyarrow as pa
 from bonito_ray.cluster import PRIVACY_ENV
 from bonito_ray.config import GenerateConfig
 from bonito_ray.engines import EngineStage
+from bonito_ray.engines.window import context_window
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ class HFGenerator:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         dtype = torch.bfloat16 if self.device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
         self.model = AutoModelForCausalLM.from_pretrained(model, dtype=dtype).to(self.device).eval()
-        self.window = _context_window(self.model.config, self.tokenizer)
+        self.window = context_window(self.model.config, self.tokenizer)
         logger.info("hf engine: loaded %s on %s (window %s tokens)", model, self.device, self.window)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -137,11 +138,3 @@ class SeededSampler:
         forced = torch.full_like(scores, float("-inf"))
         forced[torch.arange(scores.shape[0]), choices] = 0
         return forced
-
-
-def _context_window(model_config: Any, tokenizer: Any) -> int | None:
-    """The model's context window in tokens, where the config or tokenizer states one."""
-    window = getattr(model_config, "max_position_embeddings", None)
-    if window is None and tokenizer.model_max_length < 1_000_000:
-        window = tokenizer.model_max_length
-    return window

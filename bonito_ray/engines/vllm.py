@@ -1,40 +1,98 @@
 """The ``vllm`` engine: Ray Data LLM's vLLM processor, one engine replica per actor.
 
 Bonito is a base model with plain-text markers, so the chat-template stage is off and the
-prompt goes in as ``prompt``. Rows the engine rejects (a prompt longer than ``max_model_len``,
-say) come back with ``engine_error`` set instead of failing the job.
+prompt goes in as ``prompt``. The tokenize and detokenize stages are off too: vLLM tokenises and
+detokenises inside the engine replica, and each of those stages would hold a CPU of its own for
+the whole job (on a small cluster, the CPUs the corpus readers need). Rows the engine rejects (a
+prompt longer than ``max_model_len``, say) come back with ``engine_error`` set instead of failing
+the job.
+
+Where replicas run: on GPUs when the cluster has them (ray.data.llm's default, one GPU per
+tensor/pipeline-parallel worker, or the user's ``placement_group_config``), else on CPUs through
+vLLM's CPU build, each replica holding ``cpus_per_replica`` CPUs and a bounded KV cache.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 from typing import Any
 
 from bonito_ray.cluster import PRIVACY_ENV
-from bonito_ray.config import GenerateConfig
+from bonito_ray.config import ConfigError, GenerateConfig
 from bonito_ray.engines import OUTPUT_COLUMNS, EngineStage
+from bonito_ray.engines.window import generation_window
 from bonito_ray.stages import REQUEST_SCHEMA
 
-# Sane engine defaults for Bonito-sized models; any key in `engine_kwargs` overrides them.
-DEFAULT_ENGINE_KWARGS: dict[str, Any] = {"max_model_len": 4096, "enable_prefix_caching": True}
+logger = logging.getLogger(__name__)
+
+# Engine defaults for Bonito-sized models; any key in `engine_kwargs` overrides them.
+DEFAULT_ENGINE_KWARGS: dict[str, Any] = {"enable_prefix_caching": True}
+# vLLM's CPU build, where the user sets nothing else:
+# - the KV cache lives in host memory; unbounded it takes a share of the node's memory that Ray does
+#   not know about. 1 GiB holds ~8k tokens of a 7B model, ~250k of the demo model;
+# - no chunked prefill: a prompt prefilled in chunks rewinds its request's random generator, which
+#   CPU generators cannot do ("CPU Generator does not use offset"), so every seeded request would
+#   kill the engine.
+CPU_ENGINE_KWARGS: dict[str, Any] = {"kv_cache_memory_bytes": 1 << 30, "enable_chunked_prefill": False}
 
 
-def build_vllm_processor(config: GenerateConfig):
+# vLLM's own INFO lines (engine config dumps, per-step stats) drown the job's progress; warnings
+# and errors still show. A user's VLLM_LOGGING_LEVEL wins.
+ENGINE_ENV = {"VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "WARNING")}
+
+
+def resolve_device(config: GenerateConfig) -> str:
+    """``gpu`` or ``cpu``: the user's choice, or (auto) GPUs when the connected cluster has any."""
+    if config.device != "auto":
+        return config.device
+    import ray
+
+    return "gpu" if ray.cluster_resources().get("GPU", 0) > 0 else "cpu"
+
+
+def engine_kwargs(config: GenerateConfig, device: str) -> dict[str, Any]:
+    """The vLLM engine arguments: defaults, the settled window, the user's ``engine_kwargs`` on top."""
+    on_device = CPU_ENGINE_KWARGS if device == "cpu" else {}
+    return {**DEFAULT_ENGINE_KWARGS, **on_device, "max_model_len": generation_window(config, None),
+            **config.engine_kwargs}
+
+
+def placement_group_config(config: GenerateConfig, device: str, kwargs: dict[str, Any]) -> dict[str, Any] | None:
+    """The resources of one replica (None: ray.data.llm's default of one GPU per TP/PP worker)."""
+    if config.placement_group_config is not None:
+        return config.placement_group_config
+    if device == "gpu":
+        return None
+    workers = int(kwargs.get("tensor_parallel_size", 1)) * int(kwargs.get("pipeline_parallel_size", 1))
+    if workers > 1:
+        raise ConfigError("tensor_parallel_size/pipeline_parallel_size > 1 need GPUs; on CPUs scale out with "
+                          "--num-replicas instead (or pass --placement-group-config)")
+    return {"bundles": [{"CPU": config.cpus_per_replica}]}
+
+
+def build_vllm_processor(config: GenerateConfig, device: str | None = None):
     """The ``ray.data.llm`` processor for ``config`` (building it does not import vLLM)."""
     from ray.data.llm import build_processor, vLLMEngineProcessorConfig
 
+    device = device or resolve_device(config)
+    kwargs = engine_kwargs(config, device)
     processor_config = vLLMEngineProcessorConfig(
         model_source=config.model,
-        engine_kwargs={**DEFAULT_ENGINE_KWARGS, **config.engine_kwargs},
+        engine_kwargs=kwargs,
         batch_size=config.batch_size,
         concurrency=(config.num_replicas, config.num_replicas),
         max_concurrent_batches=config.max_concurrent_batches,
         accelerator_type=config.accelerator_type,
-        runtime_env={"env_vars": PRIVACY_ENV},
+        placement_group_config=placement_group_config(config, device, kwargs),
+        runtime_env={"env_vars": {**ENGINE_ENV, **PRIVACY_ENV}},
         should_continue_on_error=True,
         chat_template_stage=False,
-        tokenize_stage=True,
-        detokenize_stage=True,
+        tokenize_stage=False,
+        detokenize_stage=False,
     )
+    logger.info("vllm engine: %d replica(s) of %s on %s, max_model_len %s", config.num_replicas, config.model,
+                device.upper(), kwargs["max_model_len"])
     # Identity postprocess: rows the engine rejects bypass postprocess with every column, so
     # success rows keep every column too and `_to_contract` picks the contract's columns after.
     return build_processor(processor_config, preprocess=_to_vllm_request, postprocess=lambda row: row)
