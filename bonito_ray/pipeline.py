@@ -212,7 +212,7 @@ def settle_passage_tokens(config: GenerateConfig) -> int:
         return config.passage_tokens
     try:
         tokenizer = load_tokenizer(config.model)
-    except OSError as err:
+    except (OSError, ValueError) as err:  # ValueError: a folder that holds no tokenizer
         raise ConfigError(f"cannot load model {config.model!r}: {err}") from err
     window = generation_window(config, tokenizer)
     if config.passage_tokens:
