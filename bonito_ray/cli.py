@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--max-concurrent-batches", type=int, help="vllm: batches in flight per replica (default: 8)")
     gen.add_argument("--engine-kwargs", help='vllm: engine arguments as JSON, e.g. \'{"max_model_len": 4096}\'')
     gen.add_argument("--device", choices=DEVICES,
-                     help="where engine replicas run: auto (GPUs when the cluster has them), gpu, cpu (default: auto)")
+                     help="vllm: where replicas run: auto (GPUs when the cluster has them), gpu, cpu (default: auto)")
     gen.add_argument("--placement-group-config",
                      help='vllm: Ray placement group of one replica as JSON, e.g. '
                           '\'{"bundles": [{"GPU": 1, "CPU": 4}, {"GPU": 1}], "strategy": "STRICT_PACK"}\'')

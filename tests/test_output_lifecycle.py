@@ -5,6 +5,7 @@ each step of the commit protocol, and the moto S3 server for the lease's conditi
 """
 
 import json
+import logging
 import os
 import shutil
 import socket
@@ -295,7 +296,19 @@ def crash(args: list[str], step: str) -> None:
     assert done.returncode == CRASH_EXIT_CODE, done.stderr[-3000:]
 
 
-def test_a_kill_at_any_step_of_the_commit_is_rolled_forward(ray_cluster, random_model, tmp_path):
+def rerun(args: list[str], capsys, caplog) -> tuple[int, str, str]:
+    """The CLI run again in this process (a rerun that finishes in planning needs no process of its own):
+    exit code, stdout and the log."""
+    from bonito_ray.cli import main
+
+    caplog.clear()
+    capsys.readouterr()
+    with caplog.at_level(logging.INFO):
+        code = main(["generate", *args])
+    return code, capsys.readouterr().out, caplog.text
+
+
+def test_a_kill_at_any_step_of_the_commit_is_rolled_forward(ray_cluster, random_model, tmp_path, capsys, caplog):
     corpus = write_jsonl(tmp_path / "c.jsonl", sample_passages(12))
     snapshot = tmp_path / "journal-written"
     crash(job_args(corpus, snapshot, random_model), "journal")  # all staged, the journal written, nothing moved
@@ -306,9 +319,9 @@ def test_a_kill_at_any_step_of_the_commit_is_rolled_forward(ray_cluster, random_
         shutil.copytree(snapshot, out)
         crash(job_args(corpus, out, random_model, ray=NO_CLUSTER), step)
         assert not (out / "_SUCCESS").exists() or step == "success"
-        rerun = cli(*job_args(corpus, out, random_model, ray=NO_CLUSTER))  # finished in planning: no cluster
-        assert rerun.returncode == 0, (step, rerun.stderr[-3000:])
-        assert "nothing to do" in rerun.stdout and "finishing the commit of an interrupted run" in rerun.stderr
+        code, stdout, log = rerun(job_args(corpus, out, random_model, ray=NO_CLUSTER), capsys, caplog)
+        assert code == 0, (step, log[-3000:])  # finished in planning: no cluster
+        assert "nothing to do" in stdout and "finishing the commit of an interrupted run" in log
         assert ids_and_sources(out) == expected({corpus: 12}), step
         assert inspect(LocalFileSystem(), str(out)) is State.COMMITTED and not (out / ".staging").exists()
         manifest = json.loads((out / "_manifest.json").read_text())
@@ -326,7 +339,8 @@ def test_a_kill_before_the_journal_resumes_without_duplicates(ray_cluster, rando
     assert ids_and_sources(out) == expected({corpus: 12})
 
 
-def test_incremental_kills_at_every_commit_step_give_one_full_run(ray_cluster, random_model, tmp_path):
+def test_incremental_kills_at_every_commit_step_give_one_full_run(ray_cluster, random_model, tmp_path, capsys,
+                                                                  caplog):
     corpus = tmp_path / "bucket"
     texts = sample_passages(40)
     day1 = write_jsonl(corpus / "day1.jsonl", texts[:10])
@@ -356,9 +370,10 @@ def test_incremental_kills_at_every_commit_step_give_one_full_run(ray_cluster, r
         out = tmp_path / step
         shutil.copytree(snapshot, out)
         crash(job_args(corpus, out, random_model, "--incremental", ray=NO_CLUSTER), step)
-        rerun = cli(*job_args(corpus, out, random_model, "--incremental", ray=NO_CLUSTER))
-        assert rerun.returncode == 0, (step, rerun.stderr[-3000:])
-        assert "nothing to do" in rerun.stdout
+        args = job_args(corpus, out, random_model, "--incremental", ray=NO_CLUSTER)
+        code, stdout, log = rerun(args, capsys, caplog)
+        assert code == 0, (step, log[-3000:])
+        assert "nothing to do" in stdout
         assert ids_and_sources(out) == want, step
         assert json.loads((out / "_ledger.json").read_text()).keys() == {str(day1), str(day3), str(day4)}
 

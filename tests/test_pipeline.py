@@ -84,15 +84,29 @@ def test_hf_engine_random_model_every_generation_is_accounted_for(ray_cluster, r
     assert summary.generated_tokens > 0
 
 
-def test_same_seed_same_dataset(ray_cluster, random_model, tmp_path):
-    corpus = write_jsonl(tmp_path / "c.jsonl", sample_passages(4))
+def hf_actors() -> set[str]:
+    """Ids of the hf engine actors this test session's Ray cluster has run (the GCS actor table)."""
+    from ray._private.state import actors
 
-    def run(name):
+    return {i for i, a in actors().items() if a["ActorClassName"] == "MapWorker(MapBatches(HFGenerator))"}
+
+
+def test_same_seed_same_dataset_whatever_the_replicas_and_batches(ray_cluster, random_model, tmp_path):
+    corpus = write_jsonl(tmp_path / "c.jsonl", sample_passages(8))
+
+    def run(name, **resources):
         generate(GenerateConfig(input=str(corpus), output=str(tmp_path / name), model=random_model,
-                                max_tokens=6, seed=11, temperature=1.0))
-        return sorted((r["id"], r["raw"]) for r in generation_rejects(tmp_path / name))
+                                max_tokens=6, seed=11, temperature=1.0, max_error_rate=1.0, **resources))
+        rows = accepted(tmp_path / name) + generation_rejects(tmp_path / name)
+        return sorted((r["id"], r.get("raw"), r.get("input"), r.get("output")) for r in rows)
 
-    assert run("a") == run("b")
+    before = hf_actors()
+    one = run("a", batch_size=16)
+    started = hf_actors() - before
+    two = run("b", batch_size=3, num_replicas=2, cpus_per_replica=0.5)
+    assert len(hf_actors() - before - started) == 2  # --num-replicas 2: two engine actors served the job
+    assert len(one) == 24 and one == two
+    assert len({(raw, out) for _, raw, _, out in one}) > 1  # sampled text, not one constant
 
 
 def test_rerun_of_a_complete_job_is_a_no_op_unless_overwrite(ray_cluster, random_model, tmp_path):
