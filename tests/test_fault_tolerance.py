@@ -53,13 +53,13 @@ def kill_tree(pid: int) -> None:
             pass
 
 
-def test_driver_killed_mid_run_then_resumed_gives_the_uninterrupted_dataset(random_model, tmp_path):
+def test_driver_killed_mid_run_then_resumed_gives_the_uninterrupted_dataset(ray_cluster, random_model, tmp_path):
     corpus = write_jsonl(tmp_path / "c.jsonl", sample_passages(160))
     out = tmp_path / "out"
     command = [sys.executable, str(ROOT / "jobs" / "generate.py"), "--input", str(corpus), "--output", str(out),
                "--model", random_model, "--task-types", "ynqa", "--max-tokens", "48", "--temperature", "1.0",
                "--seed", "3", "--batch-size", "4", "--rows-per-file", "4", "--max-error-rate", "1",
-               "--ray-address", "local"]
+               "--ray-address", ray.get_runtime_context().gcs_address]  # the test's own cluster, already up
     first = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                              start_new_session=True)
     try:

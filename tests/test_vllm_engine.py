@@ -40,6 +40,13 @@ ENGINE_ACTOR = "MapWorker(MapBatches(vLLMEngineStageUDF))"
 TEST_ENGINE_KWARGS = {"dtype": "float32", "enforce_eager": True, "kv_cache_memory_bytes": 256 << 20}
 
 
+def session_address() -> str:
+    """The GCS address of the test session's own Ray cluster, for the drivers a test starts."""
+    import ray
+
+    return ray.get_runtime_context().gcs_address
+
+
 def demo_passages(count: int) -> list[str]:
     lines = (ROOT / "jobs" / "examples" / "corpus.jsonl").read_text().splitlines()
     return [json.loads(line)["text"] for line in lines[:count]]
@@ -158,7 +165,7 @@ def test_driver_sigkilled_then_resumed_reproduces_the_seeded_reference(reference
                "--output", str(out), "--task-types", "ynqa,exqa", "--n", "2", "--seed", "7", "--max-tokens", "96",
                "--batch-size", "4", "--max-concurrent-batches", "2", "--passage-tokens", "20000",
                "--max-error-rate", "0.2", "--rows-per-file", "4", "--engine-kwargs", json.dumps(config.engine_kwargs),
-               "--ray-address", "local"]
+               "--ray-address", session_address()]  # the test's own cluster: no Ray start per driver
     first = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                              start_new_session=True)
     try:
@@ -168,7 +175,7 @@ def test_driver_sigkilled_then_resumed_reproduces_the_seeded_reference(reference
             assert time.monotonic() < deadline, "no staged files appeared"
             time.sleep(0.2)
     finally:
-        os.killpg(first.pid, signal.SIGKILL)  # the driver, its private Ray cluster and the engine with it
+        os.killpg(first.pid, signal.SIGKILL)  # the driver; Ray ends its job's actors, the engine with them
         first.wait()
     assert not (out / "_SUCCESS").exists()
     second = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=400)
