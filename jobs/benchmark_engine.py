@@ -189,7 +189,7 @@ def sweep(args) -> None:
         args.workdir = workdir
         corpus = write_corpus(Path(workdir) / "sweep.jsonl", args.passages)
         for batch_size in (4, 16, 64):
-            for in_flight in (1, 4, 16):
+            for in_flight in (1, 8):
                 args.batch_size, args.max_concurrent_batches = batch_size, in_flight
                 r = run_child("bonito-ray", corpus, args)
                 shutil.rmtree(Path(workdir) / f"out-vllm-{corpus.stem}", ignore_errors=True)
