@@ -38,7 +38,13 @@ def cli(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.C
                           text=True, timeout=timeout, cwd=ROOT, env={**os.environ, **(env or {})})
 
 
-def job_args(corpus: Path, out: Path, model: str, *extra: str, ray: str = "local") -> list[str]:
+def job_args(corpus: Path, out: Path, model: str, *extra: str, ray: str | None = None) -> list[str]:
+    """CLI arguments of a small echo job; its driver joins the session's own cluster when one is up
+    (a Ray start per CLI process is most of its time), else starts a private one."""
+    if ray is None:
+        import ray as ray_module
+
+        ray = ray_module.get_runtime_context().gcs_address if ray_module.is_initialized() else "local"
     return ["--input", str(corpus), "--output", str(out), "--engine", "echo", "--model", model,
             "--task-types", "ynqa", "--passage-tokens", "64", "--rows-per-file", "3", "--ray-address", ray, *extra]
 
