@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import socket
 import threading
@@ -35,6 +36,7 @@ from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
 
+from bonito_ray.config import ConfigError
 from bonito_ray.schema import LEASE_FILE, LEASE_TTL_ENV, LEASE_TTL_SECONDS, TEMPORARY_PREFIX
 from bonito_ray.storage import join
 
@@ -57,9 +59,9 @@ def lease_ttl() -> float:
     try:
         ttl = float(value) if value else LEASE_TTL_SECONDS
     except ValueError:
-        raise ValueError(f"{LEASE_TTL_ENV}={value!r} is not a number of seconds") from None
-    if ttl <= 0:
-        raise ValueError(f"{LEASE_TTL_ENV}={value!r} must be > 0")
+        raise ConfigError(f"{LEASE_TTL_ENV}={value!r} is not a number of seconds") from None
+    if not (math.isfinite(ttl) and ttl > 0):
+        raise ConfigError(f"{LEASE_TTL_ENV}={value!r} must be a finite number of seconds > 0")
     return ttl
 
 

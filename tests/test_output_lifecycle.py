@@ -219,6 +219,23 @@ def test_two_runs_started_together_write_each_example_once(random_model, tmp_pat
     assert ids_and_sources(out) == expected({corpus: 60})
 
 
+def test_a_bad_lease_ttl_is_one_line_before_cluster_work(random_model, tmp_path):
+    write_jsonl(tmp_path / "c.jsonl", sample_passages(3))
+    done = cli(*job_args(tmp_path / "c.jsonl", tmp_path / "out", random_model, ray=NO_CLUSTER),
+               env={"BONITO_RAY_LEASE_TTL": "ten"})
+    assert "BONITO_RAY_LEASE_TTL='ten' is not a number of seconds" in one_line_error(done)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "nan", "inf"])
+def test_a_lease_ttl_must_be_a_finite_positive_number(monkeypatch, value):
+    monkeypatch.setenv("BONITO_RAY_LEASE_TTL", value)
+    with pytest.raises(lease_module.ConfigError, match="finite number of seconds > 0"):
+        lease_module.lease_ttl()
+    monkeypatch.setenv("BONITO_RAY_LEASE_TTL", "2.5")
+    assert lease_module.lease_ttl() == 2.5
+
+
 def test_a_plan_dropped_without_release_does_not_keep_the_output(random_model, tmp_path):
     corpus = write_jsonl(tmp_path / "c.jsonl", sample_passages(3))
     config = GenerateConfig(input=str(corpus), output=str(tmp_path / "out"), engine="echo", model=random_model)
