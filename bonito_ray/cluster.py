@@ -16,6 +16,7 @@ import logging
 import os
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 logger = logging.getLogger(__name__)
 
@@ -46,3 +47,13 @@ def connect(address: str | None = None) -> None:
         return
     ray.init(address=address, log_to_driver=True)
     logger.info("joined the Ray cluster at %s", address)
+
+
+def on_driver_node() -> NodeAffinitySchedulingStrategy:
+    """Where a job's stateful coordination actors run (dedup index, error budget): the driver's node.
+
+    An actor's state is lost with its node. On the driver's node it is lost only with the driver,
+    which ends the job anyway; anywhere else, losing one worker node would fail the whole job.
+    The actors take no CPU, so they fit a head node that runs no work (``num-cpus: 0``).
+    """
+    return NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)

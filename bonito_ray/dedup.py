@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 import ray
 
+from bonito_ray.cluster import on_driver_node
 from bonito_ray.quarantine import CLEAN_STAGE, write_rejects
 
 DUPLICATE = "duplicate"
@@ -53,7 +54,7 @@ class DedupShard:
 
 def create_shards(count: int) -> list:
     """``count`` dedup shard actors for one job."""
-    return [DedupShard.remote() for _ in range(count)]
+    return [DedupShard.options(scheduling_strategy=on_driver_node()).remote() for _ in range(count)]
 
 
 def _keys_and_owners(passages: pa.Table) -> tuple[np.ndarray, np.ndarray]:

@@ -19,6 +19,7 @@ from ray.data import DataContext
 from ray.data.expressions import col
 
 from bonito_ray import budget, commit, ledger
+from bonito_ray.cluster import on_driver_node
 from bonito_ray.config import DEMO_MODEL, ConfigError, GenerateConfig
 from bonito_ray.corpus import (SkippedFile, check_context_column, input_fingerprint, list_corpus_files,
                                quarantine_skipped, read_documents)
@@ -160,7 +161,7 @@ def _run_pipeline(config: GenerateConfig, plan: JobPlan, done: np.ndarray) -> No
         requests = requests.map_batches(drop_done, batch_format="pyarrow", fn_kwargs={"done": ray.put(done)})
     generations = build_engine_stage(config)(requests)
     examples = generations.map_batches(to_examples, batch_format="pyarrow")
-    error_budget = budget.ErrorBudget.remote(config.max_error_rate)
+    error_budget = budget.ErrorBudget.options(scheduling_strategy=on_driver_node()).remote(config.max_error_rate)
     _write(examples, SyntheticDatasetSink(config.output, config.rows_per_file, config.s3_endpoint, error_budget))
 
     staged = summarize(fs, join(root, STAGING_DIR), output=config.output,

@@ -158,7 +158,8 @@ class KillableHFGenerator(HFGenerator):
 
         state = Path(self.state_dir)
         context = ray.get_runtime_context()
-        record = {"pid": os.getpid(), "actor_id": context.get_actor_id(), "job_id": context.get_job_id()}
+        record = {"pid": os.getpid(), "actor_id": context.get_actor_id(), "job_id": context.get_job_id(),
+                  "node_id": context.get_node_id()}
         self.incarnation = 0
         while True:
             try:
