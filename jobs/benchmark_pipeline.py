@@ -6,6 +6,11 @@ the `echo` engine (a zero-cost stand-in for the model, for tests and benchmarks 
 Ray, and prints throughput and peak memory of the driver (RSS) and of the Ray workers (USS).
 
     python jobs/benchmark_pipeline.py --sizes 100000 1000000 --model PATH_WITH_TOKENIZER
+
+With ``--document-mb``, each size is instead one single-line JSONL document of that many MB (a
+worst case for a worker's memory: the whole document is one record), chunked into 400-token passages.
+
+    python jobs/benchmark_pipeline.py --document-mb 50 200
 """
 
 from __future__ import annotations
@@ -32,6 +37,25 @@ from bonito_ray.pipeline import generate
 PASSAGES_PER_FILE = 10_000
 WORDS = ("tenant landlord premises rent notice clause party agreement term payment insurance policy claim "
          "patient dose clinic record schedule liability warranty supplier delivery invoice audit").split()
+
+
+def make_document(directory: Path, megabytes: int) -> int:
+    """Write one JSONL record holding a single document of about ``megabytes`` MB of distinct
+    sentences in paragraphs; returns its length in characters."""
+    directory.mkdir(parents=True, exist_ok=True)
+    sentences, paragraphs, size, i = [], [], 0, 0
+    while size < megabytes * 1_000_000:
+        sentence = f"Clause {i}: the tenant pays {100 + i % 900} euros on day {i % 28 + 1}."
+        sentences.append(sentence)
+        size += len(sentence) + 1
+        i += 1
+        if len(sentences) == 5:
+            paragraphs.append(" ".join(sentences))
+            sentences = []
+    document = "\n\n".join(paragraphs + [" ".join(sentences)] if sentences else paragraphs)
+    with open(directory / "document.jsonl", "w") as f:
+        f.write(json.dumps({"text": document}) + "\n")
+    return len(document)
 
 
 def make_corpus(directory: Path, count: int, seed: int = 0) -> None:
@@ -71,27 +95,30 @@ class PeakMemory:
     def _run(self) -> None:
         while not self._stop.is_set():
             sizes = []
-            for proc in psutil.process_iter(["name", "cmdline"]):
-                cmdline = " ".join(proc.info["cmdline"] or [])
-                if "ray::" in (proc.info["name"] or "") or "ray::" in cmdline or "default_worker.py" in cmdline:
-                    try:
-                        rss = proc.memory_full_info().uss  # private memory: the shared object store is not counted
-                    except (psutil.NoSuchProcess, psutil.AccessDenied):
+            # Only this benchmark's own Ray (its processes descend from this one): other clusters on a
+            # shared machine are not counted.
+            for proc in psutil.Process().children(recursive=True):
+                try:
+                    cmdline = " ".join(proc.cmdline())
+                    if "ray::" not in proc.name() and "ray::" not in cmdline and "default_worker.py" not in cmdline:
                         continue
-                    sizes.append(rss)
-                    title = cmdline.split(" ")[0][:60]
-                    self.by_process[title] = max(self.by_process.get(title, 0), rss)
+                    rss = proc.memory_full_info().uss  # private memory: the shared object store is not counted
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                    continue
+                sizes.append(rss)
+                title = cmdline.split(" ")[0][:60]
+                self.by_process[title] = max(self.by_process.get(title, 0), rss)
             if sizes:
                 self.worker_max = max(self.worker_max, max(sizes))
                 self.workers_total = max(self.workers_total, sum(sizes))
             self._stop.wait(self.interval)
 
 
-def run(size: int, model: str, workdir: Path) -> dict:
-    """One benchmark run of ``size`` passages in a fresh local Ray; returns the figures."""
-    corpus = workdir / f"corpus-{size}"
-    if not corpus.exists():
-        make_corpus(corpus, size)
+def run(size: int, model: str, workdir: Path, document_mb: bool = False) -> dict:
+    """One benchmark run in a fresh local Ray, of ``size`` passages or (``document_mb``) of one
+    document of ``size`` MB; returns the figures."""
+    corpus = workdir / (f"document-{size}mb" if document_mb else f"corpus-{size}")
+    characters = make_document(corpus, size) if document_mb else make_corpus(corpus, size)
     output = workdir / f"out-{size}"
     shutil.rmtree(output, ignore_errors=True)
     ray.init(address="local", num_cpus=2, include_dashboard=False, runtime_env={"env_vars": PRIVACY_ENV})
@@ -99,12 +126,16 @@ def run(size: int, model: str, workdir: Path) -> dict:
         with PeakMemory() as memory:
             started = time.monotonic()
             summary = generate(GenerateConfig(input=str(corpus), output=str(output), engine="echo", model=model,
-                                              task_types=["ynqa"], passage_tokens=2048))
+                                              task_types=["ynqa"], passage_tokens=400 if document_mb else 2048))
             seconds = time.monotonic() - started
     finally:
         ray.shutdown()
-    assert summary.passages == size, summary
-    return {"passages": size, "seconds": round(seconds, 1), "passages_per_s": round(size / seconds),
+    if document_mb:
+        figures = {"document_mb": round(characters / 1e6, 1), "passages": summary.passages}
+    else:
+        assert summary.passages == size, summary
+        figures = {"passages": size}
+    return {**figures, "seconds": round(seconds, 1), "passages_per_s": round(summary.passages / seconds),
             "driver_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
             "worker_peak_uss_mb": memory.worker_max // 2**20, "workers_total_peak_uss_mb": memory.workers_total // 2**20,
             "peak_uss_mb_by_process": {k: v // 2**20 for k, v in sorted(memory.by_process.items())}}
@@ -112,16 +143,19 @@ def run(size: int, model: str, workdir: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    sizes = parser.add_mutually_exclusive_group()
+    sizes.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000], help="passages per run")
+    sizes.add_argument("--document-mb", type=int, nargs="+", help="instead: one single-line document of N MB per run")
     parser.add_argument("--model", default=DEMO_MODEL, help="model whose tokenizer chunks passages")
     parser.add_argument("--workdir", help="where corpora and outputs go (default: a temporary directory)")
     args = parser.parse_args()
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bonito-ray-bench-"))
-    if len(args.sizes) == 1:
-        print(json.dumps(run(args.sizes[0], args.model, workdir)), flush=True)
+    flag, sizes = ("--document-mb", args.document_mb) if args.document_mb else ("--sizes", args.sizes)
+    if len(sizes) == 1:
+        print(json.dumps(run(sizes[0], args.model, workdir, document_mb=bool(args.document_mb))), flush=True)
         return
-    for size in args.sizes:  # each size in its own process, so that peak memory is that size's own
-        subprocess.run([sys.executable, __file__, "--sizes", str(size), "--model", args.model,
+    for size in sizes:  # each size in its own process, so that peak memory is that size's own
+        subprocess.run([sys.executable, __file__, flag, str(size), "--model", args.model,
                         "--workdir", str(workdir)], check=True)
 
 
