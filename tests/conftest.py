@@ -84,6 +84,9 @@ def pytest_terminal_summary(terminalreporter):
     for kind in ("behaviour", "static"):
         counts = [(o, sum(1 for f in final.values() if f[:2] == (o, kind))) for o in _SHOWN_ORDER]
         lines.append(f"{kind}: " + (", ".join(f"{n} {o}" for o, n in counts if n) or "none"))
+    config = terminalreporter.config
+    if config.pluginmanager.hasplugin("randomly"):  # a shuffled run says how to replay its order
+        lines.append(f"order shuffled, replay with -p randomly --randomly-seed={config.option.randomly_seed}")
     terminalreporter.write_sep("=", "; ".join(lines))
     reasons = Counter()
     for outcome, kind, report in final.values():
