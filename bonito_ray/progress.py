@@ -1,11 +1,12 @@
 """Live progress of a generation job: one console line and a small JSON file for monitoring.
 
-How it is observed: the last map stage before the writer (``observe``, fused by Ray Data into the
-stage before it, so no data moves for it) tells one small actor (``ProgressCounter``, 0 CPUs) the
-rows of each block it passes: accepted, rejected by reason, generated tokens. ``drop_done`` tells
-it the requests an earlier attempt already wrote. The cost is one fire-and-forget actor call per
-block (a block is hundreds to thousands of rows) and, on the driver, one call per refresh. The
-Parquet files cannot be watched instead: the writer bundles ``--rows-per-file`` rows per file.
+How it is observed: the last map stage before the writer (``observe``) tells one small actor
+(``ProgressCounter``, 0 CPUs) the rows of each block it passes: accepted, rejected by reason,
+generated tokens. ``drop_done`` tells it the requests an earlier attempt already wrote. The cost:
+per block (hundreds to thousands of rows) one 0-CPU Ray task that passes the block on unchanged
+(one more object-store hop) and one fire-and-forget actor call; on the driver, one call per
+refresh. It runs as its own tasks because, fused into the write, it would see blocks only when the
+writer has bundled ``--rows-per-file`` rows; for the same reason the Parquet files cannot be watched.
 
 The total is known once the dedup pass has counted the distinct passages (passages x task types
 x n); with ``--no-dedup`` it is not known before the end, and the line shows no ETA. A block a
@@ -82,7 +83,8 @@ class ProgressCounter:
 
 def observe(examples, counter):
     """``examples`` with every block counted by ``counter`` on its way to the writer (rows unchanged)."""
-    return examples.map_batches(count_block, batch_format="pyarrow", fn_kwargs={"counter": counter})
+    # Its own 0-CPU tasks: fused into the write, it would count only when --rows-per-file rows were bundled.
+    return examples.map_batches(count_block, batch_format="pyarrow", fn_kwargs={"counter": counter}, num_cpus=0)
 
 
 def count_block(block: pa.Table, *, counter) -> pa.Table:
