@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from bonito_ray import cluster
+from bonito_ray import cluster, preview
 from bonito_ray.adapt import cli as adapt_cli
 from bonito_ray.config import DEVICES, ENGINES, ConfigError, load_config
 from bonito_ray.corpus import CorpusError
@@ -22,7 +22,7 @@ from bonito_ray.tasks import UnknownTaskTypeError
 _USER_ERRORS = (ConfigError, CorpusError, OutputError, LeaseHeldError, LeaseLostError, UnknownTaskTypeError,
                 ResumeMismatchError, ErrorBudgetExceeded, EndpointError, *adapt_cli.USER_ERRORS)
 # Parsed arguments of `generate` that are not configuration keys.
-_NOT_CONFIG = ("command", "func", "config", "overwrite", "log_level")
+_NOT_CONFIG = ("command", "func", "config", "overwrite", "log_level", "preview")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,8 +75,25 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--overwrite", action="store_true",
                      help="replace the bonito-ray dataset at --output (only files bonito-ray wrote are deleted; "
                           "an output holding anything else is refused)")
+    gen.add_argument("--license", help="the dataset card's license field (default: other)")
+    gen.add_argument("--card-samples", type=int,
+                     help="examples per task type shown in the dataset card; they hold passage text (default: 0)")
+    gen.add_argument("--verbose", action="store_const", const=True,
+                     help="also show Ray Data's per-operator progress bars (default: bonito-ray's one line)")
+    gen.add_argument("--preview", type=int, metavar="N",
+                     help="generate for N passages and print the tasks with their verdicts; writes nothing "
+                          "(--output is not needed, and is left untouched)")
     gen.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
     gen.set_defaults(func=run_generate)
+    stats = commands.add_parser("stats", help="a committed dataset's figures and random examples per task type")
+    stats.add_argument("output", help="the dataset (the --output of generate)")
+    stats.add_argument("--examples", type=int, default=2, help="random examples per task type (default: 2)")
+    stats.add_argument("--seed", type=int, help="seed of the random choice (default: a new one each time)")
+    stats.add_argument("--s3-endpoint", help="S3-compatible endpoint URL; default: AWS_ENDPOINT_URL")
+    stats.add_argument("--write-card", action="store_true",
+                       help="draw the dataset card again (e.g. with plots, once matplotlib is installed)")
+    stats.add_argument("--log-level", default="WARNING", help="logging level (default: WARNING)")
+    stats.set_defaults(func=run_stats)
     adapt_cli.register(commands)
     return parser
 
@@ -88,6 +105,8 @@ def config_overrides(args: argparse.Namespace) -> dict:
 
 def run_generate(args: argparse.Namespace) -> int:
     """``generate``: plan the job (no cluster work), connect to Ray, run it, print the summary."""
+    if args.preview is not None:
+        return run_preview(args)
     config = load_config(args.config, config_overrides(args))
     plan = plan_job(config, overwrite=args.overwrite)  # bad input, output or model fails here, before cluster work
     try:
@@ -96,6 +115,26 @@ def run_generate(args: argparse.Namespace) -> int:
         print(generate(config, plan=plan).format())
     finally:
         plan.release()
+    return 0
+
+
+def run_preview(args: argparse.Namespace) -> int:
+    """``generate --preview N``: the tasks N passages give, with their verdicts; nothing is written."""
+    if args.preview < 1:
+        raise ConfigError(f"--preview must be at least 1 passage, got {args.preview}")
+    overrides = config_overrides(args)
+    overrides["output"] = overrides.get("output") or "(preview: none)"  # never opened: preview writes nothing
+    config = load_config(args.config, overrides)
+    cluster.connect(config.ray_address)
+    print(preview.format_preview(preview.preview(config, args.preview)))
+    return 0
+
+
+def run_stats(args: argparse.Namespace) -> int:
+    """``stats OUTPUT``: the card's figures and random examples; ``--write-card`` draws the card again."""
+    if args.write_card:
+        print(preview.write_card(args.output, args.s3_endpoint))
+    print(preview.format_stats(args.output, args.s3_endpoint, args.examples, args.seed))
     return 0
 
 

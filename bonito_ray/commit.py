@@ -16,7 +16,8 @@ manifest says) and then rolls it forward, each step idempotent:
    are not being moved in;
 3. move each staged file into place (a file already moved is skipped);
 4. add to the ledger (incremental runs);
-5. write ``_manifest.json`` from the committed files, then ``_SUCCESS``;
+5. write ``_manifest.json`` from the committed files, then the dataset card (``bonito_ray.card``),
+   then ``_SUCCESS``;
 6. delete the staging dir, journal and run record last.
 
 A run killed at any instant after the journal is written is finished by the next run
@@ -35,10 +36,10 @@ import numpy as np
 import pyarrow.dataset as pds
 import pyarrow.fs as pafs
 
-from bonito_ray import ledger
-from bonito_ray.report import RunSummary, summarize, write_manifest
-from bonito_ray.schema import (COMMIT_FILE, GENERATION_REJECTS_DIR, RUN_FILE, STAGING_DIR, SUCCESS_FILE,
-                               TEMPORARY_PREFIX)
+from bonito_ray import card, ledger
+from bonito_ray.report import RunSummary, read_manifest, summarize, write_manifest
+from bonito_ray.schema import (COMMIT_FILE, GENERATION_REJECTS_DIR, MANIFEST_FILE, PROGRESS_FILE, RUN_FILE,
+                               STAGING_DIR, SUCCESS_FILE, TEMPORARY_PREFIX)
 from bonito_ray.storage import join, list_files, write_bytes
 
 logger = logging.getLogger(__name__)
@@ -123,8 +124,8 @@ def commit(fs: pafs.FileSystem, root: str, output_uri: str, *, stale_sources: li
     """Write the journal of this commit, then roll it forward; returns the committed dataset's summary.
 
     ``ledger_entries``: input URI -> signature to record (None: not an incremental run).
-    ``manifest``: ``config``, ``identity``, ``examples_per_passage`` and ``run`` (RunSummary fields
-    of this run: resumed, skipped_done, wall_seconds).
+    ``manifest``: ``config``, ``identity``, ``examples_per_passage``, ``run`` (RunSummary fields
+    of this run: resumed, skipped_done, wall_seconds), ``run_id`` and ``command`` (for the card).
     """
     _crash_point("before-journal")
     staging = join(root, STAGING_DIR)
@@ -162,17 +163,31 @@ def roll_forward(fs: pafs.FileSystem, root: str, output_uri: str) -> RunSummary:
     manifest = journal["manifest"]
     summary = summarize(fs, root, output=output_uri,
                         examples_per_passage=manifest["examples_per_passage"], **manifest["run"])
-    write_manifest(fs, root, summary, manifest["config"], manifest["identity"])
+    written = write_manifest(fs, root, summary, manifest["config"], manifest["identity"],
+                             runs=_runs(fs, root, manifest), command=manifest.get("command"))
     _crash_point("manifest")
+    card.write_card(fs, root, written)
+    _crash_point("card")
     write_bytes(fs, join(root, SUCCESS_FILE), b"")
     _crash_point("success")
     fs.delete_dir(staging)
     return summary
 
 
+def _runs(fs: pafs.FileSystem, root: str, manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """The runs that made the dataset: the previous manifest's (an incremental dataset's earlier runs) and
+    this one, once (a commit rolled forward after its manifest was written finds itself there already)."""
+    runs = []
+    if fs.get_file_info(join(root, MANIFEST_FILE)).type == pafs.FileType.File:
+        runs = read_manifest(fs, root).get("runs") or []
+    this = {"run_id": manifest.get("run_id"), "resumed": manifest["run"]["resumed"],
+            "wall_seconds": manifest["run"]["wall_seconds"]}
+    return [r for r in runs if r.get("run_id") != this["run_id"]] + [this]
+
+
 def _is_staged_data(relative: str) -> bool:
     name = relative.rsplit("/", 1)[-1]
-    return relative not in (RUN_FILE, COMMIT_FILE) and not name.startswith(TEMPORARY_PREFIX)
+    return relative not in (RUN_FILE, COMMIT_FILE, PROGRESS_FILE) and not name.startswith(TEMPORARY_PREFIX)
 
 
 def _move(fs: pafs.FileSystem, source: str, target: str) -> None:

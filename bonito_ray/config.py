@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ _NUMBERS = {
     "max_concurrent_batches": int, "temperature": float, "top_p": float,
     "cpus_per_replica": float, "gpus_per_replica": float, "passage_tokens": int, "passage_overlap": int,
     "min_passage_chars": int, "max_passage_chars": int, "rows_per_file": int, "max_error_rate": float,
+    "card_samples": int,
 }
 _IDENTITY = {
     "input", "task_types", "engine", "model", "context_column", "n", "max_tokens", "temperature", "top_p", "seed",
@@ -73,6 +75,10 @@ class GenerateConfig:
     cpus_per_replica: float = 1.0
     gpus_per_replica: float = 0.0
     ray_address: str | None = None
+    # The dataset card (bonito_ray.card) and the console: how the dataset is described, not what it holds.
+    license: str = "other"  # the card's license field (the corpus's and the generator's terms decide it)
+    card_samples: int = 0  # examples per task type shown in the card: 0 keeps passage text out of it
+    verbose: bool = False  # Ray Data's per-operator progress bars on the console, beside bonito-ray's line
 
     def __post_init__(self) -> None:
         if not self.input:
@@ -124,6 +130,9 @@ class GenerateConfig:
         _check(isinstance(self.dedup, bool), "dedup must be true or false")
         _check(isinstance(self.incremental, bool), "incremental must be true or false")
         _check(0 <= self.max_error_rate <= 1, "max_error_rate must be in [0, 1]")
+        _check(self.card_samples >= 0, "card_samples must be >= 0")
+        _check(isinstance(self.license, str) and bool(self.license), "license must be a non-empty string")
+        _check(isinstance(self.verbose, bool), "verbose must be true or false")
 
     @property
     def sampling_params(self) -> dict[str, Any]:
@@ -133,6 +142,26 @@ class GenerateConfig:
     def identity(self) -> dict[str, Any]:
         """The settings that decide what a run generates (not how fast): a resumed run must match them."""
         return {k: v for k, v in self.to_dict().items() if k in _IDENTITY}
+
+    def command(self) -> str:
+        """The ``bonito-ray generate`` command that runs this job (defaults left out; the Ray address and
+        console settings too, which do not change what it makes)."""
+        words = ["bonito-ray", "generate"]
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            if f.name in ("ray_address", "verbose") or value == default:
+                continue
+            flag = "--" + f.name.replace("_", "-")
+            if f.name == "dedup":
+                words.append("--no-dedup")
+            elif isinstance(value, bool):
+                words.append(flag)
+            elif isinstance(value, dict):
+                words += [flag, shlex.quote(json.dumps(value, sort_keys=True))]
+            else:
+                words += [flag, shlex.quote(",".join(value) if isinstance(value, list) else str(value))]
+        return " ".join(words)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable view of the configuration."""

@@ -39,6 +39,11 @@ class DedupShard:
         self._compact()
         return self.owners[np.searchsorted(self.keys, keys)]
 
+    def new_texts(self) -> int:
+        """Distinct texts offered that are not in the dataset already: the passages the job will prompt."""
+        self._compact()
+        return int((self.owners != np.uint64(_EXISTING)).sum())
+
     def _compact(self) -> None:
         if not self.pending:
             return

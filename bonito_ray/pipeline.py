@@ -18,7 +18,7 @@ import ray
 from ray.data import DataContext
 from ray.data.expressions import col
 
-from bonito_ray import budget, commit, ledger
+from bonito_ray import budget, commit, ledger, progress
 from bonito_ray.cluster import on_driver_node
 from bonito_ray.config import DEMO_MODEL, ConfigError, GenerateConfig
 from bonito_ray.corpus import (SkippedFile, check_context_column, input_fingerprint, list_corpus_files,
@@ -124,7 +124,8 @@ def _generate(config: GenerateConfig, plan: JobPlan, started: float) -> RunSumma
     manifest = {"config": config.to_dict(), "identity": identity,
                 "examples_per_passage": len(config.task_types) * config.n,
                 "run": {"resumed": resumed, "skipped_done": len(done),
-                        "wall_seconds": round(time.monotonic() - started, 3)}}
+                        "wall_seconds": round(time.monotonic() - started, 3)},
+                "run_id": output.lease.run_id, "command": config.command()}
     return output.commit(stale_sources=plan.changed + plan.removed,
                          ledger_entries=plan.signatures if config.incremental else None, manifest=manifest)
 
@@ -136,37 +137,57 @@ def _run_pipeline(config: GenerateConfig, plan: JobPlan, done: np.ndarray) -> No
         logger.warning("using the small CPU demo model: its tasks are for trying bonito-ray out. "
                        "For real data use --engine vllm --model BatsResearch/bonito-v1 on GPUs.")
     _configure_fault_tolerance()
+    configure_console(config.verbose)
     storage = {"output_uri": config.output, "s3_endpoint": config.s3_endpoint}
+    counter = progress.ProgressCounter.options(scheduling_strategy=on_driver_node()).remote()
+    reporter = progress.Reporter(counter, fs, root, plan.output.lease.run_id).start()
+    state = "failed"
+    try:
+        documents = read_documents(config.input, plan.input_fs, plan.files, config.context_column, **storage)
+        quarantine_skipped(config.input, plan.skipped, **storage)
+        passages = prepared_passages(config, documents, passage_tokens)
+        if config.dedup:
+            shards = create_shards(DEDUP_SHARDS)
+            if config.incremental:  # passages already in the dataset keep their text
+                _existing_passages(fs, root, plan.changed + plan.removed).map_batches(
+                    offer_passages, batch_format="pyarrow", fn_kwargs={"shards": shards, "existing": True}).take_all()
+            passages.map_batches(offer_passages, batch_format="pyarrow", fn_kwargs={"shards": shards}).take_all()
+            new_passages = sum(ray.get([shard.new_texts.remote() for shard in shards]))
+            counter.set_total.remote(new_passages * len(config.task_types) * config.n)
+            passages = passages.map_batches(drop_duplicates, batch_format="pyarrow",
+                                            fn_kwargs={"shards": shards, **storage})
+        examples = progress.observe(generated_examples(config, passages, done, counter), counter)
+        error_budget = budget.ErrorBudget.options(scheduling_strategy=on_driver_node()).remote(config.max_error_rate)
+        _write(examples, SyntheticDatasetSink(config.output, config.rows_per_file, config.s3_endpoint, error_budget))
+        state = "generated"
+    finally:
+        reporter.stop(state)
 
-    documents = read_documents(config.input, plan.input_fs, plan.files, config.context_column, **storage)
-    quarantine_skipped(config.input, plan.skipped, **storage)
+    staged = summarize(fs, join(root, STAGING_DIR), output=config.output,
+                       examples_per_passage=len(config.task_types) * config.n)
+    budget.check(staged.prompts, staged.engine_errors, config.max_error_rate)
 
-    passages = documents.map_batches(
+
+def prepared_passages(config: GenerateConfig, documents, passage_tokens: int):
+    """Documents -> clean passages of at most ``passage_tokens`` tokens (drops quarantined under the output)."""
+    return documents.map_batches(
         prepare_passages, batch_format="pyarrow",
         fn_kwargs={"tokenizer_source": config.model, "max_tokens": passage_tokens, "overlap": config.passage_overlap,
-                   "min_chars": config.min_passage_chars, "max_chars": config.max_passage_chars, **storage})
-    if config.dedup:
-        shards = create_shards(DEDUP_SHARDS)
-        if config.incremental:  # passages already in the dataset keep their text
-            _existing_passages(fs, root, plan.changed + plan.removed).map_batches(
-                offer_passages, batch_format="pyarrow", fn_kwargs={"shards": shards, "existing": True}).take_all()
-        passages.map_batches(offer_passages, batch_format="pyarrow", fn_kwargs={"shards": shards}).take_all()
-        passages = passages.map_batches(drop_duplicates, batch_format="pyarrow",
-                                        fn_kwargs={"shards": shards, **storage})
+                   "min_chars": config.min_passage_chars, "max_chars": config.max_passage_chars,
+                   "output_uri": config.output, "s3_endpoint": config.s3_endpoint})
+
+
+def generated_examples(config: GenerateConfig, passages, done: np.ndarray, counter=None):
+    """Passages -> requests (less those already written, ``done``) -> engine -> examples with verdicts."""
     requests = passages.map_batches(
         to_requests, batch_format="pyarrow",
         fn_kwargs={"task_types": config.task_types, "n": config.n, "sampling_params": config.sampling_params,
                    "seed": config.seed, "model": config.model})
     if len(done):
-        requests = requests.map_batches(drop_done, batch_format="pyarrow", fn_kwargs={"done": ray.put(done)})
+        requests = requests.map_batches(drop_done, batch_format="pyarrow",
+                                        fn_kwargs={"done": ray.put(done), "progress": counter})
     generations = build_engine_stage(config)(requests)
-    examples = generations.map_batches(to_examples, batch_format="pyarrow")
-    error_budget = budget.ErrorBudget.options(scheduling_strategy=on_driver_node()).remote(config.max_error_rate)
-    _write(examples, SyntheticDatasetSink(config.output, config.rows_per_file, config.s3_endpoint, error_budget))
-
-    staged = summarize(fs, join(root, STAGING_DIR), output=config.output,
-                       examples_per_passage=len(config.task_types) * config.n)
-    budget.check(staged.prompts, staged.engine_errors, config.max_error_rate)
+    return generations.map_batches(to_examples, batch_format="pyarrow")
 
 
 def _existing_passages(fs: pafs.FileSystem, root: str, stale: list[str]):
@@ -199,6 +220,15 @@ def _configure_fault_tolerance() -> None:
     context.max_errored_blocks = 0
     context.retried_map_errors = True
     context.max_map_retries = MAP_RETRIES
+
+
+def configure_console(verbose: bool) -> None:
+    """Ray Data's per-operator progress bars only with --verbose: bonito-ray's own line says the same, once."""
+    DataContext.get_current().enable_progress_bars = verbose
+    if not verbose:
+        from ray.util.debug import log_once
+
+        log_once("ray_data_progress_manager_disabled")  # spends Ray's one "progress bars disabled" warning
 
 
 def settle_passage_tokens(config: GenerateConfig) -> int:

@@ -20,8 +20,9 @@ CLEAN_STAGE = "clean"
 
 
 def write_rejects(output_uri: str, stage: str, rows: list[dict], s3_endpoint: str | None = None) -> None:
-    """Write reject rows (REJECT_SCHEMA fields) of a pre-engine ``stage`` under the run's staging dir."""
-    if not rows:
+    """Write reject rows (REJECT_SCHEMA fields) of a pre-engine ``stage`` under the run's staging dir;
+    ``output_uri`` empty: a run that writes nothing (``generate --preview``)."""
+    if not rows or not output_uri:
         return
     fs, output = resolve_filesystem(output_uri, s3_endpoint)
     root = join(output, STAGING_DIR)

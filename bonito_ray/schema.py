@@ -9,6 +9,8 @@ Layout under the output prefix (accepted files are named ``train-*`` so that
     _rejects/stage=clean/rejects-<hash>.parquet               passages filtered out (length, duplicate)
     _rejects/stage=generation/rejects-<write id>-<task>.parquet  generations that did not parse
     _manifest.json, _SUCCESS                                  written last, when all else is
+    _card/README.md, _card/*.png                              the dataset card and its plots (bonito_ray.card)
+    .huggingface.yaml                                         the card's configs, for datasets.load_dataset(OUTPUT, name)
     _ledger.json                                              --incremental: the input files covered
     _lease.json                                               while a run holds the output (see bonito_ray.lease)
 
@@ -91,13 +93,20 @@ SUCCESS_FILE = "_SUCCESS"
 STAGING_DIR = ".staging"
 RUN_FILE = "_run.json"  # in the staging dir: what the unfinished run was asked to do
 COMMIT_FILE = "_commit.json"  # in the staging dir: the commit under way (its journal), rolled forward on rerun
+PROGRESS_FILE = "_progress.json"  # in the staging dir: live progress of the running job (bonito_ray.progress)
 LEDGER_FILE = "_ledger.json"
+# The dataset card (bonito_ray.card). Not README.md at the top: every directory reader of OUTPUT
+# (pyarrow.dataset, pyarrow.parquet.read_table, pandas.read_parquet) reads each file not starting
+# with "_" or "." as Parquet, and would fail on it.
+CARD_DIR = "_card"
+CARD_FILE = "README.md"
+HF_YAML_FILE = ".huggingface.yaml"  # read by `datasets` beside or instead of README.md's header
 LEASE_FILE = "_lease.json"
 TEMPORARY_PREFIX = ".tmp-"  # a file being written (renamed into place when whole; see bonito_ray.storage)
 # Every entry bonito-ray writes at the top of an output (glob patterns): --overwrite deletes these
 # and nothing else, and an output holding anything else is refused.
-OWNED_ENTRIES = ("task_type=*", REJECTS_DIR, MANIFEST_FILE, SUCCESS_FILE, LEDGER_FILE, STAGING_DIR,
-                 LEASE_FILE, f"{LEASE_FILE}.*", f"{TEMPORARY_PREFIX}*")
+OWNED_ENTRIES = ("task_type=*", REJECTS_DIR, MANIFEST_FILE, SUCCESS_FILE, LEDGER_FILE, STAGING_DIR, CARD_DIR,
+                 HF_YAML_FILE, LEASE_FILE, f"{LEASE_FILE}.*", f"{TEMPORARY_PREFIX}*")
 # The output lease: a run renews it every TTL/5 seconds; one not renewed for TTL seconds is taken over.
 LEASE_TTL_SECONDS = 300.0
 LEASE_TTL_ENV = "BONITO_RAY_LEASE_TTL"  # seconds; overrides LEASE_TTL_SECONDS

@@ -96,11 +96,15 @@ def _to_example(generations: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def drop_done(requests: pa.Table, *, done: Any) -> pa.Table:
-    """Drop the requests whose example an earlier attempt already wrote (``done``: sorted 16-byte ids)."""
+def drop_done(requests: pa.Table, *, done: Any, progress: Any = None) -> pa.Table:
+    """Drop the requests whose example an earlier attempt already wrote (``done``: sorted 16-byte ids);
+    ``progress``: a ``bonito_ray.progress.ProgressCounter`` told how many were dropped."""
     import ray
 
     done = ray.get(done) if isinstance(done, ray.ObjectRef) else done
     keys = np.array([bytes.fromhex(i) for i in requests["id"].to_pylist()], dtype="S16")
     at = np.searchsorted(done, keys).clip(max=len(done) - 1)
-    return requests.filter(pa.array(done[at] != keys))
+    todo = done[at] != keys
+    if progress is not None and (~todo).any():
+        progress.skipped.remote(int((~todo).sum()))
+    return requests.filter(pa.array(todo))

@@ -77,7 +77,8 @@ def main() -> None:
             summary = outcome["summary"]
             actors = ray._private.state.actors().values()
             engine = [a for a in actors if "KillableHFGenerator" in a["ActorClassName"]]
-            coordination = [a for a in actors if a["ActorClassName"] in ("DedupShard", "ErrorBudget")]
+            coordination = [a for a in actors
+                            if a["ActorClassName"] in ("DedupShard", "ErrorBudget", "ProgressCounter")]
             report.update(
                 accepted=sum(summary.accepted.values()), rejected=sum(summary.rejected.values()),
                 engine_errors=summary.engine_errors, head_node=cluster.head_node.node_id,

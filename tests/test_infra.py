@@ -582,9 +582,9 @@ def test_dockerfile_turns_telemetry_off():
     assert {k: dockerfile()["env"].get(k) for k in PRIVACY_ENV} == PRIVACY_ENV
 
 
-def test_dockerfile_installs_this_package_with_the_vllm_extra():
+def test_dockerfile_installs_this_package_with_the_vllm_and_card_extras():
     runs = " ".join(dockerfile()["run"])
-    assert re.search(r"pip install .*['\"]?/app\[vllm\]", runs), runs
+    assert re.search(r"pip install .*['\"]?/app\[vllm,card\]", runs), runs  # card: the dataset card's plots
     for source in dockerfile()["copied"]:
         assert (ROOT / source).exists(), f"COPY {source}: not in the repository"
     for needed in ("pyproject.toml", "README.md", "bonito_ray", "jobs"):  # README: pyproject's readme

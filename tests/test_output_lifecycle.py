@@ -188,7 +188,8 @@ def test_overwrite_deletes_every_owned_entry_and_nothing_else(ray_cluster, rando
     summary = generate(GenerateConfig(input=str(corpus), output=str(out), engine="echo", model=random_model,
                                       task_types=["ynqa"]), overwrite=True)
     assert summary.accepted == {"ynqa": 4}
-    assert sorted(p.name for p in out.iterdir()) == ["_SUCCESS", "_manifest.json", "task_type=ynqa"]
+    assert sorted(p.name for p in out.iterdir()) == [".huggingface.yaml", "_SUCCESS", "_card", "_manifest.json",
+                                                     "task_type=ynqa"]
     assert all(any(Path(name).match(pattern) for pattern in OWNED_ENTRIES) for name in os.listdir(out))
 
 
@@ -349,6 +350,8 @@ def test_a_kill_at_any_step_of_the_commit_is_rolled_forward(ray_cluster, random_
         assert inspect(LocalFileSystem(), str(out)) is State.COMMITTED and not (out / ".staging").exists()
         manifest = json.loads((out / "_manifest.json").read_text())
         assert sum(f["rows"] for f in manifest["summary"]["files"]) == 12, step
+        # The card is part of the commit: written by the roll-forward when the kill came before it.
+        assert len(manifest["runs"]) == 1 and manifest["runs"][0]["run_id"] in (out / "_card/README.md").read_text()
 
 
 def test_a_kill_before_the_journal_resumes_without_duplicates(ray_cluster, random_model, tmp_path):

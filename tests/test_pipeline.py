@@ -1,14 +1,17 @@
 """The whole job on a real local Ray cluster, writing real Parquet, read back by pyarrow and datasets."""
 
 import json
+import math
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import datasets
 import pyarrow.dataset as pds
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
 from bonito_ray.config import GenerateConfig
 from bonito_ray.pipeline import OutputExistsError, generate
@@ -42,7 +45,7 @@ def test_echo_engine_end_to_end(ray_cluster, random_model, tmp_path):
     rows = accepted(out)
     assert len(rows) == 120 and len({r["id"] for r in rows}) == 120
     assert sorted(p.name for p in out.iterdir()) == [
-        "_SUCCESS", "_manifest.json", "_rejects", "task_type=exqa", "task_type=ynqa"]
+        ".huggingface.yaml", "_SUCCESS", "_card", "_manifest.json", "_rejects", "task_type=exqa", "task_type=ynqa"]
     first = next(r for r in rows if r["position"] == 1 and r["task_type"] == "ynqa" and r["sample_index"] == 1)
     assert first["context"] == passages[0] and first["chunk"] == 0  # normalised: surrounding space trimmed
     assert first["input"] == passages[0] + "\nWhat does the passage above begin with?"
@@ -60,6 +63,33 @@ def test_echo_engine_end_to_end(ray_cluster, random_model, tmp_path):
     assert manifest["summary"]["accepted"] == {"ynqa": 60, "exqa": 60}
     assert sum(f["rows"] for f in manifest["summary"]["files"]) == 120
     assert manifest["config"]["n"] == 2 and "ray" in manifest["versions"]
+
+    # The dataset card: one config per task type and a default one, each loaded by `datasets`.
+    for name, rows_of in (("ynqa", {"ynqa"}), ("exqa", {"exqa"}), ("default", {"ynqa", "exqa"})):
+        loaded = datasets.load_dataset(str(out), name, split="train")
+        assert loaded.num_rows == 60 * len(rows_of) and set(loaded["task_type"]) == rows_of
+    card = (out / "_card" / "README.md").read_text()
+    header = yaml.safe_load(card.split("---\n")[1])
+    assert header["size_categories"] == ["n<1K"] and header["license"] == "other"
+    assert header == yaml.safe_load((out / ".huggingface.yaml").read_text())
+    exqa = [r for r in rows if r["task_type"] == "exqa"]
+    assert card_row(card, "exqa") == ["exqa", "60", "60", "0", "100.0%", "none", spread(exqa, "num_generated_tokens"),
+                                      spread(exqa, "num_input_tokens")]
+    assert manifest["runs"][0]["run_id"] in card and f"--input {corpus}" in card and "--n 2" in card
+    assert all(p[:20] not in card for p in passages)  # no passage text without --card-samples
+    assert all((out / "_card" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for png in ("yield.png", "lengths.png"))
+
+
+def spread(rows: list[dict], column: str) -> str:
+    """Median / p95 / max of ``column``, each the smallest value with that share of rows at or below it."""
+    values = sorted(r[column] for r in rows)
+    return " / ".join(str(values[math.ceil(q * len(values)) - 1]) for q in (0.5, 0.95, 1.0))
+
+
+def card_row(card: str, task_type: str) -> list[str]:
+    """The cells of ``task_type``'s row in the card's figures table."""
+    return next([c.strip() for c in line.strip("|").split("|")] for line in card.splitlines()
+                if line.startswith(f"| {task_type} |"))
 
 
 def summary_model(out: Path) -> str:
@@ -82,6 +112,13 @@ def test_hf_engine_random_model_every_generation_is_accounted_for(ray_cluster, r
     assert noise and all(r["reason"] in {"no_separator", "multiple_separators", "empty_input", "empty_output"}
                          and r["raw"] is not None and r["id"] and r["task_type"] for r in noise)
     assert summary.generated_tokens > 0
+    # The card counts each task type's rejects by the reasons the files hold.
+    card = (out / "_card" / "README.md").read_text()
+    for task_type in ("ynqa", "nli"):
+        reasons = Counter(r["reason"] for r in rejects if r["task_type"] == task_type)
+        row = card_row(card, task_type)
+        assert row[1:4] == ["7", str(summary.accepted.get(task_type, 0)), str(sum(reasons.values()))]
+        assert row[5] == ", ".join(f"{k}: {v}" for k, v in sorted(reasons.items()))
 
 
 def hf_actors() -> set[str]:

@@ -1,0 +1,269 @@
+"""The dataset card: a README.md in the Hugging Face dataset-card format, with its plots.
+
+Written at every commit (``bonito_ray.commit``, step 5, after the manifest) from the committed
+files and the manifest, so it always describes the whole dataset (an incremental dataset's card
+covers every run that built it). Rewriting it is idempotent: a commit rolled forward writes it again.
+
+    OUTPUT/_card/README.md      YAML header (configs, license, size_categories) and the body: how the
+                                dataset was made, figures per task type, plots, optional samples
+    OUTPUT/_card/yield.png      accepted and rejected (by reason) per task type   } matplotlib,
+    OUTPUT/_card/lengths.png    generated and prompt token lengths per task type  } the `card` extra
+    OUTPUT/.huggingface.yaml    the header again, where ``datasets.load_dataset(OUTPUT, "ynqa")`` reads it
+
+The card is not ``OUTPUT/README.md``: every directory reader of OUTPUT reads each file not starting
+with ``_`` or ``.`` as Parquet, and would fail on it (see ``bonito_ray.schema``). To publish on the
+Hugging Face Hub, upload OUTPUT and then ``_card/README.md`` as the repository's README.md.
+
+Figures are counted from the files, never from a list of known reasons: every ``_rejects/stage=*``
+row that names a task type counts against it under its own reason, so a stage or a reason added
+later shows up by itself. Passage text (inputs, outputs) stays out of the card unless samples are asked for.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow.compute as pc
+import pyarrow.dataset as pds
+import pyarrow.fs as pafs
+import yaml
+
+from bonito_ray.schema import CARD_DIR, CARD_FILE, HF_YAML_FILE, REJECTS_DIR, stable_id
+from bonito_ray.storage import join, list_files, write_bytes
+
+logger = logging.getLogger(__name__)
+
+PLOTS = ("yield.png", "lengths.png")
+PLOTS_HINT = ("plots need matplotlib: `pip install 'bonito-ray[card]'`, then `bonito-ray stats OUTPUT --write-card` "
+              "draws them and rewrites this card")
+_SIZES = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
+          (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"), (1_000_000_000, "100M<n<1B"))
+_TASK_DIR = re.compile(r"(?:^|/)task_type=([^/]+)/")
+
+
+@dataclass
+class TaskFigures:
+    """What one task type's prompts became; token histograms are counts per length (index = tokens)."""
+
+    task_type: str
+    accepted: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)  # reason -> rows, from every reject stage
+    generated_tokens: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    input_tokens: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    @property
+    def prompts(self) -> int:
+        return self.accepted + sum(self.rejected.values())
+
+    @property
+    def yield_(self) -> float:
+        return self.accepted / self.prompts if self.prompts else 0.0
+
+
+def collect(fs: pafs.FileSystem, root: str) -> dict[str, TaskFigures]:
+    """Figures per task type (sorted by name) of the committed dataset at ``root``, batch by batch."""
+    figures: dict[str, TaskFigures] = {}
+    for path in list_files(fs, root):
+        relative = path[len(root) + 1 :]
+        found = _TASK_DIR.match(relative)
+        if found and relative.startswith("task_type=") and relative.endswith(".parquet"):
+            _add_accepted(fs, path, figures.setdefault(found.group(1), TaskFigures(found.group(1))))
+    rejects = [f for f in list_files(fs, join(root, REJECTS_DIR)) if f.endswith(".parquet")]
+    if rejects:
+        table = pds.dataset(rejects, filesystem=fs, format="parquet").to_table(
+            columns=["task_type", "reason"], filter=pc.is_valid(pc.field("task_type")))
+        for row in table.group_by(["task_type", "reason"]).aggregate([("reason", "count")]).to_pylist():
+            task = figures.setdefault(row["task_type"], TaskFigures(row["task_type"]))
+            task.rejected[row["reason"]] = task.rejected.get(row["reason"], 0) + row["reason_count"]
+    return dict(sorted(figures.items()))
+
+
+def _add_accepted(fs: pafs.FileSystem, path: str, task: TaskFigures) -> None:
+    for batch in pds.dataset([path], filesystem=fs, format="parquet").to_batches(
+            columns=["num_generated_tokens", "num_input_tokens"]):
+        task.accepted += batch.num_rows
+        task.generated_tokens = _histogram(task.generated_tokens, batch.column(0))
+        task.input_tokens = _histogram(task.input_tokens, batch.column(1))
+
+
+def _histogram(counts: np.ndarray, values) -> np.ndarray:
+    values = values.drop_null().to_numpy(zero_copy_only=False).astype(np.int64).clip(min=0)
+    more = np.bincount(values, minlength=len(counts))
+    counts = np.pad(counts, (0, max(0, len(more) - len(counts))))
+    return counts + more
+
+
+def quantiles(counts: np.ndarray, qs=(0.5, 0.95)) -> tuple[int, ...]:
+    """The ``qs`` quantiles and the maximum of a histogram of counts per length; () when empty."""
+    total = int(counts.sum())
+    if total == 0:
+        return ()
+    cumulative = np.cumsum(counts)
+    return (*(int(np.searchsorted(cumulative, q * total)) for q in qs), int(np.flatnonzero(counts)[-1]))
+
+
+def size_category(rows: int) -> str:
+    """The Hugging Face ``size_categories`` value for ``rows`` examples."""
+    return next((name for limit, name in _SIZES if rows < limit), "n>1B")
+
+
+def header(figures: dict[str, TaskFigures], license_: str) -> dict[str, Any]:
+    """The card's YAML header: a config per task type (hive folders) and ``default`` with all of them."""
+    configs = [{"config_name": "default", "default": True,
+                "data_files": [{"split": "train", "path": "task_type=*/*.parquet"}]}]
+    configs += [{"config_name": name, "data_files": [{"split": "train", "path": f"task_type={name}/*.parquet"}]}
+                for name, task in figures.items() if task.accepted]
+    return {"license": license_, "size_categories": [size_category(sum(t.accepted for t in figures.values()))],
+            "task_categories": ["text-generation"], "tags": ["synthetic", "bonito", "bonito-ray"],
+            "configs": configs}
+
+
+def sample_rows(fs: pafs.FileSystem, root: str, task_type: str, n: int, seed: int = 0) -> list[dict[str, Any]]:
+    """``n`` examples of ``task_type`` chosen by a hash of (seed, id): the same whatever the file order."""
+    files = [f for f in list_files(fs, join(root, f"task_type={task_type}")) if f.endswith(".parquet")]
+    if not files or n <= 0:
+        return []
+    dataset = pds.dataset(files, filesystem=fs, format="parquet")
+    ids = dataset.to_table(columns=["id"])["id"].to_pylist()
+    chosen = sorted(ids, key=lambda i: stable_id(seed, i))[:n]
+    rows = dataset.to_table(columns=["id", "input", "output"], filter=pc.field("id").isin(chosen)).to_pylist()
+    return sorted(rows, key=lambda r: stable_id(seed, r["id"]))
+
+
+def render(figures: dict[str, TaskFigures], manifest: dict[str, Any], *, plots: bool,
+           samples: dict[str, list[dict[str, Any]]] | None = None) -> str:
+    """The card's text (README.md): YAML header, how it was made, figures, plots, samples."""
+    config, summary = manifest["config"], manifest["summary"]
+    head = yaml.safe_dump(header(figures, config.get("license", "other")), sort_keys=False)
+    lines = [f"---\n{head}---", "", "# Synthetic instruction-tuning tasks made with bonito-ray", "",
+             "Each passage of a private corpus was crossed with task types and sent to a Bonito-style generator, "
+             "which wrote a task (an input with the passage in it, and an output) for each. Every prompt is "
+             "accounted for: accepted ones are the dataset (`task_type=*/`), the others are kept under "
+             "`_rejects/` with their reason. Load one task type with `datasets.load_dataset(OUTPUT, \"ynqa\")`, "
+             "all of them with `datasets.load_dataset(OUTPUT)`.", "", "## How it was made", "",
+             "| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in provenance(manifest)), "",
+             "## Figures", "",
+             f"{summary['passages']} passages, {summary['prompts']} prompts, "
+             f"{sum(summary['accepted'].values())} accepted. Corpus records quarantined: "
+             f"{_counts(summary['corpus_rejected'])}. Passages dropped: {_counts(summary['passages_dropped'])}.", "",
+             *figures_table(figures), ""]
+    if plots:
+        lines += ["![accepted and rejected prompts per task type](yield.png)", "",
+                  "![token lengths per task type](lengths.png)", ""]
+    else:
+        lines += [f"No plots: {PLOTS_HINT}.", ""]
+    if samples:
+        lines += ["## Samples", "", "Chosen at random (by a hash of the example id); they hold passage text.", ""]
+        for task_type, rows in samples.items():
+            lines += [f"### {task_type}", ""]
+            for row in rows:
+                lines += [f"`{row['id']}` input:", "", _fenced(row["input"]), "", "output:", "",
+                          _fenced(row["output"]), ""]
+    return "\n".join(lines)
+
+
+def provenance(manifest: dict[str, Any]) -> list[tuple[str, str]]:
+    """(what, value) rows saying how the dataset was made."""
+    config, versions = manifest["config"], manifest.get("versions", {})
+    seed = "none" if config.get("seed") is None else config["seed"]
+    runs = manifest.get("runs", [])
+    return [
+        ("generator model", f"`{config['model']}`"),
+        ("engine", f"`{config['engine']}`"),
+        ("task types", ", ".join(config["task_types"])),
+        ("sampling", f"n={config['n']}, max_tokens={config['max_tokens']}, temperature={config['temperature']}, "
+                     f"top_p={config['top_p']}, seed={seed}"),
+        ("versions", ", ".join(f"{k} {v}" for k, v in sorted(versions.items())) or "unknown"),
+        ("runs", ", ".join(f"`{r['run_id']}`" + (" (resumed)" if r.get("resumed") else "") for r in runs) or "unknown"),
+        ("input", f"`{config['input']}`, fingerprint `{manifest.get('input_fingerprint', 'unknown')}`"),
+        ("command", f"`{manifest['command']}`" if manifest.get("command") else "unknown (not run from the CLI)"),
+    ]
+
+
+def figures_table(figures: dict[str, TaskFigures]) -> list[str]:
+    """The figures per task type as a Markdown table."""
+    lines = ["| task type | prompts | accepted | rejected | yield | rejects by reason | generated tokens "
+             "(median / p95 / max) | prompt tokens (median / p95 / max) |", "|---|---|---|---|---|---|---|---|"]
+    for task in figures.values():
+        lines.append(f"| {task.task_type} | {task.prompts} | {task.accepted} | {sum(task.rejected.values())} | "
+                     f"{task.yield_:.1%} | {_counts(task.rejected)} | {_spread(task.generated_tokens)} | "
+                     f"{_spread(task.input_tokens)} |")
+    return lines
+
+
+def draw_plots(figures: dict[str, TaskFigures]) -> dict[str, bytes] | None:
+    """The card's PNG plots by file name; None when matplotlib is not installed (the `card` extra)."""
+    try:
+        from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global state
+    except ImportError:
+        return None
+    names = list(figures)
+    reasons = sorted({r for t in figures.values() for r in t.rejected})
+    yield_plot = Figure(figsize=(8, 1.2 + 0.5 * max(1, len(names))))
+    ax = yield_plot.subplots()
+    left = np.zeros(len(names))
+    for label, values in [("accepted", [figures[n].accepted for n in names]),
+                          *((r, [figures[n].rejected.get(r, 0) for n in names]) for r in reasons)]:
+        ax.barh(names, values, left=left, label=label)
+        left += values
+    for y, name in enumerate(names):
+        ax.text(left[y], y, f" {figures[name].yield_:.0%} accepted", va="center", fontsize=8)
+    ax.set_xlabel("prompts")
+    ax.set_xlim(0, max(left.max(initial=0), 1) * 1.25)
+    ax.invert_yaxis()
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title("prompts per task type: accepted, and rejected by reason")
+    lengths = Figure(figsize=(10, 3.5))
+    for ax, attribute, title in zip(lengths.subplots(1, 2), ("generated_tokens", "input_tokens"),
+                                    ("generated tokens per accepted example", "prompt tokens per accepted example")):
+        for name in names:
+            counts = getattr(figures[name], attribute)
+            if counts.sum():
+                ax.stairs(counts, np.arange(len(counts) + 1), label=name)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("tokens")
+        ax.set_ylabel("examples")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    lengths.tight_layout()
+    return {"yield.png": _png(yield_plot), "lengths.png": _png(lengths)}
+
+
+def write_card(fs: pafs.FileSystem, root: str, manifest: dict[str, Any]) -> None:
+    """Write the card, its plots and ``.huggingface.yaml`` for the committed dataset at ``root``."""
+    figures = collect(fs, root)
+    plots = draw_plots(figures)
+    if plots is None:
+        logger.info("dataset card without plots: %s", PLOTS_HINT)
+    for name, data in (plots or {}).items():
+        write_bytes(fs, join(root, CARD_DIR, name), data)
+    count = int(manifest["config"].get("card_samples") or 0)
+    samples = {t: sample_rows(fs, root, t, count) for t in figures if figures[t].accepted} if count else None
+    text = render(figures, manifest, plots=plots is not None, samples=samples)
+    write_bytes(fs, join(root, CARD_DIR, CARD_FILE), text.encode("utf-8"))
+    write_bytes(fs, join(root, HF_YAML_FILE),
+                yaml.safe_dump(header(figures, manifest["config"].get("license", "other")), sort_keys=False).encode())
+
+
+def _png(figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100, metadata={"Software": None})
+    return buffer.getvalue()
+
+
+def _spread(counts: np.ndarray) -> str:
+    return " / ".join(map(str, quantiles(counts))) or "-"
+
+
+def _counts(counter: dict[str, int]) -> str:
+    return ", ".join(f"{k}: {v}" for k, v in sorted(counter.items())) or "none"
+
+
+def _fenced(text: str) -> str:
+    fence = "`" * max(3, 1 + max((len(m) for m in re.findall(r"`+", text or "")), default=0))
+    return f"{fence}text\n{text}\n{fence}"

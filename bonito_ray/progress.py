@@ -1,0 +1,193 @@
+"""Live progress of a generation job: one console line and a small JSON file for monitoring.
+
+How it is observed: the last map stage before the writer (``observe``) tells one small actor
+(``ProgressCounter``, 0 CPUs) the rows of each block it passes: accepted, rejected by reason,
+generated tokens. ``drop_done`` tells it the requests an earlier attempt already wrote. The cost:
+per block (hundreds to thousands of rows) one 0-CPU Ray task that passes the block on unchanged
+(one more object-store hop) and one fire-and-forget actor call; on the driver, one call per
+refresh. It runs as its own tasks because, fused into the write, it would see blocks only when the
+writer has bundled ``--rows-per-file`` rows; for the same reason the Parquet files cannot be watched.
+
+The total is known once the dedup pass has counted the distinct passages (passages x task types
+x n); with ``--no-dedup`` it is not known before the end, and the line shows no ETA. A block a
+failed task retries is counted again (the counts are for reading, the dataset's are the manifest's).
+
+The driver (``Reporter``) refreshes every ``BONITO_RAY_PROGRESS_SECONDS`` (default 5):
+- on a terminal, one line rewritten in place on stderr (every second);
+- otherwise (``ray job logs``, a file), a plain log line every 30 s;
+- always, ``OUTPUT/.staging/_progress.json`` (written whole; gone with the staging dir at commit)::
+
+    {"state": "running" | "generated" | "failed", "run_id", "started_at", "updated_at" (UTC ISO 8601),
+     "elapsed_seconds", "prompts_total" (null: not known yet), "prompts_done" (generated + skipped),
+     "prompts_skipped" (written by an earlier attempt), "accepted", "rejected", "rejected_by_reason",
+     "generated_tokens", "tokens_per_second", "prompts_per_second" (over the last minute),
+     "eta_seconds" (null: not known)}
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import os
+import sys
+import threading
+import time
+from collections import deque
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import ray
+
+from bonito_ray.schema import PROGRESS_FILE, STAGING_DIR
+from bonito_ray.storage import join, write_bytes
+
+logger = logging.getLogger(__name__)
+
+INTERVAL_ENV = "BONITO_RAY_PROGRESS_SECONDS"
+FILE_SECONDS = 5.0  # the JSON file and the poll of the counter
+TTY_SECONDS = 1.0  # the line on a terminal
+LINE_SECONDS = 30.0  # a plain line when stderr is not a terminal
+RATE_WINDOW_SECONDS = 60.0
+
+
+@ray.remote(num_cpus=0)
+class ProgressCounter:
+    """Running totals of one job, reported by its stages."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, Any] = {"prompts_total": None, "prompts_done": 0, "prompts_skipped": 0,
+                                       "accepted": 0, "rejected": 0, "rejected_by_reason": {},
+                                       "generated_tokens": 0}
+
+    def set_total(self, total: int) -> None:
+        self.counts["prompts_total"] = total
+
+    def skipped(self, rows: int) -> None:
+        self.counts["prompts_skipped"] += rows
+        self.counts["prompts_done"] += rows
+
+    def record(self, accepted: int, rejected: dict[str, int], generated_tokens: int) -> None:
+        counts = self.counts
+        counts["accepted"] += accepted
+        counts["rejected"] += sum(rejected.values())
+        counts["prompts_done"] += accepted + sum(rejected.values())
+        counts["generated_tokens"] += generated_tokens
+        for reason, rows in rejected.items():
+            counts["rejected_by_reason"][reason] = counts["rejected_by_reason"].get(reason, 0) + rows
+
+    def snapshot(self) -> dict[str, Any]:
+        return json.loads(json.dumps(self.counts))
+
+
+def observe(examples, counter):
+    """``examples`` with every block counted by ``counter`` on its way to the writer (rows unchanged)."""
+    # Its own 0-CPU tasks: fused into the write, it would count only when --rows-per-file rows were bundled.
+    return examples.map_batches(count_block, batch_format="pyarrow", fn_kwargs={"counter": counter}, num_cpus=0)
+
+
+def count_block(block: pa.Table, *, counter) -> pa.Table:
+    """Report one block's accepted rows, rejects by reason and generated tokens; pass it on unchanged."""
+    if block.num_rows:
+        reasons = {v["values"]: v["counts"] for v in pc.value_counts(block["reason"]).to_pylist()
+                   if v["values"] is not None}
+        tokens = int(pc.sum(block["num_generated_tokens"]).as_py() or 0)
+        counter.record.remote(block.num_rows - sum(reasons.values()), reasons, tokens)
+    return block
+
+
+class Reporter:
+    """The driver's side: polls the counter, draws the line, writes the JSON file (a daemon thread)."""
+
+    def __init__(self, counter, fs, root: str, run_id: str, stream=None) -> None:
+        self.counter, self.fs, self.path, self.run_id = counter, fs, join(root, STAGING_DIR, PROGRESS_FILE), run_id
+        self.stream = stream or sys.stderr
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.interval = float(os.environ.get(INTERVAL_ENV, FILE_SECONDS))
+        self.started, self.started_at = time.monotonic(), _now()
+        self.history: deque[tuple[float, int, int]] = deque()  # (time, generated prompts, generated tokens)
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="bonito-ray-progress", daemon=True)
+        self.last_line = 0.0
+
+    def start(self) -> "Reporter":
+        self.thread.start()
+        return self
+
+    def stop(self, state: str) -> dict[str, Any]:
+        """Stop refreshing and write the last figures with ``state`` (``generated`` or ``failed``)."""
+        self.stopped.set()
+        self.thread.join()
+        try:
+            return self._refresh(state, final=True)
+        except Exception as err:  # noqa: BLE001 - never hide the job's own outcome
+            logger.debug("progress: last refresh failed: %s", err)
+            return {}
+
+    def _loop(self) -> None:
+        last_file = 0.0
+        while not self.stopped.wait(min(self.interval, TTY_SECONDS) if self.tty else self.interval):
+            try:
+                now = time.monotonic()
+                write = now - last_file >= self.interval
+                self._refresh("running", write=write)
+                last_file = now if write else last_file
+            except Exception as err:  # noqa: BLE001 - progress must never fail the job
+                logger.debug("progress refresh failed: %s", err)
+
+    def _refresh(self, state: str, *, write: bool = True, final: bool = False) -> dict[str, Any]:
+        report = self.figures(ray.get(self.counter.snapshot.remote()), state)
+        if write:
+            write_bytes(self.fs, self.path, json.dumps(report, sort_keys=True).encode("utf-8"))
+        now = time.monotonic()
+        if self.tty:
+            self.stream.write("\r\x1b[K" + format_line(report) + ("\n" if final else ""))
+            self.stream.flush()
+        elif final or now - self.last_line >= LINE_SECONDS:
+            logger.info("%s", format_line(report))
+            self.last_line = now
+        return report
+
+    def figures(self, counts: dict[str, Any], state: str) -> dict[str, Any]:
+        """The progress file's fields from the counter's totals, with rates over the last minute."""
+        now = time.monotonic()
+        generated = counts["prompts_done"] - counts["prompts_skipped"]
+        self.history.append((now, generated, counts["generated_tokens"]))
+        while len(self.history) > 2 and now - self.history[0][0] > RATE_WINDOW_SECONDS:
+            self.history.popleft()
+        then, prompts_then, tokens_then = self.history[0]
+        if now - then < 1e-6:
+            then, prompts_then, tokens_then = self.started, 0, 0
+        span = max(now - then, 1e-6)
+        prompts_rate = (generated - prompts_then) / span
+        total = counts["prompts_total"]
+        eta = None
+        if total is not None and prompts_rate > 0:
+            eta = round(max(total - counts["prompts_done"], 0) / prompts_rate, 1)
+        return {**counts, "state": state, "run_id": self.run_id, "started_at": self.started_at,
+                "updated_at": _now(), "elapsed_seconds": round(now - self.started, 1),
+                "tokens_per_second": round((counts["generated_tokens"] - tokens_then) / span, 1),
+                "prompts_per_second": round(prompts_rate, 2), "eta_seconds": eta}
+
+
+def format_line(report: dict[str, Any]) -> str:
+    """The one-line view: prompts done / total, accepted / rejected, generated tokens/s, ETA."""
+    total = report["prompts_total"]
+    done = report["prompts_done"]
+    of = f"{done:,}/{total:,} ({done / total:.0%})" if total else f"{done:,}/?"
+    eta = report["eta_seconds"]
+    when = {"generated": "done", "failed": "failed"}.get(report["state"],
+                                                         f"ETA {_duration(eta)}" if eta is not None else "ETA ?")
+    return (f"bonito-ray: prompts {of}  accepted {report['accepted']:,}  rejected {report['rejected']:,}  "
+            f"{report['tokens_per_second']:,.0f} tok/s  {when}  [{_duration(report['elapsed_seconds'])}]")
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
