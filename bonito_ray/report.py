@@ -18,7 +18,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from bonito_ray.quarantine import CLEAN_STAGE, CORPUS_STAGE, reject_counts
-from bonito_ray.schema import GENERATION_REJECTS_DIR, MANIFEST_FILE
+from bonito_ray.schema import DATA_SUFFIXES, GENERATION_REJECTS_DIR, MANIFEST_FILE, is_accepted_file
 from bonito_ray.stages import ENGINE_ERROR
 from bonito_ray.storage import join, list_files, write_bytes
 
@@ -71,9 +71,8 @@ class RunSummary:
 
 def summarize(fs: pafs.FileSystem, root: str, *, output: str, examples_per_passage: int, **run: Any) -> RunSummary:
     """Count what the dataset at ``root`` holds."""
-    accepted_files = [f for f in list_files(fs, root) if f[len(root) + 1 :].startswith("task_type=")
-                      and f.endswith(".parquet")]
-    reject_files = [f for f in list_files(fs, join(root, GENERATION_REJECTS_DIR)) if f.endswith(".parquet")]
+    accepted_files = [f for f in list_files(fs, root) if is_accepted_file(f[len(root) + 1 :])]
+    reject_files = [f for f in list_files(fs, join(root, GENERATION_REJECTS_DIR)) if f.endswith(DATA_SUFFIXES)]
     accepted, tokens_in, tokens_out = _tally(fs, accepted_files, "task_type")
     rejected, reject_in, reject_out = _tally(fs, reject_files, "reason")
     prompts = sum(accepted.values()) + sum(rejected.values())
