@@ -17,6 +17,7 @@ from bonito_ray.storage import join, resolve_filesystem, write_parquet
 
 CORPUS_STAGE = "corpus"
 CLEAN_STAGE = "clean"
+CHUNK_STAGE = "chunk"  # not a drop: a short last chunk merged into the chunk before it (its text is kept)
 
 
 def write_rejects(output_uri: str, stage: str, rows: list[dict], s3_endpoint: str | None = None) -> None:

@@ -192,6 +192,24 @@ def test_cleaning_drops_are_quarantined_and_counted(ray_cluster, random_model, t
     assert len(duplicates) == 3 and all(r["detail"].startswith("same text as passage") for r in duplicates)
 
 
+def test_a_short_tail_chunk_is_merged_into_its_neighbour_and_counted(ray_cluster, random_model, tmp_path):
+    from transformers import AutoTokenizer
+
+    body, tail = " ".join(sample_passages(12)), "The tenant pays rent on day 3."
+    tokens = len(AutoTokenizer.from_pretrained(random_model)(body, add_special_tokens=False)["input_ids"])
+    corpus = write_jsonl(tmp_path / "c.jsonl", [body + "\n\n" + tail])
+    out = tmp_path / "out"
+    # The body fills a chunk: the tail alone would be a second passage.
+    summary = generate(GenerateConfig(input=str(corpus), output=str(out), engine="echo", model=random_model,
+                                      task_types=["ynqa"], passage_tokens=tokens + 2))
+    contexts = [r["context"] for r in sorted(accepted(out), key=lambda r: r["chunk"])]
+    assert summary.passages == len(contexts) == 2 and contexts[-1].endswith(tail) and contexts[-1] != tail
+    assert summary.tails_merged == 1 and "short tail chunks merged: 1" in summary.format()
+    notes = pds.dataset(str(out / "_rejects" / "stage=chunk")).to_table().to_pylist()
+    assert [(n["reason"], n["chunk"]) for n in notes] == [("merged_tail", 1)]
+    assert json.loads((out / "_manifest.json").read_text())["stages"]["tail_chunks_merged"] == 1
+
+
 def test_a_single_50mb_document_is_chunked_not_lost(ray_cluster, random_model, tmp_path):
     sentences = [f"Clause {i}: the tenant pays {100 + i % 900} euros on day {i % 28 + 1}." for i in range(1_000_000)]
     paragraphs = ["\n\n".join(" ".join(sentences[j : j + 5]) for j in range(i, i + 50, 5))
