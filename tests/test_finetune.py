@@ -163,3 +163,18 @@ def test_chat_prompt_format_uses_the_template(tmp_path):
     ids = encode_prompt(tokenizer, "Is rent due?", "chat")
     assert tokenizer.decode(ids) == "<s>[INST] Is rent due? [/INST]"
     assert ids.count(tokenizer.bos_token_id) == 1  # the template's BOS, not a second one from the tokenizer
+
+
+def test_user_paths_are_resolved_on_the_driver(tmp_path, monkeypatch):
+    from bonito_ray.adapt.evaluate import EvaluateConfig
+
+    (tmp_path / "models" / "tiny").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    config = FinetuneConfig(model="models/tiny", dataset="out/demo", output="out/ft")
+    assert (config.model, config.dataset, config.output) == (
+        str(tmp_path / "models" / "tiny"), str(tmp_path / "out" / "demo"), str(tmp_path / "out" / "ft"))
+    assert FinetuneConfig(model="org/name", dataset="s3://b/d", output="s3://b/o").model == "org/name"  # a hub id
+    evaluation = EvaluateConfig(eval_sets=["evals/a.jsonl"], model="models/tiny", adapter="out/ft/adapter")
+    assert evaluation.eval_sets == [str(tmp_path / "evals" / "a.jsonl")]
+    assert (evaluation.model, evaluation.adapter) == (str(tmp_path / "models" / "tiny"),
+                                                      str(tmp_path / "out" / "ft" / "adapter"))

@@ -21,7 +21,7 @@ from bonito_ray.adapt.models import load_tokenizer
 from bonito_ray.adapt.prompts import check_prompt_format
 from bonito_ray.adapt.scoring import ADAPTED, ZERO_SHOT, Scorer
 from bonito_ray.adapt.train_loop import ADAPTER_METADATA_FILE
-from bonito_ray.storage import join
+from bonito_ray.storage import driver_path, join
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +45,11 @@ class EvaluateConfig:
     cpus_per_replica: float = 1.0
     gpus_per_replica: float = 0.0
     ray_address: str | None = None  # the cluster to join once the request is checked (see cluster.connect)
+
+    def __post_init__(self) -> None:  # resolved on the driver: Ray workers do not share its working directory
+        self.eval_sets = [driver_path(path) for path in self.eval_sets]
+        self.model = driver_path(self.model, only_existing=True)
+        self.adapter, self.output = driver_path(self.adapter), driver_path(self.output)
 
 
 def resolve_model(config: EvaluateConfig) -> tuple[str, str]:
