@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--overwrite", action="store_true",
                      help="replace the bonito-ray dataset at --output (only files bonito-ray wrote are deleted; "
                           "an output holding anything else is refused)")
+    gen.add_argument("--verbose", action="store_const", const=True,
+                     help="also show Ray's own logs and Ray Data's progress (default: bonito-ray's lines only)")
     gen.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
     gen.set_defaults(func=run_generate)
     adapt_cli.register(commands)
@@ -92,7 +94,7 @@ def run_generate(args: argparse.Namespace) -> int:
     plan = plan_job(config, overwrite=args.overwrite)  # bad input, output or model fails here, before cluster work
     try:
         if plan.finished is None:  # a job with nothing to do needs no cluster
-            cluster.connect(config.ray_address)
+            cluster.connect(config.ray_address, verbose=config.verbose)
         print(generate(config, plan=plan).format())
     finally:
         plan.release()

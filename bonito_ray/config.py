@@ -73,6 +73,7 @@ class GenerateConfig:
     cpus_per_replica: float = 1.0
     gpus_per_replica: float = 0.0
     ray_address: str | None = None
+    verbose: bool = False  # Ray's own logs and progress on the console (bonito_ray.console)
 
     def __post_init__(self) -> None:
         if not self.input:
@@ -123,6 +124,7 @@ class GenerateConfig:
         _check(self.rows_per_file >= 1, "rows_per_file must be >= 1")
         _check(isinstance(self.dedup, bool), "dedup must be true or false")
         _check(isinstance(self.incremental, bool), "incremental must be true or false")
+        _check(isinstance(self.verbose, bool), "verbose must be true or false")
         _check(0 <= self.max_error_rate <= 1, "max_error_rate must be in [0, 1]")
 
     @property

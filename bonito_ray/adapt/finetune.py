@@ -67,6 +67,7 @@ class FinetuneConfig:
     merge: bool = False
     max_failures: int = 0
     ray_address: str | None = None  # the cluster to join once the request is checked (see cluster.connect)
+    verbose: bool = False  # Ray's own logs and progress on the console (bonito_ray.console)
 
     def __post_init__(self) -> None:
         # Resolved here, on the driver: Ray Train workers run in their own folder, where a relative
@@ -168,7 +169,7 @@ def finetune(config: FinetuneConfig, overwrite: bool = False) -> FinetuneSummary
     tokenizer = load_tokenizer(config.model)
     check_prompt_format(tokenizer, config.prompt_format, config.model)
     data, dropped = prepare_data(config, tokenizer)
-    cluster.connect(config.ray_address)
+    cluster.connect(config.ray_address, verbose=config.verbose)
     if config.use_gpu and not ray.cluster_resources().get("GPU", 0):
         # Not an error: an autoscaling cluster whose GPU group starts at zero adds GPUs on demand.
         logger.warning("--use-gpu: the Ray cluster has no GPU right now; training waits until the "

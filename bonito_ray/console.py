@@ -1,0 +1,77 @@
+"""What a run prints: bonito-ray's own lines, summary and errors; Ray's own logs only with ``--verbose``.
+
+Each known source of noise on a good run is quieted where it starts, not by hiding warnings wholesale:
+
+- Ray Data's per-stage progress blocks (every 10 s when stdout is not a terminal) and its INFO lines
+  ("Starting execution", "Execution plan") come from the ``ray.data`` logger: it is set to WARNING.
+- Worker processes (engine replicas) log through Python's ``logging``: the job's Ray logging config
+  sets them to WARNING (vLLM's per-batch "Elapsed time" lines are INFO), so their warnings and errors
+  still reach the console.
+- Model loading bars ("Loading weights") in engine replicas: off through the replicas' environment.
+- Ray's token-auth warning: Ray warns when it turns token authentication on by default. A private
+  local cluster keeps exactly that default, stated (``RAY_AUTH_MODE=token``), so nothing is weakened;
+  a cluster joined gets the same where a token is available, as Ray would decide itself.
+
+Left as it is, explained here once: the error-level ``core_worker.cc`` line "Actor ... has constructor
+arguments in the object store and max_restarts > 0" is Ray Data's own actor pool (it passes its map
+function by reference and restarts actors); it is harmless while the driver runs, and turning restarts
+off to avoid it would lose fault tolerance.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import ray
+
+QUIET_LEVEL = "WARNING"
+AUTH_MODE_ENV = "RAY_AUTH_MODE"
+
+
+def ray_logging_config(verbose: bool) -> ray.LoggingConfig | None:
+    """The job-wide logging config for Ray's processes: None (Ray's own) when verbose."""
+    return None if verbose else ray.LoggingConfig(encoding="TEXT", log_level=QUIET_LEVEL)
+
+
+def worker_env(verbose: bool) -> dict[str, str]:
+    """Environment for engine replicas: no model-loading progress bars unless verbose."""
+    return {} if verbose else {"HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+
+
+def quiet_ray_data(verbose: bool) -> None:
+    """Ray Data's driver-side INFO lines and progress blocks: shown only when verbose."""
+    logging.getLogger("ray.data").setLevel(logging.DEBUG if verbose else QUIET_LEVEL)
+
+
+def state_token_auth(local: bool) -> None:
+    """Set ``RAY_AUTH_MODE`` to what Ray would choose anyway, so that it need not warn about choosing it."""
+    if os.environ.get(AUTH_MODE_ENV) is not None:
+        return  # the user's choice stands
+    if local or _token_available():
+        os.environ[AUTH_MODE_ENV] = "token"
+
+
+def _token_available() -> bool:
+    try:
+        from ray._raylet import AuthenticationTokenLoader
+    except ImportError:  # a Ray without token auth: nothing to state
+        return False
+    return AuthenticationTokenLoader.instance().has_token(ignore_auth_mode=True)
+
+
+class KeepDriverLogging:
+    """Context manager: ``ray.init`` with a logging config reconfigures the driver's root logger too;
+    the driver keeps its own (bonito-ray's handler and level) and only Ray's processes are quieted."""
+
+    def __enter__(self) -> "KeepDriverLogging":
+        root = logging.getLogger()
+        self.level, self.handlers = root.level, list(root.handlers)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        root = logging.getLogger()
+        root.setLevel(self.level)
+        for handler in list(root.handlers):
+            if handler not in self.handlers:
+                root.removeHandler(handler)
