@@ -45,7 +45,7 @@ def connect(address: str | None = None, verbose: bool = False) -> None:
     if ray.is_initialized():
         return
     address = resolve_address(address)
-    console.state_token_auth(local=address == LOCAL)
+    console.quiet_token_auth_notice(verbose)
     with console.KeepDriverLogging():
         if address == LOCAL:
             ray.init(address=LOCAL, include_dashboard=False, log_to_driver=True,

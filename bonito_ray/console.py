@@ -8,9 +8,9 @@ Each known source of noise on a good run is quieted where it starts, not by hidi
   sets them to WARNING (vLLM's per-batch "Elapsed time" lines are INFO), so their warnings and errors
   still reach the console.
 - Model loading bars ("Loading weights") in engine replicas: off through the replicas' environment.
-- Ray's token-auth warning: Ray warns when it turns token authentication on by default. A private
-  local cluster keeps exactly that default, stated (``RAY_AUTH_MODE=token``), so nothing is weakened;
-  a cluster joined gets the same where a token is available, as Ray would decide itself.
+- Ray's token-auth notice: Ray says so when it turns token authentication on, its default. The
+  cluster keeps it (nothing is weakened); only that notice is dropped. Ray's warning that a cluster
+  runs without authentication still shows.
 
 Left as it is, explained here once: the error-level ``core_worker.cc`` line "Actor ... has constructor
 arguments in the object store and max_restarts > 0" is Ray Data's own actor pool (it passes its map
@@ -21,12 +21,12 @@ off to avoid it would lose fault tolerance.
 from __future__ import annotations
 
 import logging
-import os
 
 import ray
 
 QUIET_LEVEL = "WARNING"
-AUTH_MODE_ENV = "RAY_AUTH_MODE"
+TOKEN_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
+TOKEN_AUTH_ON_NOTICE = "Token authentication is enabled for this Ray cluster"
 
 
 def ray_logging_config(verbose: bool) -> ray.LoggingConfig | None:
@@ -44,20 +44,26 @@ def quiet_ray_data(verbose: bool) -> None:
     logging.getLogger("ray.data").setLevel(logging.DEBUG if verbose else QUIET_LEVEL)
 
 
-def state_token_auth(local: bool) -> None:
-    """Set ``RAY_AUTH_MODE`` to what Ray would choose anyway, so that it need not warn about choosing it."""
-    if os.environ.get(AUTH_MODE_ENV) is not None:
-        return  # the user's choice stands
-    if local or _token_available():
-        os.environ[AUTH_MODE_ENV] = "token"
+class _TokenAuthOnNotice(logging.Filter):
+    """Drops Ray's notice that it turned token authentication on (its default); the warning that a
+    cluster runs *without* authentication is kept."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(TOKEN_AUTH_ON_NOTICE)
 
 
-def _token_available() -> bool:
-    try:
-        from ray._raylet import AuthenticationTokenLoader
-    except ImportError:  # a Ray without token auth: nothing to state
-        return False
-    return AuthenticationTokenLoader.instance().has_token(ignore_auth_mode=True)
+_TOKEN_NOTICE_FILTER = _TokenAuthOnNotice()
+
+
+def quiet_token_auth_notice(verbose: bool) -> None:
+    """Ray's "Token authentication is enabled" notice: shown only when verbose. (Setting
+    ``RAY_AUTH_MODE=token`` ourselves would also silence it, but Ray caches its auth mode at import,
+    so a cluster started after that would refuse its own driver.)"""
+    auth_logger = logging.getLogger(TOKEN_AUTH_LOGGER)
+    if verbose:
+        auth_logger.removeFilter(_TOKEN_NOTICE_FILTER)
+    else:
+        auth_logger.addFilter(_TOKEN_NOTICE_FILTER)
 
 
 class KeepDriverLogging:
