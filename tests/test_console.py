@@ -33,3 +33,28 @@ def test_verbose_brings_rays_progress_back(ray_cluster, tmp_path, random_model):
     console = _run(tmp_path, random_model, "verbose", "--verbose")
     assert "bonito-ray: wrote 4 examples" in console
     assert RAY_PROGRESS.search(console), console[-3000:]
+
+
+def test_only_rays_token_auth_on_notice_is_dropped():
+    # Ray's own warnings, emitted by Ray's own functions: "on" (its default) is noise, "off" is not.
+    import logging
+
+    from ray._private.authentication import authentication_token_setup as ray_auth
+
+    from bonito_ray.console import quiet_token_auth_notice
+
+    seen = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())
+    auth_logger = logging.getLogger(ray_auth.__name__)
+    auth_logger.addHandler(handler)
+    try:
+        quiet_token_auth_notice(verbose=False)
+        ray_auth._warn_token_auth_enabled()
+        ray_auth._warn_token_auth_disabled()
+        assert [m.split(".")[0] for m in seen] == ["Token authentication is disabled for this Ray cluster"]
+        quiet_token_auth_notice(verbose=True)
+        ray_auth._warn_token_auth_enabled()
+        assert seen[-1].startswith("Token authentication is enabled")
+    finally:
+        auth_logger.removeHandler(handler)
