@@ -14,7 +14,8 @@ RAY_PROGRESS = re.compile(r"Starting execution of Dataset|Running Dataset")
 
 
 def _run(tmp_path, random_model, name: str, *extra: str):
-    corpus = write_jsonl(tmp_path / f"{name}.jsonl", [f"Passage {i} about otters and the rivers they live in." for i in range(4)])
+    passages = [f"Passage {i} about otters and the rivers they live in." for i in range(4)]
+    corpus = write_jsonl(tmp_path / f"{name}.jsonl", passages)
     done = cli(*job_args(corpus, tmp_path / name, random_model, *extra))
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout + done.stderr
