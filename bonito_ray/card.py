@@ -33,7 +33,8 @@ import pyarrow.dataset as pds
 import pyarrow.fs as pafs
 import yaml
 
-from bonito_ray.schema import CARD_DIR, CARD_FILE, HF_YAML_FILE, REJECTS_DIR, stable_id
+from bonito_ray.schema import (ACCEPTED_FILE_PREFIX, CARD_DIR, CARD_FILE, HF_YAML_FILE, PARQUET_SUFFIX, REJECTS_DIR,
+                               REJECTS_SUFFIX, accepted_dir, is_accepted_file, stable_id)
 from bonito_ray.storage import join, list_files, write_bytes
 
 logger = logging.getLogger(__name__)
@@ -43,7 +44,6 @@ PLOTS_HINT = ("plots need matplotlib: `pip install 'bonito-ray[card]'`, then `bo
               "draws them and rewrites this card")
 _SIZES = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
           (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"), (1_000_000_000, "100M<n<1B"))
-_TASK_DIR = re.compile(r"(?:^|/)task_type=([^/]+)/")
 
 
 @dataclass
@@ -70,10 +70,10 @@ def collect(fs: pafs.FileSystem, root: str) -> dict[str, TaskFigures]:
     figures: dict[str, TaskFigures] = {}
     for path in list_files(fs, root):
         relative = path[len(root) + 1 :]
-        found = _TASK_DIR.match(relative)
-        if found and relative.startswith("task_type=") and relative.endswith(".parquet"):
-            _add_accepted(fs, path, figures.setdefault(found.group(1), TaskFigures(found.group(1))))
-    rejects = [f for f in list_files(fs, join(root, REJECTS_DIR)) if f.endswith(".parquet")]
+        if is_accepted_file(relative):
+            task_type = relative.partition("/")[0]
+            _add_accepted(fs, path, figures.setdefault(task_type, TaskFigures(task_type)))
+    rejects = [f for f in list_files(fs, join(root, REJECTS_DIR)) if f.endswith(REJECTS_SUFFIX)]
     if rejects:
         table = pds.dataset(rejects, filesystem=fs, format="parquet").to_table(
             columns=["task_type", "reason"], filter=pc.is_valid(pc.field("task_type")))
@@ -113,11 +113,14 @@ def size_category(rows: int) -> str:
 
 
 def header(figures: dict[str, TaskFigures], license_: str) -> dict[str, Any]:
-    """The card's YAML header: a config per task type (hive folders) and ``default`` with all of them."""
+    """The card's YAML header: a config per task type (its folder) and ``default`` with all of them."""
+    def files(task_types) -> list[str]:
+        return [f"{accepted_dir(t)}/{ACCEPTED_FILE_PREFIX}*{PARQUET_SUFFIX}" for t in task_types]
+
+    present = [name for name, task in figures.items() if task.accepted]
     configs = [{"config_name": "default", "default": True,
-                "data_files": [{"split": "train", "path": "task_type=*/*.parquet"}]}]
-    configs += [{"config_name": name, "data_files": [{"split": "train", "path": f"task_type={name}/*.parquet"}]}
-                for name, task in figures.items() if task.accepted]
+                "data_files": [{"split": "train", "path": files(present)}]}]
+    configs += [{"config_name": name, "data_files": [{"split": "train", "path": files([name])}]} for name in present]
     return {"license": license_, "size_categories": [size_category(sum(t.accepted for t in figures.values()))],
             "task_categories": ["text-generation"], "tags": ["synthetic", "bonito", "bonito-ray"],
             "configs": configs}
@@ -125,7 +128,8 @@ def header(figures: dict[str, TaskFigures], license_: str) -> dict[str, Any]:
 
 def sample_rows(fs: pafs.FileSystem, root: str, task_type: str, n: int, seed: int = 0) -> list[dict[str, Any]]:
     """``n`` examples of ``task_type`` chosen by a hash of (seed, id): the same whatever the file order."""
-    files = [f for f in list_files(fs, join(root, f"task_type={task_type}")) if f.endswith(".parquet")]
+    files = [f for f in list_files(fs, join(root, accepted_dir(task_type)))
+             if is_accepted_file(f[len(root) + 1 :])]
     if not files or n <= 0:
         return []
     dataset = pds.dataset(files, filesystem=fs, format="parquet")
@@ -143,7 +147,7 @@ def render(figures: dict[str, TaskFigures], manifest: dict[str, Any], *, plots: 
     lines = [f"---\n{head}---", "", "# Synthetic instruction-tuning tasks made with bonito-ray", "",
              "Each passage of a private corpus was crossed with task types and sent to a Bonito-style generator, "
              "which wrote a task (an input with the passage in it, and an output) for each. Every prompt is "
-             "accounted for: accepted ones are the dataset (`task_type=*/`), the others are kept under "
+             "accounted for: accepted ones are the dataset (one folder per task type), the others are kept under "
              "`_rejects/` with their reason. Load one task type with `datasets.load_dataset(OUTPUT, \"ynqa\")`, "
              "all of them with `datasets.load_dataset(OUTPUT)`.", "", "## How it was made", "",
              "| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in provenance(manifest)), "",

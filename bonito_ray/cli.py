@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--card-samples", type=int,
                      help="examples per task type shown in the dataset card; they hold passage text (default: 0)")
     gen.add_argument("--verbose", action="store_const", const=True,
-                     help="also show Ray Data's per-operator progress bars (default: bonito-ray's one line)")
+                     help="also show Ray's own logs and Ray Data's progress (default: bonito-ray's lines only)")
     gen.add_argument("--preview", type=int, metavar="N",
                      help="generate for N passages and print the tasks with their verdicts; writes nothing "
                           "(--output is not needed, and is left untouched)")
@@ -111,7 +111,7 @@ def run_generate(args: argparse.Namespace) -> int:
     plan = plan_job(config, overwrite=args.overwrite)  # bad input, output or model fails here, before cluster work
     try:
         if plan.finished is None:  # a job with nothing to do needs no cluster
-            cluster.connect(config.ray_address)
+            cluster.connect(config.ray_address, verbose=config.verbose)
         print(generate(config, plan=plan).format())
     finally:
         plan.release()

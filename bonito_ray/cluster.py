@@ -18,6 +18,8 @@ import os
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from bonito_ray import console
+
 logger = logging.getLogger(__name__)
 
 PRIVACY_ENV = {
@@ -35,18 +37,26 @@ def resolve_address(address: str | None) -> str:
     return address or os.environ.get(ADDRESS_ENV) or LOCAL
 
 
-def connect(address: str | None = None) -> None:
-    """Connect to the Ray cluster ``resolve_address(address)`` names (a no-op when already connected)."""
+def connect(address: str | None = None, verbose: bool = False) -> None:
+    """Connect to the Ray cluster ``resolve_address(address)`` names (a no-op when already connected).
+
+    Ray's own logs and progress are quiet unless ``verbose`` (see :mod:`bonito_ray.console`)."""
     os.environ.update(PRIVACY_ENV)
+    console.quiet_ray_data(verbose)
     if ray.is_initialized():
         return
     address = resolve_address(address)
+    console.quiet_token_auth_notice(verbose)
+    with console.KeepDriverLogging():
+        if address == LOCAL:
+            ray.init(address=LOCAL, include_dashboard=False, log_to_driver=True,
+                     logging_config=console.ray_logging_config(verbose))
+        else:
+            ray.init(address=address, log_to_driver=True, logging_config=console.ray_logging_config(verbose))
     if address == LOCAL:
-        ray.init(address=LOCAL, include_dashboard=False, log_to_driver=True)
         logger.info("started a private local Ray cluster")
-        return
-    ray.init(address=address, log_to_driver=True)
-    logger.info("joined the Ray cluster at %s", address)
+    else:
+        logger.info("joined the Ray cluster at %s", address)
 
 
 def on_driver_node() -> NodeAffinitySchedulingStrategy:

@@ -78,7 +78,7 @@ class GenerateConfig:
     # The dataset card (bonito_ray.card) and the console: how the dataset is described, not what it holds.
     license: str = "other"  # the card's license field (the corpus's and the generator's terms decide it)
     card_samples: int = 0  # examples per task type shown in the card: 0 keeps passage text out of it
-    verbose: bool = False  # Ray Data's per-operator progress bars on the console, beside bonito-ray's line
+    verbose: bool = False  # Ray's own logs and progress bars on the console (bonito_ray.console)
 
     def __post_init__(self) -> None:
         if not self.input:
@@ -129,10 +129,10 @@ class GenerateConfig:
         _check(self.rows_per_file >= 1, "rows_per_file must be >= 1")
         _check(isinstance(self.dedup, bool), "dedup must be true or false")
         _check(isinstance(self.incremental, bool), "incremental must be true or false")
+        _check(isinstance(self.verbose, bool), "verbose must be true or false")
         _check(0 <= self.max_error_rate <= 1, "max_error_rate must be in [0, 1]")
         _check(self.card_samples >= 0, "card_samples must be >= 0")
         _check(isinstance(self.license, str) and bool(self.license), "license must be a non-empty string")
-        _check(isinstance(self.verbose, bool), "verbose must be true or false")
 
     @property
     def sampling_params(self) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from bonito_ray.schema import LEDGER_FILE
+from bonito_ray.schema import DATA_SUFFIXES, LEDGER_FILE
 from bonito_ray.storage import display_uri, join, list_files, write_bytes, write_parquet
 
 
@@ -48,7 +48,7 @@ def drop_sources(fs: pafs.FileSystem, root: str, sources: list[str], keep: set[s
         return
     for path in list_files(fs, root):
         relative = path[len(root) + 1 :]
-        if not path.endswith(".parquet") or relative.startswith(".") or path in keep:
+        if not path.endswith(DATA_SUFFIXES) or relative.startswith(".") or path in keep:
             continue
         table = pq.read_table(path, filesystem=fs)
         stale = pc.is_in(table["source"], value_set=pc.cast(sources, table.schema.field("source").type))

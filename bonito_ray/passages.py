@@ -2,7 +2,8 @@
 
 Documents of any length become passages that fit the generator: chunks of at most
 ``max_tokens`` tokens of the generator's own tokenizer, cut preferably at a paragraph break,
-else a sentence end, else a line break or a space. Long documents are tokenised a window at a
+else a sentence end, else a line break or a space; a short last chunk is merged into the one before
+it (counted under ``_rejects/stage=chunk``, reason ``merged_tail``). Long documents are tokenised a window at a
 time, so a 50 MB document needs memory for one window, not for the whole document's tokens.
 """
 
@@ -16,7 +17,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from bonito_ray.quarantine import CLEAN_STAGE, write_rejects
+from bonito_ray.quarantine import CHUNK_STAGE, CLEAN_STAGE, write_rejects
 from bonito_ray.schema import PASSAGE_SCHEMA, stable_id
 
 TOO_SHORT = "too_short"
@@ -36,6 +37,10 @@ _SPACES = re.compile(r"[^\S\n]+")
 _BLANK_LINES = re.compile(r"\n{3,}")
 _SENTENCE_END = re.compile(r"[.!?][\"')\]]*\s")
 _CHARS_PER_TOKEN_GUESS = 4.0  # first guess; then measured on each window
+# A last chunk under this many tokens (or a quarter of the chunk size, if less) is merged into the
+# chunk before it: a closing sentence ("This lease is governed by the laws of ...") alone makes junk tasks.
+MIN_TAIL_TOKENS = 64
+MERGED_TAIL = "merged_tail"  # the reason a tail chunk is recorded under _rejects/stage=chunk (counted, not lost)
 
 
 def normalize(text: str) -> str:
@@ -77,25 +82,79 @@ def has_visible_text(text: str) -> bool:
 def chunk(text: str, get_tokenizer: Callable[[], Any], max_tokens: int, overlap: int = 0) -> Iterator[str]:
     """Split ``text`` into chunks of at most ``max_tokens`` tokens, preferring natural breaks.
 
-    ``get_tokenizer`` is called only when ``text`` may be too long, so short passages never load one.
+    A short tail is merged into the chunk before it (see ``chunk_document``).
+    """
+    yield from chunk_document(text, get_tokenizer, max_tokens, overlap)[0]
+
+
+def min_tail_tokens(max_tokens: int) -> int:
+    """The fewest tokens a last chunk may hold: less is too little context for a task of its own."""
+    return min(MIN_TAIL_TOKENS, max_tokens // 4)
+
+
+def chunk_document(text: str, get_tokenizer: Callable[[], Any], max_tokens: int,
+                   overlap: int = 0) -> tuple[list[str], int]:
+    """(chunks, tail tokens merged): ``text`` in chunks of at most ``max_tokens`` tokens.
+
+    Chunks are cut preferably at natural breaks. A last chunk of fewer than ``min_tail_tokens``
+    tokens (a closing sentence after a long clause) is not kept alone: it joins the chunk before
+    it when both fit in ``max_tokens``, else the two are cut again near their middle. The second
+    value is the merged tail's token count (0 when nothing was merged). ``get_tokenizer`` is called
+    only when ``text`` may be too long, so short passages never load one.
     """
     if len(text.encode("utf-8")) + 1 < max_tokens:  # every token covers at least one byte
-        yield text
-        return
+        return [text], 0
     tokenizer = get_tokenizer()
+    pieces = list(_chunks(text, tokenizer, max_tokens, overlap))
+    if len(pieces) < 2:
+        return [piece for _, piece in pieces], 0
+    (last_start, _), (tail_start, tail) = pieces[-2:]
+    tail_tokens = _count(tokenizer, tail)
+    if tail_tokens >= min_tail_tokens(max_tokens):
+        return [piece for _, piece in pieces], 0
+    merged = _merge_tail(text[last_start:], tokenizer, max_tokens, overlap)
+    if merged is None:
+        return [piece for _, piece in pieces], 0
+    return [piece for _, piece in pieces[:-2]] + merged, tail_tokens
+
+
+def _merge_tail(region: str, tokenizer: Any, max_tokens: int, overlap: int) -> list[str] | None:
+    """The last chunk and a short tail (``region``) as one chunk, or cut again near the middle; None if
+    neither fits (the caller keeps them as they were)."""
+    offsets = tokenizer(region, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    if len(offsets) <= max_tokens:
+        return [region.strip()]
+    # Cut no later than min_tail tokens before the end; _best_break cuts in the second half before it.
+    cut = _best_break(region, offsets[len(offsets) - min_tail_tokens(max_tokens)][0])
+    second = cut
+    if overlap:
+        starts = [s for s, _ in offsets if s < cut]
+        second = starts[max(0, len(starts) - overlap)]
+    halves = [region[:cut].strip(), region[second:].strip()]
+    if not all(halves) or any(_count(tokenizer, h) > max_tokens for h in halves):
+        return None
+    return halves
+
+
+def _count(tokenizer: Any, text: str) -> int:
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def _chunks(text: str, tokenizer: Any, max_tokens: int, overlap: int) -> Iterator[tuple[int, str]]:
+    """(start offset in ``text``, chunk) for each chunk of at most ``max_tokens`` tokens."""
     start = 0
     chars_per_token = _CHARS_PER_TOKEN_GUESS
     while start < len(text):
         segment, offsets = _tokenized_window(text, start, tokenizer, max_tokens, chars_per_token)
         if len(offsets) <= max_tokens:  # the rest of the text fits
             if segment.strip():
-                yield segment.strip()
+                yield start, segment.strip()
             return
         chars_per_token = offsets[max_tokens][0] / max_tokens  # size the next window on what this one held
         cut = _best_break(segment, offsets[max_tokens][0])
         piece = segment[:cut].strip()
         if piece:
-            yield piece
+            yield start, piece
         advance = cut
         if overlap:
             starts = [s for s, _ in offsets if s < cut]
@@ -155,9 +214,10 @@ def prepare_passages(documents: pa.Table, *, tokenizer_source: str, max_tokens: 
     """Documents -> normalised, chunked passages; passages that cannot make a task are quarantined."""
     get_tokenizer = functools.partial(load_tokenizer, tokenizer_source)
     specials = special_tokens(tokenizer_source)
-    passages, dropped = [], []
+    passages, dropped, merged = [], [], []
     for doc in documents.to_pylist():
-        for index, text in enumerate(chunk(normalize(doc["context"]), get_tokenizer, max_tokens, overlap)):
+        pieces, tail_tokens = chunk_document(normalize(doc["context"]), get_tokenizer, max_tokens, overlap)
+        for index, text in enumerate(pieces):
             row = {"passage_id": stable_id(doc["source"], doc["position"], index), "source": doc["source"],
                    "position": doc["position"], "chunk": index, "context": text}
             problem = passage_problem(text, specials, min_chars, max_chars)
@@ -165,7 +225,12 @@ def prepare_passages(documents: pa.Table, *, tokenizer_source: str, max_tokens: 
                 dropped.append(row | dict(zip(("reason", "detail"), problem)))
             else:
                 passages.append(row)
+        if tail_tokens:
+            merged.append({"source": doc["source"], "position": doc["position"], "chunk": len(pieces) - 1,
+                           "reason": MERGED_TAIL, "detail": f"a last chunk of {tail_tokens} tokens merged into "
+                                                            f"chunk {len(pieces) - 1}: not prompted alone"})
     write_rejects(output_uri, CLEAN_STAGE, dropped, s3_endpoint)
+    write_rejects(output_uri, CHUNK_STAGE, merged, s3_endpoint)
     return pa.Table.from_pylist(passages, PASSAGE_SCHEMA)
 
 

@@ -18,7 +18,7 @@ import ray
 from ray.data import DataContext
 from ray.data.expressions import col
 
-from bonito_ray import budget, commit, ledger, progress
+from bonito_ray import budget, commit, console, ledger, progress
 from bonito_ray.cluster import on_driver_node
 from bonito_ray.config import DEMO_MODEL, ConfigError, GenerateConfig
 from bonito_ray.corpus import (SkippedFile, check_context_column, input_fingerprint, list_corpus_files,
@@ -137,7 +137,7 @@ def _run_pipeline(config: GenerateConfig, plan: JobPlan, done: np.ndarray) -> No
         logger.warning("using the small CPU demo model: its tasks are for trying bonito-ray out. "
                        "For real data use --engine vllm --model BatsResearch/bonito-v1 on GPUs.")
     _configure_fault_tolerance()
-    configure_console(config.verbose)
+    console.quiet_ray_data(config.verbose)
     storage = {"output_uri": config.output, "s3_endpoint": config.s3_endpoint}
     counter = progress.ProgressCounter.options(scheduling_strategy=on_driver_node()).remote()
     reporter = progress.Reporter(counter, fs, root, plan.output.lease.run_id).start()
@@ -220,15 +220,6 @@ def _configure_fault_tolerance() -> None:
     context.max_errored_blocks = 0
     context.retried_map_errors = True
     context.max_map_retries = MAP_RETRIES
-
-
-def configure_console(verbose: bool) -> None:
-    """Ray Data's per-operator progress bars only with --verbose: bonito-ray's own line says the same, once."""
-    DataContext.get_current().enable_progress_bars = verbose
-    if not verbose:
-        from ray.util.debug import log_once
-
-        log_once("ray_data_progress_manager_disabled")  # spends Ray's one "progress bars disabled" warning
 
 
 def settle_passage_tokens(config: GenerateConfig) -> int:

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from bonito_ray import card, commit
+from bonito_ray import card, commit, console
 from bonito_ray.config import GenerateConfig
 from bonito_ray.corpus import list_corpus_files, read_documents
 from bonito_ray.output import OutputError
@@ -30,11 +30,11 @@ _SHOWN_CHARS = 2_000  # of an input, output or raw generation in the preview
 
 def preview(config: GenerateConfig, passages: int) -> list[dict[str, Any]]:
     """Examples (accepted: ``reason`` None; rejected: ``reason``, ``detail``, ``raw``) for the first ``passages``."""
-    from bonito_ray.pipeline import configure_console, generated_examples, prepared_passages, settle_passage_tokens
+    from bonito_ray.pipeline import generated_examples, prepared_passages, settle_passage_tokens
 
     quiet = copy.copy(config)
     quiet.output = ""  # no side output: quarantined rows are dropped, not written (bonito_ray.quarantine)
-    configure_console(config.verbose)
+    console.quiet_ray_data(config.verbose)
     listing = list_corpus_files(config.input, config.s3_endpoint)
     documents = read_documents(config.input, listing.fs, listing.files, config.context_column, output_uri="",
                                s3_endpoint=config.s3_endpoint)

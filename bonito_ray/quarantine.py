@@ -12,11 +12,12 @@ from collections import Counter
 import pyarrow.dataset as pds
 import pyarrow.fs as pafs
 
-from bonito_ray.schema import REJECT_SCHEMA, REJECTS_DIR, STAGING_DIR, stable_id, table_from_rows
+from bonito_ray.schema import REJECT_SCHEMA, REJECTS_DIR, REJECTS_SUFFIX, STAGING_DIR, stable_id, table_from_rows
 from bonito_ray.storage import join, resolve_filesystem, write_parquet
 
 CORPUS_STAGE = "corpus"
 CLEAN_STAGE = "clean"
+CHUNK_STAGE = "chunk"  # not a drop: a short last chunk merged into the chunk before it (its text is kept)
 
 
 def write_rejects(output_uri: str, stage: str, rows: list[dict], s3_endpoint: str | None = None) -> None:
@@ -28,7 +29,7 @@ def write_rejects(output_uri: str, stage: str, rows: list[dict], s3_endpoint: st
     root = join(output, STAGING_DIR)
     name = stable_id(*sorted(f"{r.get('source')}#{r.get('position')}#{r.get('passage_id')}#{r['reason']}"
                              for r in rows))
-    write_parquet(fs, join(root, REJECTS_DIR, f"stage={stage}", f"rejects-{name}.parquet"),
+    write_parquet(fs, join(root, REJECTS_DIR, f"stage={stage}", f"rejects-{name}{REJECTS_SUFFIX}"),
                   table_from_rows(rows, REJECT_SCHEMA))
 
 

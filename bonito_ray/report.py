@@ -17,8 +17,8 @@ import pyarrow.dataset as pds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from bonito_ray.quarantine import CLEAN_STAGE, CORPUS_STAGE, reject_counts
-from bonito_ray.schema import GENERATION_REJECTS_DIR, MANIFEST_FILE
+from bonito_ray.quarantine import CHUNK_STAGE, CLEAN_STAGE, CORPUS_STAGE, reject_counts
+from bonito_ray.schema import DATA_SUFFIXES, GENERATION_REJECTS_DIR, MANIFEST_FILE, is_accepted_file
 from bonito_ray.stages import ENGINE_ERROR
 from bonito_ray.storage import join, list_files, write_bytes
 
@@ -43,6 +43,7 @@ class RunSummary:
     skipped_done: int = 0
     files: list[dict[str, Any]] = field(default_factory=list)
     nothing_done: str = ""  # why this run found nothing to do (the counts are the dataset's, as it was)
+    tails_merged: int = 0  # short last chunks merged into the chunk before them (not prompted alone)
 
     @property
     def engine_errors(self) -> int:
@@ -59,7 +60,7 @@ class RunSummary:
                         + (f" (resumed: {self.skipped_done} examples were already written)" if self.resumed else ""))
         lines = [
             headline,
-            f"  passages: {self.passages}   prompts: {self.prompts}",
+            f"  passages: {self.passages}   prompts: {self.prompts}   short tail chunks merged: {self.tails_merged}",
             f"  accepted: {sum(self.accepted.values())} ({_counts(self.accepted)})",
             f"  rejected: {sum(self.rejected.values())} ({_counts(self.rejected)})",
             f"  corpus records quarantined: {sum(self.corpus_rejected.values())} ({_counts(self.corpus_rejected)})",
@@ -71,9 +72,8 @@ class RunSummary:
 
 def summarize(fs: pafs.FileSystem, root: str, *, output: str, examples_per_passage: int, **run: Any) -> RunSummary:
     """Count what the dataset at ``root`` holds."""
-    accepted_files = [f for f in list_files(fs, root) if f[len(root) + 1 :].startswith("task_type=")
-                      and f.endswith(".parquet")]
-    reject_files = [f for f in list_files(fs, join(root, GENERATION_REJECTS_DIR)) if f.endswith(".parquet")]
+    accepted_files = [f for f in list_files(fs, root) if is_accepted_file(f[len(root) + 1 :])]
+    reject_files = [f for f in list_files(fs, join(root, GENERATION_REJECTS_DIR)) if f.endswith(DATA_SUFFIXES)]
     accepted, tokens_in, tokens_out = _tally(fs, accepted_files, "task_type")
     rejected, reject_in, reject_out = _tally(fs, reject_files, "reason")
     prompts = sum(accepted.values()) + sum(rejected.values())
@@ -84,6 +84,7 @@ def summarize(fs: pafs.FileSystem, root: str, *, output: str, examples_per_passa
         accepted=dict(accepted), rejected=dict(rejected),
         corpus_rejected=dict(reject_counts(fs, root, CORPUS_STAGE)),
         passages_dropped=dict(reject_counts(fs, root, CLEAN_STAGE)),
+        tails_merged=sum(reject_counts(fs, root, CHUNK_STAGE).values()),
         input_tokens=tokens_in + reject_in, generated_tokens=tokens_out + reject_out, files=files, **run)
 
 
@@ -126,6 +127,7 @@ def stage_counts(summary: RunSummary) -> dict[str, Any]:
         "passages_chunked": summary.passages + dropped,
         "passages_dropped": summary.passages_dropped,
         "passages_prompted": summary.passages,
+        "tail_chunks_merged": summary.tails_merged,
         "prompts": summary.prompts,
         "generated": summary.prompts - summary.engine_errors,
         "parsed": sum(summary.accepted.values()),

@@ -2,12 +2,15 @@
 
 Layout under the output prefix (accepted files are named ``train-*`` so that
 ``datasets.load_dataset("parquet", data_dir=OUTPUT)`` picks them and nothing else, and
-``pyarrow.dataset`` skips every ``_``-prefixed entry)::
+``pyarrow.dataset``, pandas, DuckDB and Polars skip every ``_``- and ``.``-prefixed entry)::
 
-    task_type=<short name>/train-<write id>-<task>.parquet   accepted examples
-    _rejects/stage=corpus/rejects-<hash>.parquet              unreadable corpus records
-    _rejects/stage=clean/rejects-<hash>.parquet               passages filtered out (length, duplicate)
-    _rejects/stage=generation/rejects-<write id>-<task>.parquet  generations that did not parse
+    <short name>/train-<write id>-<task>.parquet              accepted examples, one folder per task type
+    _rejects/stage=corpus/rejects-<hash>.pq                   unreadable corpus records
+    _rejects/stage=clean/rejects-<hash>.pq                    passages filtered out (length, duplicate)
+    _rejects/stage=generation/rejects-<write id>-<task>.pq    generations that did not parse
+
+Only accepted examples end in ``.parquet``: DuckDB and Polars read ``OUTPUT/**/*.parquet`` without
+skipping ``_rejects/``, so reject files (Parquet too) are named ``*.pq`` to stay out of that glob.
     _manifest.json, _SUCCESS                                  written last, when all else is
     _card/README.md, _card/*.png                              the dataset card and its plots (bonito_ray.card)
     .huggingface.yaml                                         the card's configs, for datasets.load_dataset(OUTPUT, name)
@@ -24,6 +27,8 @@ from __future__ import annotations
 import hashlib
 
 import pyarrow as pa
+
+from bonito_ray.tasks import TASK_TYPES
 
 # A document as the corpus reader yields it.
 DOCUMENT_SCHEMA = pa.schema(
@@ -84,6 +89,15 @@ REJECT_SCHEMA = pa.schema(
     ]
 )
 
+# Accepted examples: OUTPUT/<short task name>/train-*.parquet. The folder is a plain name, not a hive
+# partition (`task_type=ynqa`): the files hold a `task_type` string column, and pandas and
+# pyarrow.parquet.read_table read a hive partition as a dictionary column of the same name and refuse
+# to merge the two. Plain folders leave `task_type` to the files, the same for every reader.
+ACCEPTED_FILE_PREFIX = "train-"
+PARQUET_SUFFIX = ".parquet"  # accepted examples
+REJECTS_SUFFIX = ".pq"  # reject files: Parquet, outside the `OUTPUT/**/*.parquet` glob of the accepted examples
+DATA_SUFFIXES = (PARQUET_SUFFIX, REJECTS_SUFFIX)
+LEGACY_ACCEPTED_DIRS = "task_type=*"  # the hive-style folders of earlier versions: --overwrite still clears them
 REJECTS_DIR = "_rejects"
 GENERATION_REJECTS_DIR = f"{REJECTS_DIR}/stage=generation"
 MANIFEST_FILE = "_manifest.json"
@@ -105,11 +119,23 @@ LEASE_FILE = "_lease.json"
 TEMPORARY_PREFIX = ".tmp-"  # a file being written (renamed into place when whole; see bonito_ray.storage)
 # Every entry bonito-ray writes at the top of an output (glob patterns): --overwrite deletes these
 # and nothing else, and an output holding anything else is refused.
-OWNED_ENTRIES = ("task_type=*", REJECTS_DIR, MANIFEST_FILE, SUCCESS_FILE, LEDGER_FILE, STAGING_DIR, CARD_DIR,
-                 HF_YAML_FILE, LEASE_FILE, f"{LEASE_FILE}.*", f"{TEMPORARY_PREFIX}*")
+OWNED_ENTRIES = (*TASK_TYPES, LEGACY_ACCEPTED_DIRS, REJECTS_DIR, MANIFEST_FILE, SUCCESS_FILE, LEDGER_FILE, STAGING_DIR,
+                 CARD_DIR, HF_YAML_FILE, LEASE_FILE, f"{LEASE_FILE}.*", f"{TEMPORARY_PREFIX}*")
 # The output lease: a run renews it every TTL/5 seconds; one not renewed for TTL seconds is taken over.
 LEASE_TTL_SECONDS = 300.0
 LEASE_TTL_ENV = "BONITO_RAY_LEASE_TTL"  # seconds; overrides LEASE_TTL_SECONDS
+
+
+def accepted_dir(task_type: str) -> str:
+    """The folder (relative to the output root) of ``task_type``'s accepted examples."""
+    return task_type
+
+
+def is_accepted_file(relative: str) -> bool:
+    """Whether ``relative`` (a path under an output or staging root) is a file of accepted examples."""
+    folder, _, name = relative.partition("/")
+    return folder in TASK_TYPES and name.startswith(ACCEPTED_FILE_PREFIX) and "/" not in name \
+        and name.endswith(PARQUET_SUFFIX)
 
 
 def stable_id(*parts: object) -> str:

@@ -52,6 +52,22 @@ def resolve_filesystem(uri: str, s3_endpoint: str | None = None) -> tuple[pafs.F
         return pafs.PyFileSystem(pafs.FSSpecHandler(fsspec.filesystem(scheme))), path.rstrip("/")
 
 
+def driver_path(uri: str | None, only_existing: bool = False) -> str | None:
+    """A local path made absolute against the driver's working directory; a URI (or None) as it is.
+
+    User paths are resolved on the driver, before any work goes to Ray workers, whose working
+    directory is not the user's (Ray Train runs each worker in its own trial folder). With
+    ``only_existing``, a path that does not exist here is left as it is: a model argument that is
+    not a local folder is a hub id (``org/name``).
+    """
+    if not uri or "://" in uri:
+        return uri
+    local = os.path.expanduser(uri)
+    if only_existing and not os.path.exists(local):
+        return uri
+    return os.path.abspath(local)
+
+
 def display_uri(uri: str, path: str) -> str:
     """The URI form of ``path`` (as the filesystem lists it) on the filesystem ``uri`` points into."""
     if "://" not in uri:

@@ -1,4 +1,4 @@
-"""The dataset writer: accepted examples partitioned by task type, rejects kept beside them.
+"""The dataset writer: accepted examples in one folder per task type, rejects kept beside them.
 
 One Ray Data datasink writes both into the run's staging dir, so the pipeline is computed once.
 Each write task writes one accepted file per task type it saw and one rejects file; each file
@@ -7,7 +7,6 @@ appears whole or not at all. Engine errors are reported to the job's error budge
 
 from __future__ import annotations
 
-import re
 import uuid
 
 import pyarrow as pa
@@ -16,12 +15,11 @@ import ray
 from ray.data import Datasink
 from ray.data.block import BlockAccessor
 
-from bonito_ray.schema import ACCEPTED_SCHEMA, GENERATION_REJECTS_DIR, REJECT_SCHEMA, STAGING_DIR, conform
+from bonito_ray.schema import (ACCEPTED_FILE_PREFIX, ACCEPTED_SCHEMA, GENERATION_REJECTS_DIR, PARQUET_SUFFIX,
+                               REJECT_SCHEMA, REJECTS_SUFFIX, STAGING_DIR, accepted_dir, conform)
+from bonito_ray.tasks import TASK_TYPES
 from bonito_ray.stages import ENGINE_ERROR
 from bonito_ray.storage import join, resolve_filesystem, write_parquet
-
-_PARTITION_VALUE = re.compile(r"^[a-z][a-z_]*$")
-
 
 class SyntheticDatasetSink(Datasink):
     """Writes example rows (``reason`` null: accepted; else rejected) under ``OUTPUT/.staging``."""
@@ -49,19 +47,20 @@ class SyntheticDatasetSink(Datasink):
         rejected = table.filter(pc.is_valid(table["reason"]))
         name = f"{self.write_id}-{ctx.task_idx:06d}"
         for task_type in sorted(set(accepted["task_type"].to_pylist())):
-            if not _PARTITION_VALUE.match(task_type):  # a partition value must never escape the output prefix
-                raise ValueError(f"refusing to write partition task_type={task_type!r}")
+            if task_type not in TASK_TYPES:  # a folder name taken from data must never escape the output prefix
+                raise ValueError(f"refusing to write accepted examples of unknown task type {task_type!r}")
             rows = conform(accepted.filter(pc.equal(accepted["task_type"], task_type)), ACCEPTED_SCHEMA)
-            self._write_files(fs, join(root, f"task_type={task_type}", f"train-{name}"), rows)
+            self._write_files(fs, join(root, accepted_dir(task_type), f"{ACCEPTED_FILE_PREFIX}{name}"), rows,
+                              PARQUET_SUFFIX)
         if rejected.num_rows:
             self._write_files(fs, join(root, GENERATION_REJECTS_DIR, f"rejects-{name}"),
-                              conform(rejected, REJECT_SCHEMA))
+                              conform(rejected, REJECT_SCHEMA), REJECTS_SUFFIX)
         if self.error_budget is not None:
             errors = pc.sum(pc.equal(table["reason"], ENGINE_ERROR)).as_py() or 0
             ray.get(self.error_budget.record.remote(table.num_rows, errors))
         return table.num_rows
 
-    def _write_files(self, fs, stem: str, table: pa.Table) -> None:
-        """``table`` as files of at most ``rows_per_file`` rows: ``<stem>-<k>.parquet``."""
+    def _write_files(self, fs, stem: str, table: pa.Table, suffix: str) -> None:
+        """``table`` as files of at most ``rows_per_file`` rows: ``<stem>-<k><suffix>``."""
         for k, start in enumerate(range(0, table.num_rows, self.rows_per_file)):
-            write_parquet(fs, f"{stem}-{k:04d}.parquet", table.slice(start, self.rows_per_file))
+            write_parquet(fs, f"{stem}-{k:04d}{suffix}", table.slice(start, self.rows_per_file))

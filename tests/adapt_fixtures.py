@@ -38,14 +38,14 @@ def write_generated_dataset(root: Path, rows: list[dict], schema: pa.Schema = AC
     """The on-storage layout of ``bonito-ray generate`` output, with a reject, the marker files and the
     staging copy of an unfinished re-run beside it: readers must see the accepted ``rows`` only."""
     for task_type in sorted({r["task_type"] for r in rows}):
-        for part in (root / f"task_type={task_type}", root / STAGING_DIR / f"task_type={task_type}"):
+        for part in (root / task_type, root / STAGING_DIR / task_type):
             part.mkdir(parents=True, exist_ok=True)
             pq.write_table(table_from_rows([r for r in rows if r["task_type"] == task_type], schema),
                            part / "train-w1-000000.parquet")
     rejects = root / GENERATION_REJECTS_DIR
     rejects.mkdir(parents=True, exist_ok=True)
     pq.write_table(table_from_rows([{"id": "rejected", "task_type": "ynqa", "reason": "no_separator",
-                                     "raw": "noise"}], REJECT_SCHEMA), rejects / "rejects-w1-000000.parquet")
+                                     "raw": "noise"}], REJECT_SCHEMA), rejects / "rejects-w1-000000.pq")
     (root / "_manifest.json").write_text(json.dumps({"summary": {}}))
     (root / "_SUCCESS").write_text("")
     return root

@@ -237,7 +237,7 @@ def test_start_records_the_run_then_resumes_the_same_identity(tmp_path):
 def test_a_different_run_is_refused_once_it_staged_examples(tmp_path):
     fs, root = LocalFileSystem(), str(tmp_path)
     commit.start_or_resume(fs, root, {"model": "m", "seed": 1, "n": 1})
-    write_rows(tmp_path / ".staging" / "task_type=ynqa" / "train-a-0.parquet", [{"id": "00" * 16, "source": "s"}])
+    write_rows(tmp_path / ".staging" / "ynqa" / "train-a-0.parquet", [{"id": "00" * 16, "source": "s"}])
     with pytest.raises(commit.ResumeMismatchError) as err:
         commit.start_or_resume(fs, root, {"model": "m", "seed": 2, "n": 1, "extra": True})
     assert str(err.value) == (f"{root} holds an unfinished run with a different extra, seed; "
@@ -247,7 +247,7 @@ def test_a_different_run_is_refused_once_it_staged_examples(tmp_path):
 def test_a_different_run_that_staged_no_examples_starts_over(tmp_path, caplog):
     fs, root = LocalFileSystem(), str(tmp_path)
     commit.start_or_resume(fs, root, {"model": "m", "seed": 1})
-    write_rows(tmp_path / ".staging" / "_rejects" / "stage=clean" / "rejects-x.parquet", [{"id": None, "source": "s"}])
+    write_rows(tmp_path / ".staging" / "_rejects" / "stage=clean" / "rejects-x.pq", [{"id": None, "source": "s"}])
     with caplog.at_level(logging.INFO, logger="bonito_ray.commit"):
         assert commit.start_or_resume(fs, root, {"model": "n", "seed": 2}) is False
     assert (f"{root}: an unfinished run with a different model, seed staged no examples; starting over"
@@ -259,14 +259,15 @@ def test_example_files_are_the_accepted_and_generation_reject_parquet_files(tmp_
     fs, root = LocalFileSystem(), str(tmp_path)
     row = [{"id": "00" * 16, "source": "s"}]
     wanted = {
-        "staged": [".staging/_rejects/stage=generation/rejects-a.parquet", ".staging/task_type=qa/train-a.parquet"],
-        "committed": ["_rejects/stage=generation/rejects-b.parquet", "task_type=ynqa/train-b.parquet"],
+        "staged": [".staging/_rejects/stage=generation/rejects-a.pq", ".staging/qa/train-a.parquet"],
+        "committed": ["_rejects/stage=generation/rejects-b.pq", "ynqa/train-b.parquet"],
     }
     for relative in wanted["staged"] + wanted["committed"] + [
-            "_rejects/stage=clean/rejects-c.parquet", ".staging/_rejects/stage=corpus/rejects-d.parquet",
-            "task_type=ynqa/notes.txt", "other/task_type=ynqa/x.parquet", "_rejects/stage=generation.parquet"]:
+            "_rejects/stage=clean/rejects-c.pq", ".staging/_rejects/stage=corpus/rejects-d.pq",
+            "ynqa/notes.txt", "ynqa/x.parquet", "other/ynqa/train-x.parquet", "notatask/train-x.parquet",
+            "ynqa/deeper/train-x.parquet", "_rejects/stage=generation.parquet"]:
         write_rows(tmp_path / relative, row)
-    (tmp_path / "task_type=ynqa" / "notes.txt").write_text("not parquet")
+    (tmp_path / "ynqa" / "notes.txt").write_text("not parquet")
     staged = [f"{root}/{r}" for r in wanted["staged"]]
     committed = [f"{root}/{r}" for r in wanted["committed"]]
     assert commit.staged_example_files(fs, root) == staged
@@ -279,9 +280,9 @@ def test_done_ids_are_sorted_unique_and_skip_committed_rows_of_stale_sources(tmp
     fs, root = SubTreeFileSystem(str(tmp_path), LocalFileSystem()), "out"
     assert commit.done_ids(fs, root).dtype == np.dtype("S16") and len(commit.done_ids(fs, root)) == 0
     a, b, c, d = (f"{i:032x}" for i in (4, 3, 2, 1))
-    write_rows(tmp_path / "out" / ".staging" / "task_type=ynqa" / "train-x.parquet",
+    write_rows(tmp_path / "out" / ".staging" / "ynqa" / "train-x.parquet",
                [{"id": a, "source": "stale.jsonl"}, {"id": b, "source": "ok.jsonl"}])
-    write_rows(tmp_path / "out" / "task_type=ynqa" / "train-y.parquet",
+    write_rows(tmp_path / "out" / "ynqa" / "train-y.parquet",
                [{"id": b, "source": "ok.jsonl"}, {"id": c, "source": "stale.jsonl"}, {"id": d, "source": "ok.jsonl"}])
     done = commit.done_ids(fs, root, stale_sources=["stale.jsonl"])
     assert done.dtype == np.dtype("S16")
@@ -298,7 +299,7 @@ def test_staged_data_is_every_staged_file_but_the_records_and_temporaries():
     assert not commit._is_staged_data("_commit.json")
     assert not commit._is_staged_data(".tmp-123")
     assert not commit._is_staged_data("task_type=ynqa/.tmp-train-a.parquet")
-    assert not commit._is_staged_data("_rejects/stage=generation/.tmp-rejects-a.parquet")
+    assert not commit._is_staged_data("_rejects/stage=generation/.tmp-rejects-a.pq")
     assert commit._is_staged_data("task_type=ynqa/train.tmp-a.parquet")
 
 
@@ -383,7 +384,7 @@ def test_locations_normalise_schemes_paths_and_globs(tmp_path, monkeypatch):
 
 
 def test_foreign_entries_are_sorted_and_folders_marked(tmp_path):
-    for owned in ("task_type=a", "_rejects", ".staging"):
+    for owned in ("task_type=a", "ynqa", "_rejects", ".staging"):
         (tmp_path / owned).mkdir()
     for owned in ("_manifest.json", "_SUCCESS", "_ledger.json", "_lease.json", "_lease.json.1", ".tmp-9"):
         (tmp_path / owned).write_text("")
@@ -476,8 +477,8 @@ def test_an_unfinished_or_foreign_made_output_is_not_finished(tmp_path):
     fs = LocalFileSystem()
     out = output.Output("OUT", fs, str(tmp_path), _FakeLease())
     assert out.finished({}, incremental=False, has_work=False) is None  # empty
-    (tmp_path / "task_type=a").mkdir()
-    write_rows(tmp_path / "task_type=a" / "train-0.parquet", [{"id": "00" * 16, "source": "s"}])
+    (tmp_path / "ynqa").mkdir()
+    write_rows(tmp_path / "ynqa" / "train-0.parquet", [{"id": "00" * 16, "source": "s"}])
     with pytest.raises(output.OutputExistsError) as err:
         out.finished({}, incremental=False, has_work=False)
     assert str(err.value) == ("output OUT holds a bonito-ray dataset without _SUCCESS or a run record to resume "

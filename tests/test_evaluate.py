@@ -1,6 +1,7 @@
 """Evaluation on a real local Ray cluster: zero-shot and adapted scores match direct computation."""
 
 import json
+import os
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -97,11 +98,19 @@ def test_zero_shot_and_adapted_match_direct_scoring(ray_cluster, target, tmp_pat
     assert table.splitlines()[-1].startswith("average")
 
 
-def test_zero_shot_only_without_adapter(ray_cluster, target, tmp_path):
+def test_zero_shot_only_without_adapter(ray_cluster, target, tmp_path, monkeypatch):
+    # From another working folder with relative paths: the driver resolves them before Ray's actors
+    # (their own working folder) read them, and the report lands where it was asked for.
     model_dir, _ = target
-    ynqa, _ = write_sets(tmp_path)
-    report = evaluate(EvaluateConfig(eval_sets=[ynqa], model=model_dir))
+    write_sets(tmp_path)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    assert main(["evaluate", "--eval-set", "../ynqa.jsonl", "--model", os.path.relpath(model_dir, work),
+                 "--output", "reports/zero-shot.json"]) == 0
+    report = json.loads((work / "reports" / "zero-shot.json").read_text())
     assert report["adapter"] is None and "adapted" not in report["sets"][0]
+    assert report["sets"][0]["examples"] == len(YNQA)
     assert "adapted" not in format_table(report)
 
 

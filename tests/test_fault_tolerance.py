@@ -24,7 +24,7 @@ from pyarrow.fs import LocalFileSystem
 from bonito_ray.commit import ResumeMismatchError, done_ids, example_files
 from bonito_ray.config import GenerateConfig
 from bonito_ray.pipeline import generate
-from bonito_ray.schema import GENERATION_REJECTS_DIR, stable_id
+from bonito_ray.schema import DATA_SUFFIXES, GENERATION_REJECTS_DIR, is_accepted_file, stable_id
 from bonito_ray.storage import resolve_filesystem
 from tests.corpus_files import write_jsonl
 from tests.faults import FaultyS3Proxy, flaky_stage, killable_hf_generator
@@ -144,7 +144,7 @@ def test_a_batch_that_keeps_failing_fails_the_job_and_commits_nothing(ray_cluste
     with pytest.raises(Exception, match="injected engine failure"):
         generate(GenerateConfig(input=str(corpus), output=str(out), engine="echo", model=random_model))
     assert len(list((tmp_path / "faults").iterdir())) == 1 + pipeline.MAP_RETRIES  # tried, retried, then failed
-    assert not (out / "_SUCCESS").exists() and not list(out.glob("task_type=*"))
+    assert not (out / "_SUCCESS").exists() and not list(out.glob("*/train-*.parquet"))
 
 
 def test_s3_errors_outlasting_the_clients_retries_are_retried_not_quarantined(ray_cluster, random_model,
@@ -202,7 +202,7 @@ def test_error_budget_fails_a_systematically_failing_job_and_no_other_job_resume
     assert not (out / "_SUCCESS").exists()
 
     # What that real, unfinished run staged is mixed with no other configuration's, nor another input's.
-    assert list((out / ".staging").rglob("rejects-*.parquet"))
+    assert list((out / ".staging").rglob("rejects-*.pq"))
     left = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
     with pytest.raises(ResumeMismatchError, match="different n"):
         generate(dataclasses.replace(config, n=2))
@@ -232,8 +232,8 @@ def test_manifest_records_stages_config_versions_and_input(ray_cluster, random_m
     assert stages["written_rows"] == 20 and stages["tokens_in"] > 0
     assert manifest["config"]["task_types"] == ["ynqa", "nli"] and manifest["versions"]["ray"] == ray.__version__
     assert len(manifest["input_fingerprint"]) == 32
-    assert sorted(f["path"].split("/")[0] for f in manifest["summary"]["files"]) == ["task_type=nli", "task_type=ynqa"]
-    data_files = [p for p in out.rglob("*.parquet") if p.relative_to(out).parts[0].startswith("task_type=")
+    assert sorted(f["path"].split("/")[0] for f in manifest["summary"]["files"]) == ["nli", "ynqa"]
+    data_files = [p for p in out.rglob("*") if p.suffix in DATA_SUFFIXES and is_accepted_file(str(p.relative_to(out)))
                   or str(p.relative_to(out)).startswith(GENERATION_REJECTS_DIR)]
     assert {f["path"]: f["rows"] for f in manifest["summary"]["files"]} == {
         str(p.relative_to(out)): pq.ParquetFile(p).metadata.num_rows for p in data_files}
@@ -251,6 +251,6 @@ def test_a_partition_value_cannot_escape_the_output_prefix(tmp_path):
     row = {name: None for name in EXAMPLE_SCHEMA.names} | {"id": "x", "task_type": "../../escaped"}
     block = conform(pa.Table.from_pylist([row]), EXAMPLE_SCHEMA)
     sink = SyntheticDatasetSink(str(tmp_path / "out"), rows_per_file=10)
-    with pytest.raises(ValueError, match="refusing to write partition"):
+    with pytest.raises(ValueError, match="refusing to write accepted examples of unknown task type"):
         sink.write([block], SimpleNamespace(task_idx=0))
-    assert not list(tmp_path.rglob("*.parquet"))
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]

@@ -1,6 +1,7 @@
 """LoRA fine-tuning on Ray Train with tiny local models: it learns, it resumes after a kill, it refuses bad input."""
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -85,15 +86,20 @@ def latest_registered_step(run: Path) -> int:
     return latest["metrics"]["step"] if latest else 0
 
 
-def test_killed_finetune_resumes_from_its_last_checkpoint(ray_cluster, target, dataset, tmp_path, capsys):
+def test_killed_finetune_resumes_from_its_last_checkpoint(ray_cluster, target, dataset, tmp_path, capsys,
+                                                          monkeypatch):
     import ray
 
-    out = tmp_path / "run"
-    command = [sys.executable, "-m", "bonito_ray.cli", "finetune", "--model", target, "--dataset", dataset,
-               "--output", str(out), "--lora-rank", "8", "--batch-size", "2", "--per-device-batch-size", "2",
-               "--max-steps", "12", "--checkpoint-every", "2", "--validation-fraction", "0",
-               "--ray-address", ray.get_runtime_context().gcs_address]
-    first = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # Run from another working folder with relative paths, as a user would: the driver resolves them
+    # (Ray Train workers have their own working folder) and prints where the adapter really is.
+    work = tmp_path / "work"
+    work.mkdir()
+    out = work / "out" / "run"
+    command = [sys.executable, "-m", "bonito_ray.cli", "finetune", "--model", os.path.relpath(target, work),
+               "--dataset", os.path.relpath(dataset, work), "--output", "out/run", "--lora-rank", "8",
+               "--batch-size", "2", "--per-device-batch-size", "2", "--max-steps", "12", "--checkpoint-every", "2",
+               "--validation-fraction", "0", "--ray-address", ray.get_runtime_context().gcs_address]
+    first = subprocess.Popen(command, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 90
         while latest_registered_step(out) == 0 and first.poll() is None and time.monotonic() < deadline:
@@ -106,12 +112,16 @@ def test_killed_finetune_resumes_from_its_last_checkpoint(ray_cluster, target, d
     assert 0 < killed_at < 12
 
     # The same command again (in this process, to spare a second interpreter start-up).
+    monkeypatch.chdir(work)
     assert main(command[3:]) == 0
     summary = json.loads((out / "finetune_summary.json").read_text())
     resumed = summary["resumed_from_step"]
     # Workers of the killed driver may register one more checkpoint before Ray reaps them.
     assert killed_at <= resumed < 12 and resumed % 2 == 0 and summary["steps"] == 12
-    assert f"resumed from step {resumed}" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert f"resumed from step {resumed}" in printed
+    adapter = [line.split("adapter: ", 1)[1] for line in printed.splitlines() if "adapter: " in line]
+    assert adapter == [str(out / "adapter")] and (out / "adapter" / "adapter_config.json").exists()
     # The history spans both runs: steps up to the checkpoint from the first, the rest from the second.
     assert [step for step, _ in summary["train_loss"]] == list(range(1, 13))
 
@@ -163,3 +173,18 @@ def test_chat_prompt_format_uses_the_template(tmp_path):
     ids = encode_prompt(tokenizer, "Is rent due?", "chat")
     assert tokenizer.decode(ids) == "<s>[INST] Is rent due? [/INST]"
     assert ids.count(tokenizer.bos_token_id) == 1  # the template's BOS, not a second one from the tokenizer
+
+
+def test_user_paths_are_resolved_on_the_driver(tmp_path, monkeypatch):
+    from bonito_ray.adapt.evaluate import EvaluateConfig
+
+    (tmp_path / "models" / "tiny").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    config = FinetuneConfig(model="models/tiny", dataset="out/demo", output="out/ft")
+    assert (config.model, config.dataset, config.output) == (
+        str(tmp_path / "models" / "tiny"), str(tmp_path / "out" / "demo"), str(tmp_path / "out" / "ft"))
+    assert FinetuneConfig(model="org/name", dataset="s3://b/d", output="s3://b/o").model == "org/name"  # a hub id
+    evaluation = EvaluateConfig(eval_sets=["evals/a.jsonl"], model="models/tiny", adapter="out/ft/adapter")
+    assert evaluation.eval_sets == [str(tmp_path / "evals" / "a.jsonl")]
+    assert (evaluation.model, evaluation.adapter) == (str(tmp_path / "models" / "tiny"),
+                                                      str(tmp_path / "out" / "ft" / "adapter"))

@@ -17,9 +17,11 @@ Each checker returns a list of problems; the last tests feed them broken input t
 from __future__ import annotations
 
 import copy
+import os
 import json
 import re
 import shlex
+import subprocess
 import sys
 from functools import cache
 from pathlib import Path
@@ -38,7 +40,11 @@ ROOT = Path(__file__).resolve().parents[1]
 INFRA = ROOT / "infra"
 K8S = INFRA / "k8s"
 DOCKERFILE = INFRA / "Dockerfile"
-CRD_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "kuberay-crds"
+# The CRDs are KubeRay's own files, kept outside the repository; BONITO_RAY_KUBERAY_CRDS points elsewhere.
+CRD_DIR = Path(os.environ.get("BONITO_RAY_KUBERAY_CRDS")
+               or Path(__file__).resolve().parents[1].parent / "shared" / "kuberay-crds")
+KUBERAY_COMMIT = "feeaf72facab4881ba2b179248bb67315634e229"  # the KubeRay sources the tested CRDs come from
+CRD_FILES = ("ray.io_rayclusters.yaml", "ray.io_rayjobs.yaml", "ray.io_raycronjobs.yaml")
 # Oldest Kubernetes the manifests claim to support (docs/deploy.md), and the newest schema available.
 KUBE_VERSIONS = ("1.30", "latest")
 NAMESPACE = "bonito-ray"
@@ -198,7 +204,16 @@ def core_problems(body: dict[str, Any], version: str) -> list[str]:
 
 def _need_crds() -> None:
     if not CRD_DIR.is_dir() or not any(CRD_DIR.glob("*.yaml")):
-        pytest.skip(f"KubeRay CRDs not found at {CRD_DIR} (expected beside the repository, in shared/kuberay-crds)")
+        pytest.skip(crds_missing_reason())
+
+
+def crds_missing_reason() -> str:
+    """Where the KubeRay CRDs were looked for, where to get them and how to point the tests at them."""
+    base = f"https://raw.githubusercontent.com/ray-project/kuberay/{KUBERAY_COMMIT}/ray-operator/config/crd/bases"
+    return (f"KubeRay CRDs not found at {CRD_DIR}: download {', '.join(CRD_FILES)} from KubeRay's "
+            f"ray-operator/config/crd/bases (the tested copies: commit {KUBERAY_COMMIT[:12]}; any KubeRay release "
+            f">= 1.6.0 has all three; "
+            f"e.g. curl -LO {base}/{CRD_FILES[0]}) into a folder and set BONITO_RAY_KUBERAY_CRDS to it")
 
 
 def _need_kubernetes_validate() -> None:
@@ -668,3 +683,18 @@ def test_dockerfile_checks_can_fail(tmp_path, monkeypatch):
         assert "AWS_SECRET_ACCESS_KEY" in info["env"] and not info["workdir"]
     finally:
         dockerfile.cache_clear()
+
+
+def test_without_the_crds_the_skip_says_where_to_get_them_and_how_to_point_at_them(tmp_path):
+    empty = tmp_path / "no-crds"
+    empty.mkdir()
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:randomly", "-p", "no:cacheprovider",
+         f"{Path(__file__)}::test_raycronjob_job_template_is_a_valid_rayjob_spec"],
+        env={**os.environ, "BONITO_RAY_KUBERAY_CRDS": str(empty)}, cwd=ROOT, capture_output=True, text=True,
+        timeout=120)
+    assert done.returncode == 0 and " skipped" in done.stdout, done.stdout[-2000:]
+    reason = " ".join(done.stdout.split())  # pytest wraps long reasons
+    assert f"KubeRay CRDs not found at {empty}" in reason
+    assert f"raw.githubusercontent.com/ray-project/kuberay/{KUBERAY_COMMIT}/ray-operator/config/crd/bases" in reason
+    assert "BONITO_RAY_KUBERAY_CRDS" in reason and all(name in reason for name in CRD_FILES)

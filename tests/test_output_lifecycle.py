@@ -76,8 +76,8 @@ def one_line_error(done: subprocess.CompletedProcess) -> str:
 def test_states_are_read_from_the_markers(tmp_path):
     fs, out = LocalFileSystem(), tmp_path / "out"
     assert inspect(fs, str(out)) is State.EMPTY
-    (out / "task_type=ynqa").mkdir(parents=True)
-    (out / "task_type=ynqa" / "train-a-0.parquet").write_bytes(b"x")
+    (out / "ynqa").mkdir(parents=True)
+    (out / "ynqa" / "train-a-0.parquet").write_bytes(b"x")
     assert inspect(fs, str(out)) is State.INCOMPLETE  # files, and nothing saying how they got there
     (out / "_SUCCESS").write_bytes(b"")
     assert inspect(fs, str(out)) is State.COMMITTED
@@ -183,13 +183,15 @@ def test_overwrite_deletes_every_owned_entry_and_nothing_else(ray_cluster, rando
     generate(GenerateConfig(input=str(corpus), output=str(out), engine="echo", model=random_model,
                             task_types=["ynqa", "nli"], incremental=True))
     (out / ".tmp-0123-_manifest.json").write_text("left by a killed write")
-    (out / "task_type=exqa").mkdir()  # a task type the new run will not produce
-    (out / "task_type=exqa" / "train-old-0.parquet").write_bytes(b"old")
+    (out / "exqa").mkdir()  # a task type the new run will not produce
+    (out / "exqa" / "train-old-0.parquet").write_bytes(b"old")
+    (out / "task_type=nli").mkdir()  # the hive-style folder of an earlier version
+    (out / "task_type=nli" / "train-old-0.parquet").write_bytes(b"old")
     summary = generate(GenerateConfig(input=str(corpus), output=str(out), engine="echo", model=random_model,
                                       task_types=["ynqa"]), overwrite=True)
     assert summary.accepted == {"ynqa": 4}
     assert sorted(p.name for p in out.iterdir()) == [".huggingface.yaml", "_SUCCESS", "_card", "_manifest.json",
-                                                     "task_type=ynqa"]
+                                                     "ynqa"]
     assert all(any(Path(name).match(pattern) for pattern in OWNED_ENTRIES) for name in os.listdir(out))
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from bonito_ray.passages import _best_break, chunk, normalize, passage_token_budget
+from bonito_ray.passages import _best_break, _chunks, chunk, chunk_document, min_tail_tokens, normalize, passage_token_budget
 from tests.tiny_models import build_tokenizer, sample_passages
 
 
@@ -82,3 +82,41 @@ def test_passage_budget_keeps_prompt_and_generation_in_the_window(tokenizer):
     assert passage_token_budget(tokenizer, window=32768, max_tokens=256) == 2048  # Bonito's training length
     with pytest.raises(ValueError, match="no room for a passage"):
         passage_token_budget(tokenizer, window=256, max_tokens=256)
+
+
+def test_a_short_tail_joins_the_chunk_before_it_when_both_fit(tokenizer):
+    body = long_document(4)
+    tail = "The tenant pays rent on day 3."  # 9 tokens of the test tokenizer
+    text = body + "\n\n" + tail
+    budget = n_tokens(tokenizer, text) - 3  # too long for one chunk by a few tokens: the tail would be alone
+    pieces, merged = chunk_document(text, lambda: tokenizer, budget)
+    assert merged == n_tokens(tokenizer, tail) < min_tail_tokens(budget)
+    assert pieces[-1].endswith(tail) and pieces[-1] != tail  # merged, not alone
+    assert all(n_tokens(tokenizer, p) <= budget for p in pieces)
+    assert " ".join(" ".join(p.split()) for p in pieces) == " ".join(text.split())  # nothing lost or repeated
+    assert list(chunk(text, lambda: tokenizer, budget)) == pieces
+
+
+@pytest.mark.parametrize("overlap", [0, 5])
+def test_a_short_tail_that_cannot_join_is_cut_again_with_its_neighbour(tokenizer, overlap):
+    body = " ".join(sample_passages(40)[:8])  # sentences: breaks all along
+    tail = "The tenant pays rent on day 3."  # 9 tokens of the test tokenizer
+    text = body + "\n\n" + tail
+    budget = n_tokens(tokenizer, body) + 4  # the body fits, body + tail does not: the tail would be alone
+    alone = [p for _, p in _chunks(text, tokenizer, budget, overlap)][-1]  # unmerged: the tail (and overlap)
+    assert alone.endswith(tail) and n_tokens(tokenizer, alone) < min_tail_tokens(budget)
+    pieces, merged = chunk_document(text, lambda: tokenizer, budget, overlap)
+    assert merged == n_tokens(tokenizer, alone) and len(pieces) == 2
+    assert all(n_tokens(tokenizer, p) <= budget for p in pieces)
+    assert n_tokens(tokenizer, pieces[-1]) >= min_tail_tokens(budget) and pieces[-1].endswith(tail)
+    if not overlap:
+        assert " ".join(" ".join(p.split()) for p in pieces) == " ".join(text.split())
+    else:
+        assert pieces[1].startswith(shared_text(pieces[0], pieces[1])) and shared_text(pieces[0], pieces[1]).strip()
+
+
+def test_a_long_enough_tail_and_a_single_chunk_are_left_alone(tokenizer):
+    assert chunk_document("Rent is due.", lambda: tokenizer, 64) == (["Rent is due."], 0)
+    text = long_document(30)
+    pieces, merged = chunk_document(text, lambda: tokenizer, 120)
+    assert merged == 0 or n_tokens(tokenizer, pieces[-1]) >= min_tail_tokens(120)

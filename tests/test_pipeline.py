@@ -15,7 +15,7 @@ import yaml
 
 from bonito_ray.config import GenerateConfig
 from bonito_ray.pipeline import OutputExistsError, generate
-from bonito_ray.schema import ACCEPTED_SCHEMA, GENERATION_REJECTS_DIR
+from bonito_ray.schema import ACCEPTED_SCHEMA, DATA_SUFFIXES, GENERATION_REJECTS_DIR
 from tests.corpus_files import write_jsonl
 from tests.tiny_models import sample_passages
 
@@ -45,19 +45,18 @@ def test_echo_engine_end_to_end(ray_cluster, random_model, tmp_path):
     rows = accepted(out)
     assert len(rows) == 120 and len({r["id"] for r in rows}) == 120
     assert sorted(p.name for p in out.iterdir()) == [
-        ".huggingface.yaml", "_SUCCESS", "_card", "_manifest.json", "_rejects", "task_type=exqa", "task_type=ynqa"]
+        ".huggingface.yaml", "_SUCCESS", "_card", "_manifest.json", "_rejects", "exqa", "ynqa"]
     first = next(r for r in rows if r["position"] == 1 and r["task_type"] == "ynqa" and r["sample_index"] == 1)
     assert first["context"] == passages[0] and first["chunk"] == 0  # normalised: surrounding space trimmed
     assert first["input"] == passages[0] + "\nWhat does the passage above begin with?"
     assert first["output"] == passages[0][:40]
     assert first["source"] == str(corpus) and first["model"] == summary_model(out)
-    for path in out.glob("task_type=*/*.parquet"):
+    for path in out.glob("*/train-*.parquet"):
         assert pq.read_schema(path).remove_metadata() == ACCEPTED_SCHEMA
 
-    files = sorted(out.glob("task_type=*/*.parquet"))
+    files = sorted(out.glob("*/train-*.parquet"))
     assert len(files) == 2  # one file per task type: 60 rows each, under the default 50,000 per file
-    hf = datasets.load_dataset("parquet", data_dir=str(out), split="train")
-    assert hf.num_rows == 120 and set(ACCEPTED_SCHEMA.names) <= set(hf.column_names)
+    assert_every_reader_opens(out, {"ynqa": 60, "exqa": 60})
 
     manifest = json.loads((out / "_manifest.json").read_text())
     assert manifest["summary"]["accepted"] == {"ynqa": 60, "exqa": 60}
@@ -90,6 +89,25 @@ def card_row(card: str, task_type: str) -> list[str]:
     """The cells of ``task_type``'s row in the card's figures table."""
     return next([c.strip() for c in line.strip("|").split("|")] for line in card.splitlines()
                 if line.startswith(f"| {task_type} |"))
+
+
+def assert_every_reader_opens(out: Path, counts: dict[str, int]) -> None:
+    """The committed dataset, opened the way users open Parquet, holds the accepted rows with `task_type`."""
+    import duckdb
+    import pandas as pd
+    import polars as pl
+
+    tables = {
+        "datasets": datasets.load_dataset("parquet", data_dir=str(out), split="train").to_pandas(),
+        "pandas": pd.read_parquet(out),
+        "pyarrow.parquet": pq.read_table(out).to_pandas(),
+        "pyarrow.dataset": pds.dataset(str(out), partitioning="hive").to_table().to_pandas(),
+        "duckdb": duckdb.sql(f"SELECT * FROM read_parquet('{out}/**/*.parquet')").df(),
+        "polars": pl.read_parquet(f"{out}/**/*.parquet").to_pandas(),
+    }
+    for reader, table in tables.items():
+        assert set(ACCEPTED_SCHEMA.names) <= set(table.columns), reader
+        assert table["task_type"].astype(str).value_counts().to_dict() == counts, reader
 
 
 def summary_model(out: Path) -> str:
@@ -150,10 +168,10 @@ def test_rerun_of_a_complete_job_is_a_no_op_unless_overwrite(ray_cluster, random
     corpus = write_jsonl(tmp_path / "c.jsonl", sample_passages(3))
     config = GenerateConfig(input=str(corpus), output=str(tmp_path / "out"), engine="echo", model=random_model)
     first = generate(config)
-    files = {p: p.stat().st_mtime_ns for p in (tmp_path / "out").rglob("*.parquet")}
+    files = {p: p.stat().st_mtime_ns for p in (tmp_path / "out").rglob("*") if p.suffix in DATA_SUFFIXES}
     again = generate(config)
     assert again.accepted == first.accepted and not again.resumed
-    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "out").rglob("*.parquet")} == files
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "out").rglob("*") if p.suffix in DATA_SUFFIXES} == files
     other = GenerateConfig(input=str(corpus), output=str(tmp_path / "out"), engine="echo", model=random_model, n=2)
     with pytest.raises(OutputExistsError, match="different job"):
         generate(other)
@@ -209,6 +227,24 @@ def test_cleaning_drops_are_quarantined_and_counted(ray_cluster, random_model, t
     dropped = pds.dataset(str(out / "_rejects" / "stage=clean")).to_table().to_pylist()
     duplicates = [r for r in dropped if r["reason"] == "duplicate"]
     assert len(duplicates) == 3 and all(r["detail"].startswith("same text as passage") for r in duplicates)
+
+
+def test_a_short_tail_chunk_is_merged_into_its_neighbour_and_counted(ray_cluster, random_model, tmp_path):
+    from transformers import AutoTokenizer
+
+    body, tail = " ".join(sample_passages(12)), "The tenant pays rent on day 3."
+    tokens = len(AutoTokenizer.from_pretrained(random_model)(body, add_special_tokens=False)["input_ids"])
+    corpus = write_jsonl(tmp_path / "c.jsonl", [body + "\n\n" + tail])
+    out = tmp_path / "out"
+    # The body fills a chunk: the tail alone would be a second passage.
+    summary = generate(GenerateConfig(input=str(corpus), output=str(out), engine="echo", model=random_model,
+                                      task_types=["ynqa"], passage_tokens=tokens + 2))
+    contexts = [r["context"] for r in sorted(accepted(out), key=lambda r: r["chunk"])]
+    assert summary.passages == len(contexts) == 2 and contexts[-1].endswith(tail) and contexts[-1] != tail
+    assert summary.tails_merged == 1 and "short tail chunks merged: 1" in summary.format()
+    notes = pds.dataset(str(out / "_rejects" / "stage=chunk")).to_table().to_pylist()
+    assert [(n["reason"], n["chunk"]) for n in notes] == [("merged_tail", 1)]
+    assert json.loads((out / "_manifest.json").read_text())["stages"]["tail_chunks_merged"] == 1
 
 
 def test_a_single_50mb_document_is_chunked_not_lost(ray_cluster, random_model, tmp_path):
@@ -269,5 +305,5 @@ def test_rows_per_file_controls_file_size(ray_cluster, random_model, tmp_path):
     out = tmp_path / "out"
     generate(GenerateConfig(input=str(corpus), output=str(out), engine="echo", model=random_model,
                             task_types=["ynqa"], rows_per_file=20))
-    sizes = [pq.ParquetFile(f).metadata.num_rows for f in out.glob("task_type=ynqa/*.parquet")]
+    sizes = [pq.ParquetFile(f).metadata.num_rows for f in out.glob("ynqa/*.parquet")]
     assert sum(sizes) == 60 and len(sizes) == 3 and max(sizes) == 20

@@ -26,7 +26,7 @@ from bonito_ray.engines.vllm import (CPU_ENGINE_KWARGS, DEFAULT_ENGINE_KWARGS, _
                                      build_vllm_processor, engine_kwargs)
 from bonito_ray.engines.window import DEFAULT_MAX_MODEL_LEN
 from bonito_ray.pipeline import generate, plan_job
-from bonito_ray.schema import GENERATION_REJECTS_DIR
+from bonito_ray.schema import DATA_SUFFIXES, GENERATION_REJECTS_DIR
 from bonito_ray.stages import REQUEST_SCHEMA
 from tests import tiny_models
 from tests.corpus_files import write_jsonl
@@ -75,7 +75,7 @@ def engine_actors() -> dict[str, dict]:
 
 def staged_files(out: Path) -> list[str]:
     """The whole files staged so far (not the hidden temporaries being written)."""
-    return [str(p) for p in (out / ".staging").rglob("*.parquet") if not p.name.startswith(".")]
+    return [str(p) for p in (out / ".staging").rglob("*") if p.suffix in DATA_SUFFIXES and not p.name.startswith(".")]
 
 
 def kill_engine_actor_once(out: Path, killed: list) -> None:
@@ -136,9 +136,9 @@ def test_vllm_output_matches_the_hf_engine_in_schema_and_semantics(reference, co
     out, summary, _ = reference
     hf_out = tmp_path / "hf"
     hf_summary = generate(job(corpus, hf_out, engine="hf", engine_kwargs={}))
-    for relative in ("task_type=ynqa", "task_type=exqa", GENERATION_REJECTS_DIR):
-        vllm_schema = pq.read_schema(next((out / relative).glob("*.parquet")))
-        hf_schema = pq.read_schema(next((hf_out / relative).glob("*.parquet")))
+    for relative in ("ynqa", "exqa", GENERATION_REJECTS_DIR):
+        vllm_schema = pq.read_schema(next((out / relative).glob("*.*")))
+        hf_schema = pq.read_schema(next((hf_out / relative).glob("*.*")))
         assert vllm_schema.remove_metadata() == hf_schema.remove_metadata(), relative
     vllm_rows, hf_rows = rows(out), rows(hf_out)
     assert vllm_rows.keys() == hf_rows.keys()

@@ -72,6 +72,7 @@ def _add_finetune(subparsers: argparse._SubParsersAction) -> None:
     cmd.add_argument("--ray-address",
                      help="Ray cluster: an address, `auto` (join the one running on this machine) or `local` "
                           "(start a private one) (default: RAY_ADDRESS, as `ray job submit` sets it, else local)")
+    _add_verbose(cmd)
     _add_common(cmd)
     cmd.set_defaults(func=run_finetune)
 
@@ -100,8 +101,14 @@ def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
     cmd.add_argument("--ray-address",
                      help="Ray cluster: an address, `auto` (join the one running on this machine) or `local` "
                           "(start a private one) (default: RAY_ADDRESS, as `ray job submit` sets it, else local)")
+    _add_verbose(cmd)
     _add_common(cmd)
     cmd.set_defaults(func=run_evaluate)
+
+
+def _add_verbose(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("--verbose", action="store_true",
+                     help="also show Ray's own logs and progress (default: bonito-ray's lines only)")
 
 
 def _add_common(cmd: argparse.ArgumentParser) -> None:

@@ -1,7 +1,7 @@
 """Reading the accepted examples of a generated dataset, and the train/validation split.
 
-Only ``task_type=<t>/train-*.parquet`` files directly under the dataset root are read
-(``bonito_ray.schema``): rejects, the manifest, an unfinished run's ``.staging/`` copy and any
+Only ``<task type>/train-*.parquet`` files directly under the dataset root are read
+(``bonito_ray.schema``; also the ``task_type=<t>/`` folders of datasets from earlier versions): rejects, the manifest, an unfinished run's ``.staging/`` copy and any
 stray file beside them never leak into training or export.
 """
 
@@ -18,14 +18,14 @@ import pyarrow.dataset as pds
 import pyarrow.fs as pafs
 
 from bonito_ray.adapt.errors import DatasetError
-from bonito_ray.schema import SUCCESS_FILE
+from bonito_ray.schema import SUCCESS_FILE, is_accepted_file
 from bonito_ray.storage import join, list_files, resolve_filesystem
 
 logger = logging.getLogger(__name__)
 
-# Columns every consumer here needs; `task_type` comes from the hive partition when absent from files.
+# Columns every consumer here needs; all are in the files (`task_type` too: the folders are not hive partitions).
 EXAMPLE_COLUMNS = ("id", "task_type", "input", "output")
-_ACCEPTED_FILE = re.compile(r"task_type=[^/]+/train-[^/]*\.parquet")  # relative to the root
+_LEGACY_ACCEPTED_FILE = re.compile(r"task_type=[^/]+/train-[^/]*\.parquet")  # relative to the root
 
 
 def accepted_files(uri: str) -> tuple[pafs.FileSystem, str, list[str]]:
@@ -36,7 +36,11 @@ def accepted_files(uri: str) -> tuple[pafs.FileSystem, str, list[str]]:
     files = list_files(fs, root)
     if files and join(root, SUCCESS_FILE) not in files:
         logger.warning("%s has no %s marker: its generation may be unfinished", uri, SUCCESS_FILE)
-    return fs, root, [f for f in files if _ACCEPTED_FILE.fullmatch(f[len(root):].lstrip("/"))]
+    return fs, root, [f for f in files if _is_accepted(f[len(root):].lstrip("/"))]
+
+
+def _is_accepted(relative: str) -> bool:
+    return is_accepted_file(relative) or _LEGACY_ACCEPTED_FILE.fullmatch(relative) is not None
 
 
 def _open(uri: str, task_types: list[str] | None) -> tuple[pds.Dataset, pc.Expression | None]:
@@ -44,9 +48,9 @@ def _open(uri: str, task_types: list[str] | None) -> tuple[pds.Dataset, pc.Expre
     when there is no accepted file, no (matching) row, or the files lack a needed column."""
     fs, root, files = accepted_files(uri)
     if not files:
-        raise DatasetError(f"{uri} holds no accepted examples: no task_type=<type>/train-*.parquet files "
+        raise DatasetError(f"{uri} holds no accepted examples: no <task type>/train-*.parquet files "
                            "(is it the output of `bonito-ray generate`?)")
-    dataset = pds.dataset(files, filesystem=fs, format="parquet", partitioning="hive", partition_base_dir=root)
+    dataset = pds.dataset(files, filesystem=fs, format="parquet")
     missing = [c for c in EXAMPLE_COLUMNS if c not in dataset.schema.names]
     if missing:
         raise DatasetError(f"{uri} is not a generated dataset: its accepted files lack the column(s) "

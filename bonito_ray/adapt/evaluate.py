@@ -21,7 +21,7 @@ from bonito_ray.adapt.models import load_tokenizer
 from bonito_ray.adapt.prompts import check_prompt_format
 from bonito_ray.adapt.scoring import ADAPTED, ZERO_SHOT, Scorer
 from bonito_ray.adapt.train_loop import ADAPTER_METADATA_FILE
-from bonito_ray.storage import join
+from bonito_ray.storage import driver_path, join
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +45,12 @@ class EvaluateConfig:
     cpus_per_replica: float = 1.0
     gpus_per_replica: float = 0.0
     ray_address: str | None = None  # the cluster to join once the request is checked (see cluster.connect)
+    verbose: bool = False  # Ray's own logs and progress on the console (bonito_ray.console)
+
+    def __post_init__(self) -> None:  # resolved on the driver: Ray workers do not share its working directory
+        self.eval_sets = [driver_path(path) for path in self.eval_sets]
+        self.model = driver_path(self.model, only_existing=True)
+        self.adapter, self.output = driver_path(self.adapter), driver_path(self.output)
 
 
 def resolve_model(config: EvaluateConfig) -> tuple[str, str]:
@@ -80,13 +86,14 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
              for s in sets for text, choices in zip(s.inputs, s.choices)]
     for key, item in enumerate(items):
         item["key"] = key  # rows come back in any order
-    cluster.connect(config.ray_address)
+    cluster.connect(config.ray_address, verbose=config.verbose)
     scored = ray.data.from_items(items).map_batches(
         Scorer,
         fn_constructor_kwargs={"model": model, "adapter": config.adapter, "prompt_format": prompt_format,
                                "max_new_tokens": config.max_new_tokens,
                                "num_threads": max(1, int(config.cpus_per_replica))},
-        batch_size=config.batch_size, batch_format="pyarrow", concurrency=config.num_replicas,
+        batch_size=config.batch_size, batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=config.num_replicas),
         num_cpus=config.cpus_per_replica, num_gpus=config.gpus_per_replica,
     ).take_all()
     by_key = {row["key"]: row for row in scored}

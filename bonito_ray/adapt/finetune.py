@@ -28,7 +28,7 @@ from bonito_ray.adapt.fsio import delete, read_text, write_text
 from bonito_ray.adapt.models import bitsandbytes_available, load_tokenizer
 from bonito_ray.adapt.prompts import check_prompt_format
 from bonito_ray.adapt.train_loop import ADAPTER_DIR, MERGED_DIR, TrainingData, train_loop_per_worker
-from bonito_ray.storage import join, resolve_filesystem
+from bonito_ray.storage import driver_path, join, resolve_filesystem
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +67,13 @@ class FinetuneConfig:
     merge: bool = False
     max_failures: int = 0
     ray_address: str | None = None  # the cluster to join once the request is checked (see cluster.connect)
+    verbose: bool = False  # Ray's own logs and progress on the console (bonito_ray.console)
+
+    def __post_init__(self) -> None:
+        # Resolved here, on the driver: Ray Train workers run in their own folder, where a relative
+        # --model would be taken for a hub id and a relative --output would land in Ray's temp dir.
+        self.model = driver_path(self.model, only_existing=True)
+        self.dataset, self.output = driver_path(self.dataset), driver_path(self.output)
 
     def validate(self) -> None:
         """Raise :class:`FinetuneConfigError` for settings that cannot work together."""
@@ -162,7 +169,7 @@ def finetune(config: FinetuneConfig, overwrite: bool = False) -> FinetuneSummary
     tokenizer = load_tokenizer(config.model)
     check_prompt_format(tokenizer, config.prompt_format, config.model)
     data, dropped = prepare_data(config, tokenizer)
-    cluster.connect(config.ray_address)
+    cluster.connect(config.ray_address, verbose=config.verbose)
     if config.use_gpu and not ray.cluster_resources().get("GPU", 0):
         # Not an error: an autoscaling cluster whose GPU group starts at zero adds GPUs on demand.
         logger.warning("--use-gpu: the Ray cluster has no GPU right now; training waits until the "

