@@ -45,7 +45,10 @@ def expected_ids(corpus: Path, count: int, task_types=("ynqa",)) -> set[str]:
 
 
 def kill_tree(pid: int) -> None:
-    parent = psutil.Process(pid)
+    try:
+        parent = psutil.Process(pid)
+    except psutil.NoSuchProcess:  # it ended by itself: the caller's own check says why
+        return
     for proc in parent.children(recursive=True) + [parent]:
         try:
             proc.send_signal(signal.SIGKILL)
@@ -64,7 +67,7 @@ def test_driver_killed_mid_run_then_resumed_gives_the_uninterrupted_dataset(ray_
                              start_new_session=True)
     try:
         deadline = time.monotonic() + 240
-        while not list((out / ".staging").rglob("*-000001-0000.parquet")):
+        while not list((out / ".staging").rglob("*-000001-0000.p*")):  # accepted .parquet or rejects .pq
             assert first.poll() is None, "the first run ended before it could be killed"
             assert time.monotonic() < deadline, "no staged files appeared"
             time.sleep(0.2)
