@@ -37,7 +37,7 @@ import pyarrow.fs as pafs
 
 from bonito_ray import ledger
 from bonito_ray.report import RunSummary, summarize, write_manifest
-from bonito_ray.schema import (COMMIT_FILE, GENERATION_REJECTS_DIR, RUN_FILE, STAGING_DIR, SUCCESS_FILE,
+from bonito_ray.schema import (COMMIT_FILE, EXAMPLE_REJECT_DIRS, RUN_FILE, STAGING_DIR, SUCCESS_FILE,
                                TEMPORARY_PREFIX)
 from bonito_ray.storage import join, list_files, write_bytes
 
@@ -94,7 +94,7 @@ def example_files(fs: pafs.FileSystem, root: str) -> list[str]:
 def _example_files(fs: pafs.FileSystem, base: str) -> list[str]:
     return [f for f in list_files(fs, base) if f.endswith(".parquet")
             and (f[len(base) + 1 :].startswith("task_type=")
-                 or f[len(base) + 1 :].startswith(GENERATION_REJECTS_DIR + "/"))]
+                 or any(f[len(base) + 1 :].startswith(d + "/") for d in EXAMPLE_REJECT_DIRS))]
 
 
 def done_ids(fs: pafs.FileSystem, root: str, stale_sources: list[str] = ()) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""The dataset writer: accepted examples partitioned by task type, rejects kept beside them.
+"""The dataset writer: accepted examples partitioned by task type, rejects kept beside them by stage.
 
 One Ray Data datasink writes both into the run's staging dir, so the pipeline is computed once.
 Each write task writes one accepted file per task type it saw and one rejects file; each file
@@ -16,8 +16,9 @@ import ray
 from ray.data import Datasink
 from ray.data.block import BlockAccessor
 
-from bonito_ray.schema import ACCEPTED_SCHEMA, GENERATION_REJECTS_DIR, REJECT_SCHEMA, STAGING_DIR, conform
-from bonito_ray.stages import ENGINE_ERROR
+from bonito_ray.schema import (ACCEPTED_SCHEMA, GENERATION_REJECTS_DIR, REJECT_SCHEMA, STAGING_DIR,
+                               VALIDATION_REJECTS_DIR, conform)
+from bonito_ray.stages import ENGINE_ERROR, GENERATION_REASONS
 from bonito_ray.storage import join, resolve_filesystem, write_parquet
 
 _PARTITION_VALUE = re.compile(r"^[a-z][a-z_]*$")
@@ -53,9 +54,11 @@ class SyntheticDatasetSink(Datasink):
                 raise ValueError(f"refusing to write partition task_type={task_type!r}")
             rows = conform(accepted.filter(pc.equal(accepted["task_type"], task_type)), ACCEPTED_SCHEMA)
             self._write_files(fs, join(root, f"task_type={task_type}", f"train-{name}"), rows)
-        if rejected.num_rows:
-            self._write_files(fs, join(root, GENERATION_REJECTS_DIR, f"rejects-{name}"),
-                              conform(rejected, REJECT_SCHEMA))
+        at_generation = pc.is_in(rejected["reason"], value_set=pa.array(GENERATION_REASONS))
+        for directory, rows in ((GENERATION_REJECTS_DIR, rejected.filter(at_generation)),
+                                (VALIDATION_REJECTS_DIR, rejected.filter(pc.invert(at_generation)))):
+            if rows.num_rows:
+                self._write_files(fs, join(root, directory, f"rejects-{name}"), conform(rows, REJECT_SCHEMA))
         if self.error_budget is not None:
             errors = pc.sum(pc.equal(table["reason"], ENGINE_ERROR)).as_py() or 0
             ray.get(self.error_budget.record.remote(table.num_rows, errors))

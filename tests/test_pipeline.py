@@ -12,7 +12,7 @@ import pytest
 
 from bonito_ray.config import GenerateConfig
 from bonito_ray.pipeline import OutputExistsError, generate
-from bonito_ray.schema import ACCEPTED_SCHEMA, GENERATION_REJECTS_DIR
+from bonito_ray.schema import ACCEPTED_SCHEMA, GENERATION_REJECTS_DIR, VALIDATION_REJECTS_DIR
 from tests.corpus_files import write_jsonl
 from tests.tiny_models import sample_passages
 
@@ -43,10 +43,10 @@ def test_echo_engine_end_to_end(ray_cluster, random_model, tmp_path):
     assert len(rows) == 120 and len({r["id"] for r in rows}) == 120
     assert sorted(p.name for p in out.iterdir()) == [
         "_SUCCESS", "_manifest.json", "_rejects", "task_type=exqa", "task_type=ynqa"]
-    first = next(r for r in rows if r["position"] == 1 and r["task_type"] == "ynqa" and r["sample_index"] == 1)
+    first = next(r for r in rows if r["position"] == 1 and r["task_type"] == "exqa" and r["sample_index"] == 1)
     assert first["context"] == passages[0] and first["chunk"] == 0  # normalised: surrounding space trimmed
-    assert first["input"] == passages[0] + "\nWhat does the passage above begin with?"
-    assert first["output"] == passages[0][:40]
+    assert first["input"] == passages[0] + "\nWhich words of the passage above come first from word 2 on?"
+    assert first["output"] == " ".join(passages[0].split()[1:7])
     assert first["source"] == str(corpus) and first["model"] == summary_model(out)
     for path in out.glob("task_type=*/*.parquet"):
         assert pq.read_schema(path).remove_metadata() == ACCEPTED_SCHEMA
@@ -73,14 +73,20 @@ def test_hf_engine_random_model_every_generation_is_accounted_for(ray_cluster, r
     summary = generate(GenerateConfig(input=str(corpus), output=str(out), model=random_model, passage_tokens=20_000,
                                       task_types=["ynqa", "nli"], max_tokens=8, seed=0, batch_size=4,
                                       max_error_rate=0.5))
-    assert summary.prompts == 14 == sum(summary.accepted.values()) + sum(summary.rejected.values())
+    assert summary.prompts == 14 == (sum(summary.accepted.values()) + sum(summary.rejected.values())
+                                     + sum(summary.filtered.values()))
     rejects = generation_rejects(out)
     assert len(rejects) == sum(summary.rejected.values())
     too_long = [r for r in rejects if r["reason"] == "engine_error"]
     assert len(too_long) == 2 and all("window is 512" in r["detail"] for r in too_long)
     noise = [r for r in rejects if r["reason"] != "engine_error"]
-    assert noise and all(r["reason"] in {"no_separator", "multiple_separators", "empty_input", "empty_output"}
+    assert all(r["reason"] in {"no_separator", "multiple_separators", "empty_input", "empty_output"}
                          and r["raw"] is not None and r["id"] and r["task_type"] for r in noise)
+    # 8 tokens of a random model: cut at --max-tokens, so validated as truncated (stage=validation)
+    filtered = pds.dataset(str(out / VALIDATION_REJECTS_DIR)).to_table().to_pylist()
+    assert summary.filtered.get("truncated", 0) == sum(r["reason"] == "truncated" for r in filtered) > 0
+    assert all(r["num_generated_tokens"] == 8 and r["raw"] and "token limit" in r["detail"]
+               for r in filtered if r["reason"] == "truncated")
     assert summary.generated_tokens > 0
 
 
