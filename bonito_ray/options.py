@@ -16,8 +16,8 @@ shapes; each is one family here, and ``offered_options`` returns the union of wh
 
 The passage must be cut out of the input first (its own "(a)" clauses and lists are no options).
 An answer is admitted when, normalised (case, surrounding quotes, spaces and end punctuation),
-it is one of the items, a letter of a lettered item, or a whole phrase of the option text
-(``Written work`` in ``film or written work``).
+it is one of the items (``Written work`` of ``film or written work``) or the letter of a
+lettered item (``B``, ``(B)``, ``B. 30 days``); ``Impossible`` is not ``It's impossible to say``.
 """
 
 from __future__ import annotations
@@ -65,23 +65,17 @@ class Options:
         a = normalise(answer)
         if not a:
             return False
-        if a in self.items or a in self.letters or re.sub(r"^option\s*", "", a) in self.letters:
+        letter = re.sub(r"^option\s*", "", a).strip("() ")
+        if a in self.items or letter in self.letters:
             return True
         lettered = re.match(r"^\(?([a-h1-8])[.):]\s*(.+)$", a)
-        if lettered and lettered.group(1) in self.letters:
-            return True
-        return a not in ("or", "and") and f" {a} " in f" {normalise_phrase(self.text)} "
+        return bool(lettered) and lettered.group(1) in self.letters
 
 
 def normalise(text: str) -> str:
     """Casefolded, inner spaces collapsed, surrounding quotes, spaces and end punctuation dropped."""
     text = " ".join(text.casefold().split())
     return text.strip(_QUOTE + " ").rstrip(".!?;:,").strip(_QUOTE + " ")
-
-
-def normalise_phrase(text: str) -> str:
-    """Words only (for whole-phrase matching): casefolded, punctuation a space."""
-    return " ".join(re.sub(r"[^\w$%/'\-]+", " ", text.casefold()).split())
 
 
 def offered_options(question: str) -> Options | None:

@@ -181,7 +181,9 @@ def _existing_passages(fs: pafs.FileSystem, root: str, stale: list[str]):
     files = commit.committed_example_files(fs, root)
     if not files:
         return ray.data.from_items([])
-    existing = ray.data.read_parquet(files, filesystem=fs, columns=["passage_id", "source", "context"])
+    # No partitioning: accepted files (task_type=) and rejects (_rejects/stage=) have different hive keys.
+    existing = ray.data.read_parquet(files, filesystem=fs, columns=["passage_id", "source", "context"],
+                                     partitioning=None)
     if stale:
         existing = existing.filter(expr=~col("source").is_in(stale))
     return existing
