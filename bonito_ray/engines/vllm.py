@@ -119,7 +119,8 @@ def build_vllm_stage(config: GenerateConfig) -> EngineStage:
     """An engine stage running ``config.model`` on vLLM through ``ray.data.llm``."""
     processor = build_vllm_processor(config)
     # ray.data.llm drops vLLM's finish reason; it is decided again from the generated token ids.
-    ending = {"window": generation_window(config, None), "eos_ids": end_of_sequence_ids(config.model)}
+    ending = {"max_tokens": config.max_tokens, "window": generation_window(config, None),
+              "eos_ids": end_of_sequence_ids(config.model)}
 
     def stage(requests):
         return processor(requests).map(_to_contract, fn_kwargs={"carried": REQUEST_SCHEMA.names, **ending})
@@ -147,12 +148,13 @@ def end_of_sequence_ids(model: str) -> frozenset[int]:
     return frozenset(i for i in ids if i is not None)
 
 
-def _to_contract(row: dict[str, Any], carried: list[str], window: int | None, eos_ids: frozenset[int]) -> dict[str, Any]:
+def _to_contract(row: dict[str, Any], carried: list[str], max_tokens: int, window: int | None,
+                 eos_ids: frozenset[int]) -> dict[str, Any]:
     out = {name: row.get(name) for name in carried}
     out.update({name: row.get(name) for name in ("generated_text", "num_input_tokens", "num_generated_tokens")})
     out["engine_error"] = row.get("__inference_error__") or None
     out["finish_reason"] = None
     if out["engine_error"] is None and row.get("generated_tokens") is not None:
         out["finish_reason"] = finish_reason(list(row["generated_tokens"]), row["num_input_tokens"],
-                                             row["sampling_params"]["max_tokens"], window, eos_ids)
+                                             max_tokens, window, eos_ids)
     return out
