@@ -214,3 +214,23 @@ def test_validation_stage_routes_rows_and_keeps_engine_errors():
     assert (out["c"]["reason"], out["c"]["detail"]) == ("engine_error", "too long")
     assert out["d"]["reason"] is None
     assert validate_examples(table, level="off") is table
+
+
+def test_validate_switch_on_the_cli_in_yaml_and_in_the_config(tmp_path):
+    from bonito_ray.cli import build_parser, config_overrides
+    from bonito_ray.config import ConfigError, GenerateConfig, load_config
+
+    assert GenerateConfig(input="i", output="o").validate == "strict" == v.DEFAULT_LEVEL
+    args = build_parser().parse_args(["generate", "--input", "i", "--output", "o", "--validate", "basic",
+                                      "--validator", "bonito_ray.validators:degenerate", "--no-task-dedup"])
+    config = load_config(None, config_overrides(args))
+    assert (config.validate, config.validators, config.task_dedup) == (
+        "basic", ["bonito_ray.validators:degenerate"], False)
+    yaml_file = tmp_path / "job.yaml"
+    yaml_file.write_text("input: i\noutput: o\nvalidate: 'off'\nvalidators: [bonito_ray.validators:truncated]\n")
+    assert load_config(str(yaml_file), {}).validate == "off"
+    assert {"validate", "validators", "task_dedup"} <= GenerateConfig(input="i", output="o").identity().keys()
+    with pytest.raises(ConfigError, match="validate must be one of off, basic, strict, got 'loose'"):
+        GenerateConfig(input="i", output="o", validate="loose")
+    with pytest.raises(ConfigError, match="cannot load validator 'nowhere:f'"):
+        GenerateConfig(input="i", output="o", validators=["nowhere:f"])
