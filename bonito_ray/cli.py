@@ -17,6 +17,7 @@ from bonito_ray.output import OutputError
 from bonito_ray.pipeline import generate, plan_job
 from bonito_ray.storage import EndpointError
 from bonito_ray.tasks import UnknownTaskTypeError
+from bonito_ray.validators import LEVELS
 
 # Errors in what the user asked for: reported in one line, without a traceback.
 _USER_ERRORS = (ConfigError, CorpusError, OutputError, LeaseHeldError, LeaseLostError, UnknownTaskTypeError,
@@ -51,6 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
                           "and add to the dataset (a ledger is kept next to it)")
     gen.add_argument("--max-error-rate", type=float,
                      help="fail the job when more than this fraction of requests fail in the engine (default: 0.05)")
+    gen.add_argument("--validate", choices=LEVELS,
+                     help="task validators after parsing: strict (form and answer: span, options, yes/no), basic "
+                          "(form: truncated, degenerate, passage missing), off (keep all that parses) (default: strict)")
+    gen.add_argument("--validator", dest="validators", action="append",
+                     help="your own validator, module:function (repeatable); runs after --validate's")
+    gen.add_argument("--no-task-dedup", dest="task_dedup", action="store_const", const=False,
+                     help="keep exact and near-duplicate generated tasks (default: dropped as duplicate_task)")
     gen.add_argument("--rows-per-file", type=int, help="target rows per output Parquet file (default: 50000)")
     gen.add_argument("--n", type=int, help="samples per prompt (default: 1)")
     gen.add_argument("--max-tokens", type=int, help="max generated tokens (default: 256)")

@@ -38,7 +38,7 @@ import pyarrow.fs as pafs
 
 from bonito_ray import card, ledger
 from bonito_ray.report import RunSummary, read_manifest, summarize, write_manifest
-from bonito_ray.schema import (COMMIT_FILE, DATA_SUFFIXES, GENERATION_REJECTS_DIR, MANIFEST_FILE, PROGRESS_FILE,
+from bonito_ray.schema import (COMMIT_FILE, DATA_SUFFIXES, EXAMPLE_REJECT_DIRS, MANIFEST_FILE, PROGRESS_FILE,
                                RUN_FILE, STAGING_DIR, SUCCESS_FILE, TEMPORARY_PREFIX, is_accepted_file)
 from bonito_ray.storage import join, list_files, write_bytes
 
@@ -94,7 +94,8 @@ def example_files(fs: pafs.FileSystem, root: str) -> list[str]:
 
 def _example_files(fs: pafs.FileSystem, base: str) -> list[str]:
     return [f for f in list_files(fs, base) if f.endswith(DATA_SUFFIXES)
-            and (is_accepted_file(f[len(base) + 1 :]) or f[len(base) + 1 :].startswith(GENERATION_REJECTS_DIR + "/"))]
+            and (is_accepted_file(f[len(base) + 1 :])
+                 or any(f[len(base) + 1 :].startswith(d + "/") for d in EXAMPLE_REJECT_DIRS))]
 
 
 def done_ids(fs: pafs.FileSystem, root: str, stale_sources: list[str] = ()) -> np.ndarray:

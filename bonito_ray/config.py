@@ -13,6 +13,7 @@ import yaml
 
 from bonito_ray.storage import EndpointError, check_endpoint
 from bonito_ray.tasks import resolve_task_types
+from bonito_ray.validators import DEFAULT_LEVEL, LEVELS, validators_for
 
 ENGINES = ("hf", "vllm", "echo")
 DEVICES = ("auto", "gpu", "cpu")  # where engine replicas run; auto: GPUs when the cluster has them
@@ -30,6 +31,7 @@ _NUMBERS = {
 _IDENTITY = {
     "input", "task_types", "engine", "model", "context_column", "n", "max_tokens", "temperature", "top_p", "seed",
     "engine_kwargs", "passage_overlap", "min_passage_chars", "max_passage_chars", "dedup", "incremental",
+    "validate", "validators", "task_dedup",
 }
 _OPTIONAL = {"seed", "passage_tokens", "max_passage_chars"}
 
@@ -58,6 +60,10 @@ class GenerateConfig:
     rows_per_file: int = 50_000
     incremental: bool = False  # process only input files new or changed since the last run (ledger)
     max_error_rate: float = 0.05  # fraction of requests the engine may refuse before the job fails
+    # Quality: validators after parsing (bonito_ray.validators), the user's own, generated-task dedup.
+    validate: str = DEFAULT_LEVEL
+    validators: list[str] = field(default_factory=list)  # "module:function" names
+    task_dedup: bool = True
     # Sampling: the Bonito authors' settings (REFERENCE.md section 1).
     n: int = 1
     max_tokens: int = 256
@@ -133,6 +139,15 @@ class GenerateConfig:
         _check(0 <= self.max_error_rate <= 1, "max_error_rate must be in [0, 1]")
         _check(self.card_samples >= 0, "card_samples must be >= 0")
         _check(isinstance(self.license, str) and bool(self.license), "license must be a non-empty string")
+        _check(isinstance(self.task_dedup, bool), "task_dedup must be true or false")
+        _check(self.validate in LEVELS, f"validate must be one of {', '.join(LEVELS)}, got {self.validate!r}")
+        if isinstance(self.validators, str):
+            self.validators = [v.strip() for v in self.validators.split(",") if v.strip()]
+        _check(isinstance(self.validators, list), "validators must be a list of module:function names")
+        try:
+            validators_for(self.validate, self.validators)  # a validator that cannot be loaded fails here
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
 
     @property
     def sampling_params(self) -> dict[str, Any]:

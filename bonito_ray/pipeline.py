@@ -1,7 +1,8 @@
 """The generation job, top to bottom:
 
-corpus -> documents -> passages (clean, chunk, dedup) -> requests -> engine -> examples -> dataset,
-all written to a staging dir, then committed. What the output holds and what may be done to it is
+corpus -> documents -> passages (clean, chunk, dedup) -> requests -> engine -> examples (parse)
+-> validation -> dataset, all written to a staging dir; then generated-task dedup over the staged
+files, then the commit. What the output holds and what may be done to it is
 decided in ``bonito_ray.output``; the job leases the output in planning and gives it up at the end.
 """
 
@@ -29,7 +30,8 @@ from bonito_ray.output import Output, OutputExistsError, open_output  # noqa: F4
 from bonito_ray.passages import load_tokenizer, passage_token_budget, prepare_passages
 from bonito_ray.report import RunSummary, summarize
 from bonito_ray.schema import STAGING_DIR
-from bonito_ray.stages import drop_done, to_examples, to_requests
+from bonito_ray.stages import drop_done, to_examples, to_requests, validate_examples
+from bonito_ray.task_dedup import dedup_staged
 from bonito_ray.storage import display_uri, join
 from bonito_ray.writer import SyntheticDatasetSink
 
@@ -159,6 +161,9 @@ def _run_pipeline(config: GenerateConfig, plan: JobPlan, done: np.ndarray) -> No
         examples = progress.observe(generated_examples(config, passages, done, counter), counter)
         error_budget = budget.ErrorBudget.options(scheduling_strategy=on_driver_node()).remote(config.max_error_rate)
         _write(examples, SyntheticDatasetSink(config.output, config.rows_per_file, config.s3_endpoint, error_budget))
+        if config.task_dedup:
+            dropped = dedup_staged(config.output, config.s3_endpoint, config.task_types, plan.changed + plan.removed)
+            logger.info("task dedup: %d duplicate tasks dropped", dropped)
         state = "generated"
     finally:
         reporter.stop(state)
@@ -187,7 +192,11 @@ def generated_examples(config: GenerateConfig, passages, done: np.ndarray, count
         requests = requests.map_batches(drop_done, batch_format="pyarrow",
                                         fn_kwargs={"done": ray.put(done), "progress": counter})
     generations = build_engine_stage(config)(requests)
-    return generations.map_batches(to_examples, batch_format="pyarrow")
+    examples = generations.map_batches(to_examples, batch_format="pyarrow")
+    if config.validate != "off" or config.validators:
+        examples = examples.map_batches(validate_examples, batch_format="pyarrow",
+                                        fn_kwargs={"level": config.validate, "extra": config.validators})
+    return examples
 
 
 def _existing_passages(fs: pafs.FileSystem, root: str, stale: list[str]):
@@ -195,7 +204,9 @@ def _existing_passages(fs: pafs.FileSystem, root: str, stale: list[str]):
     files = commit.committed_example_files(fs, root)
     if not files:
         return ray.data.from_items([])
-    existing = ray.data.read_parquet(files, filesystem=fs, columns=["passage_id", "source", "context"])
+    # No partitioning: rejects' folders (_rejects/stage=...) are hive keys the accepted files lack.
+    existing = ray.data.read_parquet(files, filesystem=fs, columns=["passage_id", "source", "context"],
+                                     partitioning=None)
     if stale:
         existing = existing.filter(expr=~col("source").is_in(stale))
     return existing

@@ -18,7 +18,8 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from bonito_ray.quarantine import CHUNK_STAGE, CLEAN_STAGE, CORPUS_STAGE, reject_counts
-from bonito_ray.schema import DATA_SUFFIXES, GENERATION_REJECTS_DIR, MANIFEST_FILE, is_accepted_file
+from bonito_ray.schema import (DATA_SUFFIXES, GENERATION_REJECTS_DIR, MANIFEST_FILE, TASK_DEDUP_REJECTS_DIR,
+                               VALIDATION_REJECTS_DIR, is_accepted_file)
 from bonito_ray.stages import ENGINE_ERROR
 from bonito_ray.storage import join, list_files, write_bytes
 
@@ -33,7 +34,7 @@ class RunSummary:
     passages: int
     prompts: int
     accepted: dict[str, int]
-    rejected: dict[str, int]
+    rejected: dict[str, int]  # generations that did not parse, or that the engine refused
     corpus_rejected: dict[str, int]
     passages_dropped: dict[str, int]
     input_tokens: int
@@ -42,6 +43,7 @@ class RunSummary:
     resumed: bool = False
     skipped_done: int = 0
     files: list[dict[str, Any]] = field(default_factory=list)
+    filtered: dict[str, int] = field(default_factory=dict)  # parsed tasks rejected by validators or task dedup
     nothing_done: str = ""  # why this run found nothing to do (the counts are the dataset's, as it was)
     tails_merged: int = 0  # short last chunks merged into the chunk before them (not prompted alone)
 
@@ -63,6 +65,7 @@ class RunSummary:
             f"  passages: {self.passages}   prompts: {self.prompts}   short tail chunks merged: {self.tails_merged}",
             f"  accepted: {sum(self.accepted.values())} ({_counts(self.accepted)})",
             f"  rejected: {sum(self.rejected.values())} ({_counts(self.rejected)})",
+            f"  filtered: {sum(self.filtered.values())} ({_counts(self.filtered)})",
             f"  corpus records quarantined: {sum(self.corpus_rejected.values())} ({_counts(self.corpus_rejected)})",
             f"  passages dropped: {sum(self.passages_dropped.values())} ({_counts(self.passages_dropped)})",
             f"  tokens: {self.input_tokens} in, {self.generated_tokens} generated",
@@ -73,19 +76,26 @@ class RunSummary:
 def summarize(fs: pafs.FileSystem, root: str, *, output: str, examples_per_passage: int, **run: Any) -> RunSummary:
     """Count what the dataset at ``root`` holds."""
     accepted_files = [f for f in list_files(fs, root) if is_accepted_file(f[len(root) + 1 :])]
-    reject_files = [f for f in list_files(fs, join(root, GENERATION_REJECTS_DIR)) if f.endswith(DATA_SUFFIXES)]
+    reject_files = _data_files(fs, join(root, GENERATION_REJECTS_DIR))
+    filtered_files = _data_files(fs, join(root, VALIDATION_REJECTS_DIR)) + _data_files(fs, join(root, TASK_DEDUP_REJECTS_DIR))
     accepted, tokens_in, tokens_out = _tally(fs, accepted_files, "task_type")
     rejected, reject_in, reject_out = _tally(fs, reject_files, "reason")
-    prompts = sum(accepted.values()) + sum(rejected.values())
+    filtered, filtered_in, filtered_out = _tally(fs, filtered_files, "reason")
+    prompts = sum(accepted.values()) + sum(rejected.values()) + sum(filtered.values())
     files = [{"path": f[len(root) + 1 :], "rows": pq.ParquetFile(f, filesystem=fs).metadata.num_rows}
-             for f in accepted_files + reject_files]
+             for f in accepted_files + reject_files + filtered_files]
     return RunSummary(
         output=output, passages=prompts // examples_per_passage, prompts=prompts,
-        accepted=dict(accepted), rejected=dict(rejected),
+        accepted=dict(accepted), rejected=dict(rejected), filtered=dict(filtered),
         corpus_rejected=dict(reject_counts(fs, root, CORPUS_STAGE)),
         passages_dropped=dict(reject_counts(fs, root, CLEAN_STAGE)),
         tails_merged=sum(reject_counts(fs, root, CHUNK_STAGE).values()),
-        input_tokens=tokens_in + reject_in, generated_tokens=tokens_out + reject_out, files=files, **run)
+        input_tokens=tokens_in + reject_in + filtered_in, generated_tokens=tokens_out + reject_out + filtered_out,
+        files=files, **run)
+
+
+def _data_files(fs: pafs.FileSystem, directory: str) -> list[str]:
+    return [f for f in list_files(fs, directory) if f.endswith(DATA_SUFFIXES)]
 
 
 def _tally(fs: pafs.FileSystem, files: list[str], key: str) -> tuple[Counter, int, int]:
@@ -130,8 +140,10 @@ def stage_counts(summary: RunSummary) -> dict[str, Any]:
         "tail_chunks_merged": summary.tails_merged,
         "prompts": summary.prompts,
         "generated": summary.prompts - summary.engine_errors,
-        "parsed": sum(summary.accepted.values()),
+        "parsed": sum(summary.accepted.values()) + sum(summary.filtered.values()),
         "rejected": summary.rejected,
+        "filtered": summary.filtered,  # validators (stage=validation) and task dedup (stage=task_dedup)
+        "accepted": sum(summary.accepted.values()),
         "written_rows": sum(f["rows"] for f in summary.files),
         "tokens_in": summary.input_tokens,
         "tokens_generated": summary.generated_tokens,

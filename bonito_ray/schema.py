@@ -8,6 +8,8 @@ Layout under the output prefix (accepted files are named ``train-*`` so that
     _rejects/stage=corpus/rejects-<hash>.pq                   unreadable corpus records
     _rejects/stage=clean/rejects-<hash>.pq                    passages filtered out (length, duplicate)
     _rejects/stage=generation/rejects-<write id>-<task>.pq    generations that did not parse
+    _rejects/stage=validation/rejects-<write id>-<task>.pq    parsed tasks a validator rejected
+    _rejects/stage=task_dedup/rejects-<file>.pq               duplicate generated tasks
 
 Only accepted examples end in ``.parquet``: DuckDB and Polars read ``OUTPUT/**/*.parquet`` without
 skipping ``_rejects/``, so reject files (Parquet too) are named ``*.pq`` to stay out of that glob.
@@ -100,6 +102,21 @@ DATA_SUFFIXES = (PARQUET_SUFFIX, REJECTS_SUFFIX)
 LEGACY_ACCEPTED_DIRS = "task_type=*"  # the hive-style folders of earlier versions: --overwrite still clears them
 REJECTS_DIR = "_rejects"
 GENERATION_REJECTS_DIR = f"{REJECTS_DIR}/stage=generation"
+VALIDATION_REJECTS_DIR = f"{REJECTS_DIR}/stage=validation"  # bonito_ray.validators
+TASK_DEDUP_REJECTS_DIR = f"{REJECTS_DIR}/stage=task_dedup"  # bonito_ray.task_dedup
+# Every folder of generated rows that did not become examples: resume counts them as done.
+EXAMPLE_REJECT_DIRS = (GENERATION_REJECTS_DIR, VALIDATION_REJECTS_DIR, TASK_DEDUP_REJECTS_DIR)
+
+# Reasons a parsed task is rejected (stage=validation; see bonito_ray.validators) or dropped as a
+# duplicate (stage=task_dedup; see bonito_ray.task_dedup). A user's own validator may add others.
+TRUNCATED = "truncated"  # the generation hit --max-tokens (or the window) without ending
+DEGENERATE = "degenerate"  # an output with no letter or digit, or a long run of one repeated token
+PASSAGE_MISSING = "passage_missing"  # the input does not hold the passage ({{context}} was not there)
+NOT_A_SPAN = "not_a_span"  # an extractive answer that is not a span of the passage
+NOT_AN_OPTION = "not_an_option"  # an answer that is none of the options its input offers
+NOT_YES_NO = "not_yes_no"  # a yes-no task answered with something else
+DUPLICATE_TASK = "duplicate_task"  # the same (or a near-identical) task as one kept before it
+VALIDATION_REASONS = (TRUNCATED, DEGENERATE, PASSAGE_MISSING, NOT_A_SPAN, NOT_AN_OPTION, NOT_YES_NO)
 MANIFEST_FILE = "_manifest.json"
 SUCCESS_FILE = "_SUCCESS"
 # Everything is written here first and moved into place at commit. The leading dot hides it

@@ -1,4 +1,4 @@
-"""The Ray Data map functions around the engine: passages -> requests, generations -> examples.
+"""The Ray Data map functions around the engine: passages -> requests, generations -> examples -> validated.
 
 Requests follow the engine row contract (see ``bonito_ray.engines``): a ``prompt`` and a
 ``sampling_params`` mapping per row, every other column carried through untouched.
@@ -11,10 +11,14 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from bonito_ray.prompt import Task, build_prompt, parse_generation
+from bonito_ray import validators
+from bonito_ray.prompt import (EMPTY_INPUT, EMPTY_OUTPUT, MULTIPLE_SEPARATORS, NO_SEPARATOR, Task, build_prompt,
+                               parse_generation)
 from bonito_ray.schema import stable_id
 
 ENGINE_ERROR = "engine_error"
+# The reasons of _rejects/stage=generation; every other reason of an example row is a validator's.
+GENERATION_REASONS = (NO_SEPARATOR, MULTIPLE_SEPARATORS, EMPTY_INPUT, EMPTY_OUTPUT, ENGINE_ERROR)
 
 SAMPLING_PARAMS_TYPE = pa.struct(
     [("max_tokens", pa.int64()), ("temperature", pa.float64()), ("top_p", pa.float64()), ("seed", pa.int64())]
@@ -44,6 +48,7 @@ EXAMPLE_SCHEMA = pa.schema(
         pa.field("raw", pa.string()),  # the generated text
         pa.field("num_input_tokens", pa.int64()),
         pa.field("num_generated_tokens", pa.int64()),
+        pa.field("finish_reason", pa.string()),  # the engine's: stop, length (not written out)
     ]
 )
 
@@ -93,6 +98,35 @@ def _to_example(generations: dict[str, Any]) -> dict[str, Any]:
         row["input"], row["output"] = parsed.input, parsed.output
     else:
         row["reason"] = parsed.reason
+    return row
+
+
+def validate_examples(examples: pa.Table, *, level: str, extra: list[str] = ()) -> pa.Table:
+    """The validation stage: reject the parsed tasks that ``level``'s validators and the user's reject.
+
+    A generation cut at the token limit is ``truncated`` even when it did not parse either (its
+    parse reason goes to the detail): the cut is the cause to fix (``--max-tokens``).
+    """
+    checks = validators.validators_for(level, extra)
+    if not checks:
+        return examples
+    return pa.Table.from_pylist([_validate(row, checks) for row in examples.to_pylist()], EXAMPLE_SCHEMA)
+
+
+def _validate(row: dict[str, Any], checks: tuple) -> dict[str, Any]:
+    if row["reason"] == ENGINE_ERROR:
+        return row
+    task = validators.Candidate(row["task_type"], row["input"] or "", row["output"] or "", row["context"] or "",
+                                row["finish_reason"], row["num_generated_tokens"])
+    if row["reason"] is not None:
+        cut = validators.truncated(task) if validators.truncated in checks else None
+        if cut is not None:
+            row["detail"] = f"{cut.detail}; it did not parse either ({row['reason']})"
+            row["reason"], row["input"], row["output"] = cut.reason, None, None
+        return row
+    verdict = validators.check(task, checks)
+    if verdict is not None:
+        row["reason"], row["detail"] = verdict.reason, verdict.detail
     return row
 
 

@@ -1,4 +1,4 @@
-"""The dataset writer: accepted examples in one folder per task type, rejects kept beside them.
+"""The dataset writer: accepted examples in one folder per task type, rejects kept beside them by stage.
 
 One Ray Data datasink writes both into the run's staging dir, so the pipeline is computed once.
 Each write task writes one accepted file per task type it saw and one rejects file; each file
@@ -16,9 +16,10 @@ from ray.data import Datasink
 from ray.data.block import BlockAccessor
 
 from bonito_ray.schema import (ACCEPTED_FILE_PREFIX, ACCEPTED_SCHEMA, GENERATION_REJECTS_DIR, PARQUET_SUFFIX,
-                               REJECT_SCHEMA, REJECTS_SUFFIX, STAGING_DIR, accepted_dir, conform)
+                               REJECT_SCHEMA, REJECTS_SUFFIX, STAGING_DIR, VALIDATION_REJECTS_DIR, accepted_dir,
+                               conform)
 from bonito_ray.tasks import TASK_TYPES
-from bonito_ray.stages import ENGINE_ERROR
+from bonito_ray.stages import ENGINE_ERROR, GENERATION_REASONS
 from bonito_ray.storage import join, resolve_filesystem, write_parquet
 
 class SyntheticDatasetSink(Datasink):
@@ -52,9 +53,12 @@ class SyntheticDatasetSink(Datasink):
             rows = conform(accepted.filter(pc.equal(accepted["task_type"], task_type)), ACCEPTED_SCHEMA)
             self._write_files(fs, join(root, accepted_dir(task_type), f"{ACCEPTED_FILE_PREFIX}{name}"), rows,
                               PARQUET_SUFFIX)
-        if rejected.num_rows:
-            self._write_files(fs, join(root, GENERATION_REJECTS_DIR, f"rejects-{name}"),
-                              conform(rejected, REJECT_SCHEMA), REJECTS_SUFFIX)
+        at_generation = pc.is_in(rejected["reason"], value_set=pa.array(GENERATION_REASONS))
+        for directory, rows in ((GENERATION_REJECTS_DIR, rejected.filter(at_generation)),
+                                (VALIDATION_REJECTS_DIR, rejected.filter(pc.invert(at_generation)))):
+            if rows.num_rows:
+                self._write_files(fs, join(root, directory, f"rejects-{name}"), conform(rows, REJECT_SCHEMA),
+                                  REJECTS_SUFFIX)
         if self.error_budget is not None:
             errors = pc.sum(pc.equal(table["reason"], ENGINE_ERROR)).as_py() or 0
             ray.get(self.error_budget.record.remote(table.num_rows, errors))

@@ -3,7 +3,8 @@
 #
 # Mutates the functions listed in SCOPE below (prompt and parsing, task names, dedup keys and the
 # shard's choice, request/example mapping, ids and schema conforming, the resume and commit
-# decisions, the output's state and overlap decisions) and runs each mutant against the fast unit
+# decisions, the output's state and overlap decisions, the task validators and option detection,
+# generated-task dedup's decision) and runs each mutant against the fast unit
 # tests only (setup.cfg pytest_add_cli_args_test_selection); no test there starts Ray, and
 # RAY_ENABLE_AUTO_CONNECT=0 keeps a mutant from starting one. Functions outside SCOPE need a
 # Ray cluster or a CLI process and are covered by the slower tests, not measured here.
@@ -44,6 +45,15 @@ SCOPE=(
   'bonito_ray.output.x__refuse_foreign__mutmut_*'
   'bonito_ray.output.x__differences__mutmut_*'
   'bonito_ray.output.xǁOutputǁfinished__mutmut_*'
+  'bonito_ray.validators.*'
+  'bonito_ray.options.*'
+  'bonito_ray.task_dedup.x_normalise__mutmut_*'
+  'bonito_ray.task_dedup.x_task_parts__mutmut_*'
+  'bonito_ray.task_dedup.x_shingles__mutmut_*'
+  'bonito_ray.task_dedup.xǁSignerǁ*'
+  'bonito_ray.task_dedup.x_banded__mutmut_*'
+  'bonito_ray.task_dedup.x_find_duplicates__mutmut_*'
+  'bonito_ray.task_dedup.x__nearest__mutmut_*'
 )
 
 export RAY_ENABLE_AUTO_CONNECT=0

@@ -142,7 +142,7 @@ def test_to_examples_accepts_parses_rejects_and_keeps_engine_errors():
     assert table.schema == stages.EXAMPLE_SCHEMA
     carried = {"id": "i", "passage_id": "p", "source": "s", "position": 3, "chunk": 1, "task_type": "ynqa",
                "sample_index": 0, "context": " Ctx. ", "model": "m", "num_input_tokens": 11,
-               "num_generated_tokens": 5}
+               "num_generated_tokens": 5, "finish_reason": None}
     none = {"input": None, "output": None, "reason": None, "detail": None}
     assert table.to_pylist() == [
         {**carried, **none, "input": "Is Ctx.", "output": "yes", "raw": "Is {{context}}<|pipe|> yes "},

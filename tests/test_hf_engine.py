@@ -25,9 +25,13 @@ def texts(table):
 
 def test_output_contract(generator):
     out = generator(requests(["Rent is due.", "A much longer passage about the tenant and the landlord."], seed=1))
-    assert out.column_names[-4:] == ["generated_text", "num_input_tokens", "num_generated_tokens", "engine_error"]
+    assert out.column_names[-5:] == ["generated_text", "num_input_tokens", "num_generated_tokens", "finish_reason",
+                                     "engine_error"]
     assert out.column("engine_error").to_pylist() == [None, None]
     assert all(0 < n <= 12 for n in out.column("num_generated_tokens").to_pylist())
+    # cut at max_tokens (12) unless the end-of-sequence token came first
+    for n, finish in zip(out.column("num_generated_tokens").to_pylist(), out.column("finish_reason").to_pylist()):
+        assert finish == "stop" if n < 12 else finish in ("stop", "length")
     tokenizer = generator.tokenizer
     assert out.column("num_input_tokens").to_pylist() == [
         len(tokenizer(build_prompt(c, "ynqa"))["input_ids"])

@@ -15,7 +15,8 @@ import yaml
 
 from bonito_ray.config import GenerateConfig
 from bonito_ray.pipeline import OutputExistsError, generate
-from bonito_ray.schema import ACCEPTED_SCHEMA, DATA_SUFFIXES, GENERATION_REJECTS_DIR
+from bonito_ray.schema import (ACCEPTED_SCHEMA, DATA_SUFFIXES, EXAMPLE_REJECT_DIRS, GENERATION_REJECTS_DIR,
+                               VALIDATION_REJECTS_DIR)
 from tests.corpus_files import write_jsonl
 from tests.tiny_models import sample_passages
 
@@ -28,6 +29,12 @@ def accepted(output: Path) -> list[dict]:
 
 def generation_rejects(output: Path) -> list[dict]:
     return pds.dataset(str(output / GENERATION_REJECTS_DIR)).to_table().to_pylist()
+
+
+def example_rejects(output: Path) -> list[dict]:
+    """The rejected example rows of every stage (generation, validation, task dedup)."""
+    return [r for d in EXAMPLE_REJECT_DIRS if (output / d).exists()
+            for r in pds.dataset(str(output / d)).to_table().to_pylist()]
 
 
 def test_echo_engine_end_to_end(ray_cluster, random_model, tmp_path):
@@ -46,10 +53,10 @@ def test_echo_engine_end_to_end(ray_cluster, random_model, tmp_path):
     assert len(rows) == 120 and len({r["id"] for r in rows}) == 120
     assert sorted(p.name for p in out.iterdir()) == [
         ".huggingface.yaml", "_SUCCESS", "_card", "_manifest.json", "_rejects", "exqa", "ynqa"]
-    first = next(r for r in rows if r["position"] == 1 and r["task_type"] == "ynqa" and r["sample_index"] == 1)
+    first = next(r for r in rows if r["position"] == 1 and r["task_type"] == "exqa" and r["sample_index"] == 1)
     assert first["context"] == passages[0] and first["chunk"] == 0  # normalised: surrounding space trimmed
-    assert first["input"] == passages[0] + "\nWhat does the passage above begin with?"
-    assert first["output"] == passages[0][:40]
+    assert first["input"] == passages[0] + "\nWhich words of the passage above come first from word 2 on?"
+    assert first["output"] == " ".join(passages[0].split()[1:7])
     assert first["source"] == str(corpus) and first["model"] == summary_model(out)
     for path in out.glob("*/train-*.parquet"):
         assert pq.read_schema(path).remove_metadata() == ACCEPTED_SCHEMA
@@ -121,14 +128,20 @@ def test_hf_engine_random_model_every_generation_is_accounted_for(ray_cluster, r
     summary = generate(GenerateConfig(input=str(corpus), output=str(out), model=random_model, passage_tokens=20_000,
                                       task_types=["ynqa", "nli"], max_tokens=8, seed=0, batch_size=4,
                                       max_error_rate=0.5))
-    assert summary.prompts == 14 == sum(summary.accepted.values()) + sum(summary.rejected.values())
+    assert summary.prompts == 14 == (sum(summary.accepted.values()) + sum(summary.rejected.values())
+                                     + sum(summary.filtered.values()))
     rejects = generation_rejects(out)
     assert len(rejects) == sum(summary.rejected.values())
     too_long = [r for r in rejects if r["reason"] == "engine_error"]
     assert len(too_long) == 2 and all("window is 512" in r["detail"] for r in too_long)
     noise = [r for r in rejects if r["reason"] != "engine_error"]
-    assert noise and all(r["reason"] in {"no_separator", "multiple_separators", "empty_input", "empty_output"}
+    assert all(r["reason"] in {"no_separator", "multiple_separators", "empty_input", "empty_output"}
                          and r["raw"] is not None and r["id"] and r["task_type"] for r in noise)
+    # 8 tokens of a random model: cut at --max-tokens, so validated as truncated (stage=validation)
+    filtered = pds.dataset(str(out / VALIDATION_REJECTS_DIR)).to_table().to_pylist()
+    assert summary.filtered.get("truncated", 0) == sum(r["reason"] == "truncated" for r in filtered) > 0
+    assert all(r["num_generated_tokens"] == 8 and r["raw"] and "token limit" in r["detail"]
+               for r in filtered if r["reason"] == "truncated")
     assert summary.generated_tokens > 0
     # The card counts each task type's rejects by the reasons the files hold.
     card = (out / "_card" / "README.md").read_text()
@@ -152,7 +165,7 @@ def test_same_seed_same_dataset_whatever_the_replicas_and_batches(ray_cluster, r
     def run(name, **resources):
         generate(GenerateConfig(input=str(corpus), output=str(tmp_path / name), model=random_model,
                                 max_tokens=6, seed=11, temperature=1.0, max_error_rate=1.0, **resources))
-        rows = accepted(tmp_path / name) + generation_rejects(tmp_path / name)
+        rows = accepted(tmp_path / name) + example_rejects(tmp_path / name)
         return sorted((r["id"], r.get("raw"), r.get("input"), r.get("output")) for r in rows)
 
     before = hf_actors()
@@ -256,7 +269,8 @@ def test_a_single_50mb_document_is_chunked_not_lost(ray_cluster, random_model, t
     write_jsonl(tmp_path / "big.jsonl", [document])
     out = tmp_path / "out"
     summary = generate(GenerateConfig(input=str(tmp_path / "big.jsonl"), output=str(out), engine="echo",
-                                      model=random_model, task_types=["ynqa"], max_tokens=16, passage_tokens=400))
+                                      model=random_model, task_types=["ynqa"], max_tokens=16, passage_tokens=400,
+                                      task_dedup=False))  # chunking is checked here, not 54k tasks' dedup
     rows = pds.dataset(str(out), partitioning="hive").to_table(columns=["chunk", "context"]).sort_by("chunk")
     assert summary.passages == rows.num_rows > 20_000 and summary.passages_dropped == {}
     assert rows["chunk"].to_pylist() == list(range(rows.num_rows))

@@ -20,7 +20,7 @@ import ray
 
 from bonito_ray import ledger
 from bonito_ray.dedup import create_shards, drop_duplicates, offer_passages
-from bonito_ray.schema import PASSAGE_SCHEMA, stable_id
+from bonito_ray.schema import PASSAGE_SCHEMA, TASK_DEDUP_REJECTS_DIR, stable_id
 from bonito_ray.storage import resolve_filesystem
 from tests.corpus_files import write_jsonl
 
@@ -66,7 +66,10 @@ def test_md_and_json_are_read_and_hidden_or_underscore_paths_are_skipped(cli_run
 def test_no_dedup_keeps_exact_duplicates(cli_run):
     _, out, _ = cli_run
     contexts = pds.dataset(str(out), partitioning="hive").to_table(columns=["context"])["context"].to_pylist()
-    assert contexts.count(passage(1)) == 2
+    # both copies are prompted; the second one's task is the same task, so task dedup drops it
+    dropped = pds.dataset(str(out / TASK_DEDUP_REJECTS_DIR)).to_table().to_pylist()
+    assert contexts.count(passage(1)) == 1 and [r["context"] for r in dropped] == [passage(1)]
+    assert dropped[0]["reason"] == "duplicate_task" and dropped[0]["detail"].startswith("same task as example")
 
 
 def test_passages_over_max_chars_are_quarantined_as_too_long(cli_run):

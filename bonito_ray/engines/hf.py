@@ -18,7 +18,7 @@ from ray.data import ActorPoolStrategy
 from bonito_ray import console
 from bonito_ray.cluster import PRIVACY_ENV
 from bonito_ray.config import GenerateConfig
-from bonito_ray.engines import EngineStage
+from bonito_ray.engines import LENGTH, STOP, EngineStage
 from bonito_ray.engines.window import context_window
 
 logger = logging.getLogger(__name__)
@@ -69,25 +69,27 @@ class HFGenerator:
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = batch.to_pylist()
         encoded = [self.tokenizer(row["prompt"])["input_ids"] for row in rows]
-        outputs: list[tuple[str, int, int, str | None]] = [("", len(ids), 0, None) for ids in encoded]
+        outputs: list[tuple[str, int, int, str | None, str | None]] = [("", len(ids), 0, None, None)
+                                                                      for ids in encoded]
         runnable = []
         for i, ids in enumerate(encoded):
             if self.window is not None and len(ids) >= self.window:
-                outputs[i] = ("", len(ids), 0, f"prompt is {len(ids)} tokens; the model's window is {self.window}")
+                outputs[i] = ("", len(ids), 0, None, f"prompt is {len(ids)} tokens; the model's window is {self.window}")
             else:
                 runnable.append(i)
         if runnable:
             texts = self._generate([encoded[i] for i in runnable], [rows[i]["sampling_params"] for i in runnable])
-            for i, (text, generated) in zip(runnable, texts):
-                outputs[i] = (text, len(encoded[i]), generated, None)
-        text, n_in, n_out, error = zip(*outputs)
+            for i, (text, generated, finish) in zip(runnable, texts):
+                outputs[i] = (text, len(encoded[i]), generated, finish, None)
+        text, n_in, n_out, finish, error = zip(*outputs)
         for name, values, kind in (("generated_text", text, pa.string()), ("num_input_tokens", n_in, pa.int64()),
-                                   ("num_generated_tokens", n_out, pa.int64()), ("engine_error", error, pa.string())):
+                                   ("num_generated_tokens", n_out, pa.int64()), ("finish_reason", finish, pa.string()),
+                                   ("engine_error", error, pa.string())):
             batch = batch.append_column(name, pa.array(values, kind))
         return batch
 
-    def _generate(self, prompts: list[list[int]], params: list[dict[str, Any]]) -> list[tuple[str, int]]:
-        """(text, number of generated tokens) for each tokenised prompt."""
+    def _generate(self, prompts: list[list[int]], params: list[dict[str, Any]]) -> list[tuple[str, int, str]]:
+        """(text, number of generated tokens, finish reason) for each tokenised prompt."""
         import torch
         from transformers import GenerationConfig, LogitsProcessorList
 
@@ -109,7 +111,9 @@ class HFGenerator:
             tokens = row[: p["max_tokens"]]
             if eos is not None and eos in tokens:
                 tokens = tokens[: tokens.index(eos) + 1]
-            results.append((self.tokenizer.decode(tokens, skip_special_tokens=True), len(tokens)))
+            # No end of sequence: cut at max_tokens, or at the window (max_new) as vLLM would be.
+            finish = STOP if eos is not None and tokens and tokens[-1] == eos else LENGTH
+            results.append((self.tokenizer.decode(tokens, skip_special_tokens=True), len(tokens), finish))
         return results
 
 

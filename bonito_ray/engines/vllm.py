@@ -21,7 +21,7 @@ from typing import Any
 from bonito_ray import console
 from bonito_ray.cluster import PRIVACY_ENV
 from bonito_ray.config import ConfigError, GenerateConfig
-from bonito_ray.engines import OUTPUT_COLUMNS, EngineStage
+from bonito_ray.engines import EngineStage, finish_reason
 from bonito_ray.engines.window import generation_window
 from bonito_ray.stages import REQUEST_SCHEMA
 
@@ -119,9 +119,12 @@ def build_vllm_processor(config: GenerateConfig, device: str | None = None):
 def build_vllm_stage(config: GenerateConfig) -> EngineStage:
     """An engine stage running ``config.model`` on vLLM through ``ray.data.llm``."""
     processor = build_vllm_processor(config)
+    # ray.data.llm drops vLLM's finish reason; it is decided again from the generated token ids.
+    ending = {"max_tokens": config.max_tokens, "window": generation_window(config, None),
+              "eos_ids": end_of_sequence_ids(config.model)}
 
     def stage(requests):
-        return processor(requests).map(_to_contract, fn_kwargs={"carried": REQUEST_SCHEMA.names})
+        return processor(requests).map(_to_contract, fn_kwargs={"carried": REQUEST_SCHEMA.names, **ending})
 
     return stage
 
@@ -131,8 +134,28 @@ def _to_vllm_request(row: dict[str, Any]) -> dict[str, Any]:
     return {"prompt": row["prompt"], "sampling_params": params}
 
 
-def _to_contract(row: dict[str, Any], carried: list[str]) -> dict[str, Any]:
+def end_of_sequence_ids(model: str) -> frozenset[int]:
+    """The ids vLLM stops on: the tokenizer's end of sequence and the generation config's."""
+    from transformers import GenerationConfig
+
+    from bonito_ray.passages import load_tokenizer
+
+    ids = {load_tokenizer(model).eos_token_id}
+    try:
+        extra = GenerationConfig.from_pretrained(model).eos_token_id
+    except OSError:  # no generation_config.json
+        extra = None
+    ids.update(extra if isinstance(extra, list) else [extra])
+    return frozenset(i for i in ids if i is not None)
+
+
+def _to_contract(row: dict[str, Any], carried: list[str], max_tokens: int, window: int | None,
+                 eos_ids: frozenset[int]) -> dict[str, Any]:
     out = {name: row.get(name) for name in carried}
-    out.update({name: row.get(name) for name in OUTPUT_COLUMNS[:-1]})
+    out.update({name: row.get(name) for name in ("generated_text", "num_input_tokens", "num_generated_tokens")})
     out["engine_error"] = row.get("__inference_error__") or None
+    out["finish_reason"] = None
+    if out["engine_error"] is None and row.get("generated_tokens") is not None:
+        out["finish_reason"] = finish_reason(list(row["generated_tokens"]), row["num_input_tokens"],
+                                             max_tokens, window, eos_ids)
     return out
