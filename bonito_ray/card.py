@@ -34,7 +34,7 @@ import pyarrow.fs as pafs
 import yaml
 
 from bonito_ray.schema import (ACCEPTED_FILE_PREFIX, CARD_DIR, CARD_FILE, HF_YAML_FILE, PARQUET_SUFFIX, REJECTS_DIR,
-                               REJECTS_SUFFIX, accepted_dir, is_accepted_file, stable_id)
+                               accepted_dir, is_accepted_file, is_data_file, stable_id)
 from bonito_ray.storage import join, list_files, write_bytes
 
 logger = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ def collect(fs: pafs.FileSystem, root: str) -> dict[str, TaskFigures]:
         if is_accepted_file(relative):
             task_type = relative.partition("/")[0]
             _add_accepted(fs, path, figures.setdefault(task_type, TaskFigures(task_type)))
-    rejects = [f for f in list_files(fs, join(root, REJECTS_DIR)) if f.endswith(REJECTS_SUFFIX)]
+    rejects = [f for f in list_files(fs, join(root, REJECTS_DIR)) if is_data_file(f)]
     if rejects:
         table = pds.dataset(rejects, filesystem=fs, format="parquet").to_table(
             columns=["task_type", "reason"], filter=pc.is_valid(pc.field("task_type")))

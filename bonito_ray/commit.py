@@ -38,8 +38,9 @@ import pyarrow.fs as pafs
 
 from bonito_ray import card, ledger
 from bonito_ray.report import RunSummary, read_manifest, summarize, write_manifest
-from bonito_ray.schema import (COMMIT_FILE, DATA_SUFFIXES, EXAMPLE_REJECT_DIRS, MANIFEST_FILE, PROGRESS_FILE,
-                               RUN_FILE, STAGING_DIR, SUCCESS_FILE, TEMPORARY_PREFIX, is_accepted_file)
+from bonito_ray.schema import (COMMIT_FILE, EXAMPLE_REJECT_DIRS, MANIFEST_FILE, PROGRESS_FILE,
+                               RUN_FILE, STAGING_DIR, SUCCESS_FILE, TEMPORARY_PREFIX, is_accepted_file,
+                               is_data_file)
 from bonito_ray.storage import join, list_files, write_bytes
 
 logger = logging.getLogger(__name__)
@@ -93,7 +94,9 @@ def example_files(fs: pafs.FileSystem, root: str) -> list[str]:
 
 
 def _example_files(fs: pafs.FileSystem, base: str) -> list[str]:
-    return [f for f in list_files(fs, base) if f.endswith(DATA_SUFFIXES)
+    """Whole files of example rows under ``base``: accepted ones and example rejects; never a file still
+    being written (``.tmp-*``: a live or killed attempt's)."""
+    return [f for f in list_files(fs, base) if is_data_file(f)
             and (is_accepted_file(f[len(base) + 1 :])
                  or any(f[len(base) + 1 :].startswith(d + "/") for d in EXAMPLE_REJECT_DIRS))]
 

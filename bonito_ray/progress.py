@@ -84,7 +84,10 @@ class ProgressCounter:
 def observe(examples, counter):
     """``examples`` with every block counted by ``counter`` on its way to the writer (rows unchanged)."""
     # Its own 0-CPU tasks: fused into the write, it would count only when --rows-per-file rows were bundled.
-    return examples.map_batches(count_block, batch_format="pyarrow", fn_kwargs={"counter": counter}, num_cpus=0)
+    # batch_size=None: each block as it comes; Ray Data's default bundles 1,024 rows, which held every
+    # example of a small job back from the writer until the end.
+    return examples.map_batches(count_block, batch_format="pyarrow", batch_size=None,
+                                fn_kwargs={"counter": counter}, num_cpus=0)
 
 
 def count_block(block: pa.Table, *, counter) -> pa.Table:

@@ -18,8 +18,8 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from bonito_ray.quarantine import CHUNK_STAGE, CLEAN_STAGE, CORPUS_STAGE, reject_counts
-from bonito_ray.schema import (DATA_SUFFIXES, GENERATION_REJECTS_DIR, MANIFEST_FILE, TASK_DEDUP_REJECTS_DIR,
-                               VALIDATION_REJECTS_DIR, is_accepted_file)
+from bonito_ray.schema import (GENERATION_REJECTS_DIR, MANIFEST_FILE, TASK_DEDUP_REJECTS_DIR,
+                               VALIDATION_REJECTS_DIR, is_accepted_file, is_data_file)
 from bonito_ray.stages import ENGINE_ERROR
 from bonito_ray.storage import join, list_files, write_bytes
 
@@ -95,7 +95,7 @@ def summarize(fs: pafs.FileSystem, root: str, *, output: str, examples_per_passa
 
 
 def _data_files(fs: pafs.FileSystem, directory: str) -> list[str]:
-    return [f for f in list_files(fs, directory) if f.endswith(DATA_SUFFIXES)]
+    return [f for f in list_files(fs, directory) if is_data_file(f)]
 
 
 def _tally(fs: pafs.FileSystem, files: list[str], key: str) -> tuple[Counter, int, int]:

@@ -148,6 +148,13 @@ def accepted_dir(task_type: str) -> str:
     return task_type
 
 
+def is_data_file(path: str) -> bool:
+    """Whether ``path`` is a whole data file (accepted or rejects), not one still being written
+    (``.tmp-*``, which a killed attempt may leave behind)."""
+    name = path.rsplit("/", 1)[-1]
+    return name.endswith(DATA_SUFFIXES) and not name.startswith(TEMPORARY_PREFIX)
+
+
 def is_accepted_file(relative: str) -> bool:
     """Whether ``relative`` (a path under an output or staging root) is a file of accepted examples."""
     folder, _, name = relative.partition("/")

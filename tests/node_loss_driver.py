@@ -80,7 +80,8 @@ def main() -> None:
             coordination = [a for a in actors
                             if a["ActorClassName"] in ("DedupShard", "ErrorBudget", "ProgressCounter")]
             report.update(
-                accepted=sum(summary.accepted.values()), rejected=sum(summary.rejected.values()),
+                accepted=sum(summary.accepted.values()),
+                rejected=sum(summary.rejected.values()) + sum(summary.filtered.values()),
                 engine_errors=summary.engine_errors, head_node=cluster.head_node.node_id,
                 engine_restarts=[a["NumRestarts"] for a in engine],
                 coordination_nodes=sorted({a["Address"]["NodeID"] for a in coordination}))

@@ -138,7 +138,7 @@ def test_stats_prints_the_figures_and_random_examples(ray_cluster, random_model,
 def card_samples(out: Path) -> list[str]:
     """The sample inputs shown in the card."""
     text = (out / "_card" / "README.md").read_text()
-    return [block.split("\n```", 1)[0] for block in text.split("```text\n")[1:] if "begin with?" in block]
+    return [block.split("\n```", 1)[0] for block in text.split("```text\n")[1:] if "Yes or no?" in block]
 
 
 @pytest.mark.parametrize("rows, category", [(0, "n<1K"), (999, "n<1K"), (1000, "1K<n<10K"), (2_000_000, "1M<n<10M")])

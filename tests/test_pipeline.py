@@ -146,7 +146,7 @@ def test_hf_engine_random_model_every_generation_is_accounted_for(ray_cluster, r
     # The card counts each task type's rejects by the reasons the files hold.
     card = (out / "_card" / "README.md").read_text()
     for task_type in ("ynqa", "nli"):
-        reasons = Counter(r["reason"] for r in rejects if r["task_type"] == task_type)
+        reasons = Counter(r["reason"] for r in rejects + filtered if r["task_type"] == task_type)
         row = card_row(card, task_type)
         assert row[1:4] == ["7", str(summary.accepted.get(task_type, 0)), str(sum(reasons.values()))]
         assert row[5] == ", ".join(f"{k}: {v}" for k, v in sorted(reasons.items()))
