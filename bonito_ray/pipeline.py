@@ -192,10 +192,10 @@ def generated_examples(config: GenerateConfig, passages, done: np.ndarray, count
         requests = requests.map_batches(drop_done, batch_format="pyarrow",
                                         fn_kwargs={"done": ray.put(done), "progress": counter})
     generations = build_engine_stage(config)(requests)
-    examples = generations.map_batches(to_examples, batch_format="pyarrow")
+    # batch_size=None: each block as it comes. Ray Data's default bundles 1,024 rows, which held a small
+    # job's examples back from the writer until the engine had finished them all.
+    examples = generations.map_batches(to_examples, batch_format="pyarrow", batch_size=None)
     if config.validate != "off" or config.validators:
-        # batch_size=None: each block as it comes (Ray Data's default bundles 1,024 rows, holding a small
-        # job's examples back from the writer until the end).
         examples = examples.map_batches(validate_examples, batch_format="pyarrow", batch_size=None,
                                         fn_kwargs={"level": config.validate, "extra": config.validators})
     return examples
