@@ -83,10 +83,11 @@ class ProgressCounter:
 
 def observe(examples, counter):
     """``examples`` with every block counted by ``counter`` on its way to the writer (rows unchanged)."""
-    # batch_size=None: each block as it comes; Ray Data's default bundles 1,024 rows, which held every
-    # example of a small job back from the writer until the end. Default resources, not 0 CPUs: a
-    # 0-CPU operator was starved by Ray Data's scheduler until the engine had finished every row
-    # (measured: no staged file while the vLLM replica ran), so nothing streamed to the writer.
+    # Each block as it comes (batch_size=None; Ray Data's default bundles 1,024 rows). With default
+    # resources it is fused into the write, so blocks are counted as each file's rows are bundled
+    # (every --rows-per-file rows). Its own operator would count sooner, but one with 0 or a sliver of
+    # CPU held every row back from the writer until the engine had finished them all (measured with
+    # a vLLM replica): streaming to the writer comes first.
     return examples.map_batches(count_block, batch_format="pyarrow", batch_size=None,
                                 fn_kwargs={"counter": counter})
 

@@ -92,7 +92,8 @@ def test_progress_file_follows_a_running_job(ray_cluster, random_model, tmp_path
     try:
         with caplog.at_level(logging.INFO, logger="bonito_ray.progress"):
             summary = generate(GenerateConfig(input=str(corpus), output=str(out), model=random_model, max_tokens=24,
-                                              task_types=["ynqa"], batch_size=1, seed=1, max_error_rate=1.0))
+                                              task_types=["ynqa"], batch_size=1, seed=1, max_error_rate=1.0,
+                                              rows_per_file=2))  # counted as each file's rows are bundled
     finally:
         stop.set()
         watcher.join()
