@@ -186,3 +186,14 @@ def killable_hf_generator(state_dir: Path) -> type:
     """A KillableHFGenerator recording under ``state_dir`` (a class: Ray Data builds the actors)."""
     state_dir.mkdir(parents=True, exist_ok=True)
     return type("KillableHFGenerator", (KillableHFGenerator,), {"state_dir": str(state_dir)})
+
+
+def blocked_victim(state_dir: Path, timeout: float) -> dict | None:
+    """The record of the first KillableHFGenerator incarnation once it blocks in its first batch
+    (pid, actor id, job id, node id), or None if none blocked within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not (state_dir / "blocked").exists():
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.05)
+    return json.loads((state_dir / "incarnation-0.json").read_text())

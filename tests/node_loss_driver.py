@@ -14,7 +14,6 @@ import json
 import os
 import sys
 import threading
-import time
 from pathlib import Path
 
 import ray
@@ -24,17 +23,14 @@ from bonito_ray.cluster import PRIVACY_ENV
 from bonito_ray.config import GenerateConfig
 from bonito_ray.engines import hf
 from bonito_ray.pipeline import generate
-from tests.faults import killable_hf_generator
+from tests.faults import blocked_victim, killable_hf_generator
 
 
 def kill_the_engine_node(cluster: Cluster, worker, state: Path, report: dict) -> None:
     """Once the first engine actor holds a batch, kill the node it runs on, then add a new one."""
-    deadline = time.monotonic() + 180
-    while not (state / "blocked").exists():
-        if time.monotonic() > deadline:
-            return
-        time.sleep(0.05)
-    victim = json.loads((state / "incarnation-0.json").read_text())
+    victim = blocked_victim(state, 180)
+    if victim is None:
+        return
     report["engine_node"] = victim["node_id"]
     report["worker_node"] = worker.node_id
     if victim["node_id"] != worker.node_id:

@@ -27,7 +27,7 @@ from bonito_ray.pipeline import generate
 from bonito_ray.schema import DATA_SUFFIXES, GENERATION_REJECTS_DIR, is_accepted_file, stable_id
 from bonito_ray.storage import resolve_filesystem
 from tests.corpus_files import write_jsonl
-from tests.faults import FaultyS3Proxy, flaky_stage, killable_hf_generator
+from tests.faults import FaultyS3Proxy, blocked_victim, flaky_stage, killable_hf_generator
 from tests.tiny_models import sample_passages
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,12 +98,9 @@ def test_engine_actor_killed_mid_batch_is_restarted_and_its_batch_retried(ray_cl
     killed = []
 
     def kill_the_blocked_actor():
-        deadline = time.monotonic() + 120
-        while not (state / "blocked").exists():
-            if time.monotonic() > deadline:
-                return
-            time.sleep(0.05)
-        victim = json.loads((state / "incarnation-0.json").read_text())
+        victim = blocked_victim(state, 120)
+        if victim is None:
+            return
         # Ray's own record of that actor id: an actor of this test's job, in the process about to be killed.
         record = ray._private.state.actors(victim["actor_id"])  # the GCS actor table; needs no dashboard
         if record["JobID"] == victim["job_id"] == our_job and record["Pid"] == victim["pid"]:
