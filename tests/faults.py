@@ -1,4 +1,4 @@
-"""Fault injection for tests: a flaky engine stage, an engine actor that waits to be killed, a flaky S3 proxy."""
+"""Fault injection for tests: a flaky engine stage, engine actors that wait (to be killed, or for a gate), a flaky S3 proxy."""
 
 from __future__ import annotations
 
@@ -197,3 +197,38 @@ def blocked_victim(state_dir: Path, timeout: float) -> dict | None:
             return None
         time.sleep(0.05)
     return json.loads((state_dir / "incarnation-0.json").read_text())
+
+
+class GatedHFGenerator(HFGenerator):
+    """The hf engine actor, except that after ``open_rows`` rows it holds every later batch until the
+    file ``gate`` exists (or ``hold_seconds`` pass, when it writes ``gate-timed-out`` beside it and goes on).
+
+    A test opens the gate only once it has seen what the first rows must have produced downstream, so
+    it checks that the pipeline streams while the engine still holds work, whatever the machine's speed.
+    """
+
+    gate = ""  # set by gated_hf_generator
+    open_rows = 0
+    hold_seconds = 60.0
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.rows_done = 0
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        gate = Path(self.gate)
+        if self.rows_done >= self.open_rows and not gate.exists():
+            deadline = time.monotonic() + self.hold_seconds
+            while not gate.exists():
+                if time.monotonic() > deadline:
+                    gate.with_name("gate-timed-out").touch()
+                    break
+                time.sleep(0.05)
+        self.rows_done += batch.num_rows
+        return super().__call__(batch)
+
+
+def gated_hf_generator(gate: Path, open_rows: int) -> type:
+    """A GatedHFGenerator holding batches after ``open_rows`` rows until ``gate`` exists (a class: Ray Data builds the actors)."""
+    gate.parent.mkdir(parents=True, exist_ok=True)
+    return type("GatedHFGenerator", (GatedHFGenerator,), {"gate": str(gate), "open_rows": open_rows})

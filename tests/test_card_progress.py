@@ -13,10 +13,12 @@ import pytest
 from bonito_ray import card, progress
 from bonito_ray.cli import main
 from bonito_ray.config import GenerateConfig
+from bonito_ray.engines import hf
 from bonito_ray.pipeline import generate
 from bonito_ray.quarantine import write_rejects
 from bonito_ray.schema import PROGRESS_FILE, STAGING_DIR
 from tests.corpus_files import write_jsonl
+from tests.faults import gated_hf_generator
 from tests.tiny_models import sample_passages
 
 
@@ -72,8 +74,14 @@ def test_progress_line_on_a_terminal_is_rewritten_in_place(ray_cluster, tmp_path
 
 
 def test_progress_file_follows_a_running_job(ray_cluster, random_model, tmp_path, monkeypatch, caplog):
-    """A real hf run, one request per batch, watched from outside through its progress file."""
+    """A real hf run, one request per batch, watched from outside through its progress file.
+
+    The engine holds its third request until the watcher has seen the first two counted, so the
+    check does not depend on how fast the engine runs against the writer on this machine.
+    """
     monkeypatch.setenv(progress.INTERVAL_ENV, "0.2")
+    gate = tmp_path / "engine" / "gate"
+    monkeypatch.setattr(hf, "HFGenerator", gated_hf_generator(gate, open_rows=2))
     corpus = write_jsonl(tmp_path / "c.jsonl", sample_passages(6))
     out = tmp_path / "out"
     seen, stop = [], threading.Event()
@@ -85,6 +93,9 @@ def test_progress_file_follows_a_running_job(ray_cluster, random_model, tmp_path
                 seen.append(json.loads(path.read_text()))
             except (OSError, ValueError):
                 pass
+            else:
+                if seen[-1]["state"] == "running" and 0 < seen[-1]["prompts_done"] < 6:
+                    gate.touch()
             time.sleep(0.05)
 
     watcher = threading.Thread(target=watch)
@@ -97,9 +108,11 @@ def test_progress_file_follows_a_running_job(ray_cluster, random_model, tmp_path
     finally:
         stop.set()
         watcher.join()
+    states = sorted({(s["state"], s["prompts_done"], s["prompts_total"]) for s in seen}, key=str)
+    assert gate.exists() and not gate.with_name("gate-timed-out").exists(), states  # counted while the engine held work
     running = [s for s in seen if s["state"] == "running" and s["prompts_total"]]
     assert running and all(s["prompts_total"] == summary.prompts == 6 for s in running)
-    assert any(0 < s["prompts_done"] < 6 for s in running), sorted({(s["state"], s["prompts_done"], s["prompts_total"]) for s in seen}, key=str)
+    assert any(0 < s["prompts_done"] < 6 for s in running), states
     done = [s["prompts_done"] for s in seen]
     assert done == sorted(done)
     assert all(s["accepted"] + s["rejected"] == s["prompts_done"] for s in seen)
