@@ -234,7 +234,7 @@ def draw_plots(figures: dict[str, TaskFigures]) -> dict[str, bytes] | None:
         ax.set_ylabel("examples")
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
-    lengths.tight_layout()
+    lengths.subplots_adjust(left=0.07, right=0.98, bottom=0.15, top=0.9, wspace=0.25)
     return {"yield.png": _png(yield_plot), "lengths.png": _png(lengths)}
 
 

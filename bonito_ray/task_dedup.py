@@ -47,7 +47,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pds
 import pyarrow.parquet as pq
-from datasketch import LeanMinHash, MinHash, MinHashLSH
 
 from bonito_ray.prompt import CONTEXT_PLACEHOLDER
 from bonito_ray.schema import (DUPLICATE_TASK, PARQUET_SUFFIX, REJECT_SCHEMA, REJECTS_SUFFIX, STAGING_DIR,
@@ -93,10 +92,14 @@ class Signer:
     """MinHash signatures with fixed permutations; a passage's is computed once."""
 
     def __init__(self) -> None:
+        from datasketch import MinHash  # here, not at the top: it imports scipy (~0.5 s) into every CLI start and Ray worker
+
         self.template = MinHash(num_perm=NUM_PERM, seed=SEED, hashfunc=zlib.crc32)
         self.passages: dict[str, np.ndarray] = {}
 
     def sign(self, text: str) -> np.ndarray:
+        from datasketch import MinHash
+
         minhash = MinHash(num_perm=NUM_PERM, seed=SEED, hashfunc=zlib.crc32, scheme=self.template.scheme,
                           permutations=self.template.permutations)
         minhash.update_batch(shingles(text))
@@ -111,12 +114,16 @@ class Signer:
 
 def banded(signatures: np.ndarray) -> LeanMinHash:
     """One MinHash whose every band of 3*ROWS values holds ROWS values of each part (the AND of the module docstring)."""
+    from datasketch import LeanMinHash
+
     values = signatures.reshape(3, BANDS, ROWS).transpose(1, 0, 2).reshape(-1)
     return LeanMinHash(seed=SEED, hashvalues=values, scheme="affine32")
 
 
 def find_duplicates(existing: list[dict], new: list[dict]) -> list[Duplicate]:
     """The ``new`` tasks (rows with COLUMNS) that duplicate a task kept before them (module docstring)."""
+    from datasketch import MinHashLSH
+
     signer = Signer()
     lsh = MinHashLSH(threshold=NEAR, num_perm=3 * NUM_PERM, params=(BANDS, 3 * ROWS))
     exact: dict[bytes, str] = {}

@@ -26,8 +26,12 @@ def test_demo_model_writes_real_tasks(ray_cluster, tmp_path):
     out = tmp_path / "out"
     summary = generate(GenerateConfig(input=str(corpus), output=str(out), seed=0))
     assert summary.passages == 8 and summary.prompts == 24
-    # The demo model's measured parse rate is well above 90%; allow a little sampling luck here.
-    assert sum(summary.accepted.values()) >= 20
+    # Measured on the 48-passage sample (README): every generation parses; ynqa and nli are almost all
+    # accepted, about a third of exqa answers are not a span of the passage. Bounds leave room for
+    # sampling luck (batches formed differently change the logits' last bits, and so samples).
+    assert sum(summary.rejected.values()) <= 1, summary.rejected  # generation: Bonito's format
+    assert summary.accepted.get("ynqa", 0) + summary.accepted.get("nli", 0) >= 14, summary.accepted
+    assert summary.accepted.get("exqa", 0) >= 1, summary.filtered
     rows = pds.dataset(str(out), partitioning="hive").to_table().to_pylist()
     contexts = {normalize(json.loads(line)["text"]) for line in lines}
     for row in rows:

@@ -260,19 +260,21 @@ def test_a_short_tail_chunk_is_merged_into_its_neighbour_and_counted(ray_cluster
     assert json.loads((out / "_manifest.json").read_text())["stages"]["tail_chunks_merged"] == 1
 
 
-def test_a_single_50mb_document_is_chunked_not_lost(ray_cluster, random_model, tmp_path):
-    sentences = [f"Clause {i}: the tenant pays {100 + i % 900} euros on day {i % 28 + 1}." for i in range(1_000_000)]
+def test_a_single_10mb_document_is_chunked_not_lost(ray_cluster, random_model, tmp_path):
+    # Ten of the reader's 1 MB reads and thousands of tokenizer windows in one record; memory at 50
+    # and 200 MB is measured by `jobs/benchmark_pipeline.py --document-mb` (README), not here.
+    sentences = [f"Clause {i}: the tenant pays {100 + i % 900} euros on day {i % 28 + 1}." for i in range(200_000)]
     paragraphs = ["\n\n".join(" ".join(sentences[j : j + 5]) for j in range(i, i + 50, 5))
                   for i in range(0, len(sentences), 50)]
     document = "\n\n".join(paragraphs)
-    assert len(document) > 50_000_000
+    assert len(document) > 10_000_000
     write_jsonl(tmp_path / "big.jsonl", [document])
     out = tmp_path / "out"
     summary = generate(GenerateConfig(input=str(tmp_path / "big.jsonl"), output=str(out), engine="echo",
                                       model=random_model, task_types=["ynqa"], max_tokens=16, passage_tokens=400,
-                                      task_dedup=False))  # chunking is checked here, not 54k tasks' dedup
+                                      task_dedup=False))  # chunking is checked here, not thousands of tasks' dedup
     rows = pds.dataset(str(out), partitioning="hive").to_table(columns=["chunk", "context"]).sort_by("chunk")
-    assert summary.passages == rows.num_rows > 20_000 and summary.passages_dropped == {}
+    assert summary.passages == rows.num_rows > 4_000 and summary.passages_dropped == {}
     assert rows["chunk"].to_pylist() == list(range(rows.num_rows))
     assert " ".join(rows["context"].to_pylist()).split() == document.split()
 

@@ -2,7 +2,8 @@
 
 Engine start-up costs ~15-30 s on these machines, so the runs are few and shared: one reference
 run on the demo model (its engine actor killed mid-run), the same job through the hf engine, the
-same job again in a driver that is SIGKILLed and resumed, and one run per tiny architecture.
+same job again in a driver that is SIGKILLed and resumed, and one run of a tiny model with grouped-query
+attention.
 Planning-time checks and the processor's resources need no engine.
 """
 
@@ -181,9 +182,9 @@ def test_driver_sigkilled_then_resumed_reproduces_the_seeded_reference(reference
         os.killpg(first.pid, signal.SIGKILL)  # the driver; Ray ends its job's actors, the engine with them
         first.wait()
     assert not (out / "_SUCCESS").exists()
-    second = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=400)
-    assert second.returncode == 0, second.stderr[-3000:]
-    assert "resumed" in second.stdout
+    # Resumed here, in the test's own driver: the same config the killed CLI run was given.
+    summary = generate(config)
+    assert summary.resumed and summary.skipped_done > 0
     resumed, reference_rows = rows(out), rows(ref_out)
     assert resumed.keys() == reference_rows.keys()
     same = [i for i in resumed if (resumed[i].get("input"), resumed[i].get("output"), resumed[i].get("raw"))
@@ -192,12 +193,13 @@ def test_driver_sigkilled_then_resumed_reproduces_the_seeded_reference(reference
 
 
 @needs_vllm
-@pytest.mark.parametrize("architecture", ["llama", "gpt2"])
-def test_tiny_architectures_run_on_vllm(ray_cluster, architecture, tmp_path):
+def test_grouped_query_attention_runs_on_vllm(ray_cluster, tmp_path):
+    # Bonito is a Mistral: 8 key-value heads for 32 query heads. The demo model of the runs above has
+    # one key-value head per query head; this Llama has one per two.
     tokenizer = tiny_models.build_tokenizer(tiny_models.sample_passages(50))
-    model = (tiny_models.build_model(tokenizer, head_dim=64) if architecture == "llama"
-             else tiny_models.build_gpt2_model(tokenizer))
-    path = tiny_models.save(model, tokenizer, tmp_path / architecture)
+    model = tiny_models.build_model(tokenizer, head_dim=64)
+    assert model.config.num_key_value_heads < model.config.num_attention_heads
+    path = tiny_models.save(model, tokenizer, tmp_path / "gqa")
     corpus = write_jsonl(tmp_path / "c.jsonl", tiny_models.sample_passages(3))
     summary = generate(job(corpus, tmp_path / "out", model=path, task_types=["nli"], n=1, max_tokens=16,
                            passage_tokens=None, max_error_rate=0.0))

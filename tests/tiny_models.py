@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 SPECIALS = ["<s>", "</s>", "<pad>"]
 
@@ -35,16 +35,7 @@ def build_model(tokenizer: PreTrainedTokenizerFast, seed: int = 0, window: int =
     return LlamaForCausalLM(config)
 
 
-def build_gpt2_model(tokenizer: PreTrainedTokenizerFast, seed: int = 0, window: int = 512) -> GPT2LMHeadModel:
-    """A randomly initialised two-layer GPT-2 for ``tokenizer``, with 64-dim heads."""
-    torch.manual_seed(seed)
-    config = GPT2Config(vocab_size=len(tokenizer), n_embd=128, n_head=2, n_layer=2, n_positions=window,
-                        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                        pad_token_id=tokenizer.pad_token_id)
-    return GPT2LMHeadModel(config)
-
-
-def save(model: LlamaForCausalLM | GPT2LMHeadModel, tokenizer: PreTrainedTokenizerFast, path: Path) -> str:
+def save(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, path: Path) -> str:
     """Save both with ``save_pretrained`` and return the directory."""
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
