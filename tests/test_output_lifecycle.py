@@ -49,6 +49,12 @@ def job_args(corpus: Path, out: Path, model: str, *extra: str, ray: str | None =
             "--task-types", "ynqa", "--passage-tokens", "64", "--rows-per-file", "3", "--ray-address", ray, *extra]
 
 
+def echo_job(corpus: Path, out: Path, model: str, **extra) -> GenerateConfig:
+    """The job of ``job_args``, for a run in this process."""
+    return GenerateConfig(input=str(corpus), output=str(out), engine="echo", model=model, task_types=["ynqa"],
+                          passage_tokens=64, rows_per_file=3, **extra)
+
+
 def ids_and_sources(out: Path) -> list[tuple[str, str]]:
     """(id, source) of every example row in the dataset at ``out``, staged or committed, sorted."""
     files = example_files(LocalFileSystem(), str(out))
@@ -375,7 +381,7 @@ def test_incremental_kills_at_every_commit_step_give_one_full_run(ray_cluster, r
     day2 = write_jsonl(corpus / "day2.jsonl", texts[10:20])
     day3 = write_jsonl(corpus / "day3.jsonl", texts[20:30])
     base = tmp_path / "base"
-    assert cli(*job_args(corpus, base, random_model, "--incremental")).returncode == 0
+    generate(echo_job(corpus, base, random_model, incremental=True))
     # Next day: day4 arrives, day1 is corrected (one more line), day2 is deleted.
     write_jsonl(corpus / "day1.jsonl", texts[:10] + ["Clause 99: a late correction, appended to the first day."])
     day4 = write_jsonl(corpus / "day4.jsonl", texts[30:40])
@@ -385,9 +391,7 @@ def test_incremental_kills_at_every_commit_step_give_one_full_run(ray_cluster, r
     before_journal = tmp_path / "before-journal"
     shutil.copytree(base, before_journal)
     crash(job_args(corpus, before_journal, random_model, "--incremental"), "before-journal")
-    resumed = generate(GenerateConfig(input=str(corpus), output=str(before_journal), engine="echo",
-                                      model=random_model, task_types=["ynqa"], passage_tokens=64, rows_per_file=3,
-                                      incremental=True))
+    resumed = generate(echo_job(corpus, before_journal, random_model, incremental=True))
     assert resumed.resumed and resumed.skipped_done >= 21  # day1's and day4's staged rows were not made again
     assert ids_and_sources(before_journal) == want
 
@@ -409,10 +413,10 @@ def test_incremental_kills_at_every_commit_step_give_one_full_run(ray_cluster, r
 # ---- a completed rerun does nothing, and says so --------------------------------------------------
 
 
-def test_completed_rerun_does_no_cluster_work_and_says_it_did_nothing(random_model, tmp_path):
+def test_completed_rerun_does_no_cluster_work_and_says_it_did_nothing(ray_cluster, random_model, tmp_path):
     corpus = write_jsonl(tmp_path / "c.jsonl", sample_passages(5))
     out = tmp_path / "out"
-    assert cli(*job_args(corpus, out, random_model)).returncode == 0
+    generate(echo_job(corpus, out, random_model))
     files = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
     again = cli(*job_args(corpus, out, random_model, ray=NO_CLUSTER))
     assert again.returncode == 0, again.stderr[-3000:]
