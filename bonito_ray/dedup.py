@@ -4,6 +4,10 @@ Two streaming passes over the passages: the first offers every passage's text ha
 few shard actors, each keeping the smallest passage id per hash; the second keeps a passage only
 if it is that smallest id. The choice does not depend on processing order, so a resumed or
 repeated run keeps exactly the same passages. Each shard holds 16 bytes per distinct passage.
+
+Shards: one per GiB of input (``shard_count``). A GiB holds a few million passages, tens of MB in
+a shard; offers are only appended and sorted once, so one shard keeps up with many workers. The
+number of shards does not change which passage is kept (a text always hashes to one shard).
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from bonito_ray.cluster import on_driver_node
 from bonito_ray.quarantine import CLEAN_STAGE, write_rejects
 
 DUPLICATE = "duplicate"
+SHARD_INPUT_BYTES = 1 << 30
+MAX_SHARDS = 64
 _EXISTING = 0  # the owner of texts already in the dataset: smaller than any passage id prefix
 
 
@@ -55,6 +61,14 @@ class DedupShard:
         first = np.ones(len(keys), dtype=bool)
         first[1:] = keys[1:] != keys[:-1]
         self.keys, self.owners = keys[first], owners[first]
+
+
+def shard_count(input_bytes: int) -> int:
+    """Shards for a job that reads ``input_bytes`` of corpus: one per GiB, at least one.
+
+    Each shard is a process of its own (about half a second to start on a CPU), which a small job
+    need not pay for twice."""
+    return max(1, min(MAX_SHARDS, -(-input_bytes // SHARD_INPUT_BYTES)))
 
 
 def create_shards(count: int) -> list:

@@ -33,6 +33,11 @@ def signatures(input_uri: str, input_fs: pafs.FileSystem, files: list[str]) -> d
     return {display_uri(input_uri, i.path): f"{i.size}:{i.mtime_ns}" for i in input_fs.get_file_info(files)}
 
 
+def total_size(signatures: dict[str, str]) -> int:
+    """The bytes of the files whose ``signatures`` these are."""
+    return sum(int(signature.split(":", 1)[0]) for signature in signatures.values())
+
+
 def pending(current: dict[str, str], ledger: dict[str, str]) -> tuple[list[str], list[str], list[str]]:
     """(files to process: new or changed, changed files among them, files deleted since), as URIs."""
     todo = sorted(uri for uri, signature in current.items() if ledger.get(uri) != signature)

@@ -24,7 +24,7 @@ from bonito_ray.cluster import on_driver_node
 from bonito_ray.config import DEMO_MODEL, ConfigError, GenerateConfig
 from bonito_ray.corpus import (SkippedFile, check_context_column, input_fingerprint, list_corpus_files,
                                quarantine_skipped, read_documents)
-from bonito_ray.dedup import create_shards, drop_duplicates, offer_passages
+from bonito_ray.dedup import create_shards, drop_duplicates, offer_passages, shard_count
 from bonito_ray.engines import build_engine_stage
 from bonito_ray.output import Output, OutputExistsError, open_output  # noqa: F401 - OutputExistsError: API
 from bonito_ray.passages import load_tokenizer, passage_token_budget, prepare_passages
@@ -37,7 +37,6 @@ from bonito_ray.writer import SyntheticDatasetSink
 
 logger = logging.getLogger(__name__)
 
-DEDUP_SHARDS = 2
 MAP_RETRIES = 3  # a map task that raises is retried this many times before the job fails
 
 
@@ -149,7 +148,7 @@ def _run_pipeline(config: GenerateConfig, plan: JobPlan, done: np.ndarray) -> No
         quarantine_skipped(config.input, plan.skipped, **storage)
         passages = prepared_passages(config, documents, passage_tokens)
         if config.dedup:
-            shards = create_shards(DEDUP_SHARDS)
+            shards = create_shards(shard_count(ledger.total_size(plan.signatures)))
             if config.incremental:  # passages already in the dataset keep their text
                 _existing_passages(fs, root, plan.changed + plan.removed).map_batches(
                     offer_passages, batch_format="pyarrow", fn_kwargs={"shards": shards, "existing": True}).take_all()

@@ -30,10 +30,12 @@ pass is as parallel as the job has task types. Each reads its type's staged acce
 for an incremental run the committed ones (rows of changed or deleted input files aside),
 decides, then for each staged file that holds duplicates writes their rejects, then rewrites the
 file without them (each write whole or not at all). CPU: about 0.3 ms per task on one core (three
-signatures; a passage's is computed once per type). Memory: the signatures and LSH tables of the
-kept tasks of one type, about 2 KB each (~2 GB per million tasks of one type), in that task's
-worker. Beyond some tens of millions of tasks of one type, partition the pass by LSH band with a
-keyed shuffle (Ray Data ``groupby``) instead; not needed at the scales this project runs.
+signatures; a passage's is computed once per type). Memory, measured with
+``jobs/benchmark_pipeline.py``: 1.6 GB peak in the worker of one type for 100,000 tasks, about 16 KB
+per task (the rows' text as Python strings, datasketch's band keys and tables, the signatures), so
+roughly 16 GB per million tasks of one type, in one worker; a 1M-passage run was stopped at 6.8 GB
+after five minutes in this pass. Until the pass is partitioned by LSH band with a keyed shuffle (Ray
+Data ``groupby``), give jobs of more than a few hundred thousand tasks of one type ``--no-task-dedup``.
 """
 
 from __future__ import annotations

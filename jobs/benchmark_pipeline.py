@@ -114,7 +114,7 @@ class PeakMemory:
             self._stop.wait(self.interval)
 
 
-def run(size: int, model: str, workdir: Path, document_mb: bool = False) -> dict:
+def run(size: int, model: str, workdir: Path, document_mb: bool = False, task_dedup: bool = True) -> dict:
     """One benchmark run in a fresh local Ray, of ``size`` passages or (``document_mb``) of one
     document of ``size`` MB; returns the figures."""
     corpus = workdir / (f"document-{size}mb" if document_mb else f"corpus-{size}")
@@ -126,7 +126,8 @@ def run(size: int, model: str, workdir: Path, document_mb: bool = False) -> dict
         with PeakMemory() as memory:
             started = time.monotonic()
             summary = generate(GenerateConfig(input=str(corpus), output=str(output), engine="echo", model=model,
-                                              task_types=["ynqa"], passage_tokens=400 if document_mb else 2048))
+                                              task_types=["ynqa"], passage_tokens=400 if document_mb else 2048,
+                                              task_dedup=task_dedup))
             seconds = time.monotonic() - started
     finally:
         ray.shutdown()
@@ -134,7 +135,7 @@ def run(size: int, model: str, workdir: Path, document_mb: bool = False) -> dict
         figures = {"document_mb": round(characters / 1e6, 1), "passages": summary.passages}
     else:
         assert summary.passages == size, summary
-        figures = {"passages": size}
+        figures = {"passages": size, "task_dedup": task_dedup}
     return {**figures, "seconds": round(seconds, 1), "passages_per_s": round(summary.passages / seconds),
             "driver_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
             "worker_peak_uss_mb": memory.worker_max // 2**20, "workers_total_peak_uss_mb": memory.workers_total // 2**20,
@@ -148,15 +149,18 @@ def main() -> None:
     sizes.add_argument("--document-mb", type=int, nargs="+", help="instead: one single-line document of N MB per run")
     parser.add_argument("--model", default=DEMO_MODEL, help="model whose tokenizer chunks passages")
     parser.add_argument("--workdir", help="where corpora and outputs go (default: a temporary directory)")
+    parser.add_argument("--no-task-dedup", dest="task_dedup", action="store_false",
+                        help="skip generated-task dedup, whose memory grows with the tasks of a type")
     args = parser.parse_args()
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bonito-ray-bench-"))
     flag, sizes = ("--document-mb", args.document_mb) if args.document_mb else ("--sizes", args.sizes)
     if len(sizes) == 1:
-        print(json.dumps(run(sizes[0], args.model, workdir, document_mb=bool(args.document_mb))), flush=True)
+        print(json.dumps(run(sizes[0], args.model, workdir, document_mb=bool(args.document_mb),
+                             task_dedup=args.task_dedup)), flush=True)
         return
     for size in sizes:  # each size in its own process, so that peak memory is that size's own
-        subprocess.run([sys.executable, __file__, flag, str(size), "--model", args.model,
-                        "--workdir", str(workdir)], check=True)
+        subprocess.run([sys.executable, __file__, flag, str(size), "--model", args.model, "--workdir", str(workdir),
+                        *([] if args.task_dedup else ["--no-task-dedup"])], check=True)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,8 @@ import pytest
 import ray
 
 from bonito_ray import ledger
-from bonito_ray.dedup import create_shards, drop_duplicates, offer_passages
+from bonito_ray.dedup import (MAX_SHARDS, SHARD_INPUT_BYTES, create_shards, drop_duplicates, offer_passages,
+                              shard_count)
 from bonito_ray.schema import PASSAGE_SCHEMA, TASK_DEDUP_REJECTS_DIR, stable_id
 from bonito_ray.storage import resolve_filesystem
 from tests.corpus_files import write_jsonl
@@ -94,8 +95,8 @@ def test_dedup_keeps_the_smallest_id_whatever_the_order(ray_cluster, tmp_path):
     rows = [(ids[5], "same"), (ids[1], "same"), (ids[3], "same"), (ids[0], "other"), (ids[4], "other"),
             (ids[2], "alone")]
 
-    def kept(batches):
-        shards = create_shards(2)
+    def kept(batches, shard_count=2):
+        shards = create_shards(shard_count)
         for batch in batches:
             offer_passages(batch, shards=shards)
         out = tmp_path / f"out-{len(list(tmp_path.iterdir()))}"
@@ -106,6 +107,15 @@ def test_dedup_keeps_the_smallest_id_whatever_the_order(ray_cluster, tmp_path):
     forward = kept([block(rows[:3]), block(rows[3:])])
     backward = kept([block(rows[::-1][:3]), block(rows[::-1][3:])])
     assert forward == backward == [ids[0], ids[1], ids[2]]
+    assert kept([block(rows)], shard_count=1) == kept([block(rows)], shard_count=3) == forward  # any shard count
+
+
+def test_one_dedup_shard_per_gib_of_input():
+    gib = SHARD_INPUT_BYTES
+    assert SHARD_INPUT_BYTES == 1 << 30
+    assert [shard_count(n) for n in (0, 1, gib, gib + 1, 5 * gib)] == [1, 1, 1, 2, 5]
+    assert shard_count(10_000 * gib) == MAX_SHARDS
+    assert ledger.total_size({"s3://b/a.jsonl": "10:1700000000", "s3://b/c.jsonl": "7:1"}) == 17  # "size:mtime"
 
 
 @pytest.mark.parametrize(("uri", "type_name", "path"), [

@@ -2,8 +2,8 @@
 
 Engine start-up costs ~15-30 s on these machines, so the runs are few and shared: one reference
 run on the demo model (its engine actor killed mid-run), the same job through the hf engine, the
-same job again in a driver that is SIGKILLed and resumed, and one run of a tiny model with grouped-query
-attention.
+same job again in a driver that is SIGKILLed and resumed. The engine is architecture-agnostic (vLLM's
+own kernels serve each model); the demo model is a Llama.
 Planning-time checks and the processor's resources need no engine.
 """
 
@@ -28,7 +28,7 @@ from bonito_ray.engines.vllm import (CPU_ENGINE_KWARGS, DEFAULT_ENGINE_KWARGS, _
 from bonito_ray.engines.window import DEFAULT_MAX_MODEL_LEN
 from bonito_ray.pipeline import generate, plan_job
 from bonito_ray.stages import GENERATION_REASONS
-from bonito_ray.schema import DATA_SUFFIXES, EXAMPLE_REJECT_DIRS, GENERATION_REJECTS_DIR, VALIDATION_REJECTS_DIR
+from bonito_ray.schema import DATA_SUFFIXES, EXAMPLE_REJECT_DIRS, GENERATION_REJECTS_DIR
 from bonito_ray.stages import REQUEST_SCHEMA
 from tests import tiny_models
 from tests.corpus_files import write_jsonl
@@ -190,27 +190,6 @@ def test_driver_sigkilled_then_resumed_reproduces_the_seeded_reference(reference
     same = [i for i in resumed if (resumed[i].get("input"), resumed[i].get("output"), resumed[i].get("raw"))
             == (reference_rows[i].get("input"), reference_rows[i].get("output"), reference_rows[i].get("raw"))]
     assert len(same) == len(resumed), f"{len(resumed) - len(same)} of {len(resumed)} seeded generations differ"
-
-
-@needs_vllm
-def test_grouped_query_attention_runs_on_vllm(ray_cluster, tmp_path):
-    # Bonito is a Mistral: 8 key-value heads for 32 query heads. The demo model of the runs above has
-    # one key-value head per query head; this Llama has one per two.
-    tokenizer = tiny_models.build_tokenizer(tiny_models.sample_passages(50))
-    model = tiny_models.build_model(tokenizer, head_dim=64)
-    assert model.config.num_key_value_heads < model.config.num_attention_heads
-    path = tiny_models.save(model, tokenizer, tmp_path / "gqa")
-    corpus = write_jsonl(tmp_path / "c.jsonl", tiny_models.sample_passages(3))
-    summary = generate(job(corpus, tmp_path / "out", model=path, task_types=["nli"], n=1, max_tokens=16,
-                           passage_tokens=None, max_error_rate=0.0))
-    # Random weights emit noise: every request is generated and accounted for, accepted or not.
-    assert summary.prompts == 3 == (sum(summary.accepted.values()) + sum(summary.rejected.values())
-                                    + sum(summary.filtered.values()))
-    assert summary.generated_tokens > 0 and "engine_error" not in summary.rejected
-    # 16 tokens of noise rarely end: vLLM's rows report the cut, and it is rejected as truncated
-    cut = pds.dataset(str(tmp_path / "out" / VALIDATION_REJECTS_DIR)).to_table().to_pylist()
-    assert summary.filtered.get("truncated", 0) == len([r for r in cut if r["reason"] == "truncated"]) > 0
-    assert all(r["num_generated_tokens"] == 16 for r in cut if r["reason"] == "truncated")
 
 
 # --- planning and resources: no engine needed ---------------------------------------------------------------------
