@@ -49,8 +49,9 @@ def connect(address: str | None = None, verbose: bool = False) -> None:
     console.quiet_token_auth_notice(verbose)
     with console.KeepDriverLogging():
         if address == LOCAL:
+            setup = {} if verbose else {"worker_process_setup_hook": console.quiet_private_cluster_workers}
             ray.init(address=LOCAL, include_dashboard=False, log_to_driver=True,
-                     logging_config=console.ray_logging_config(verbose))
+                     logging_config=console.ray_logging_config(verbose), runtime_env=setup)
         else:
             ray.init(address=address, log_to_driver=True, logging_config=console.ray_logging_config(verbose))
     if address == LOCAL:

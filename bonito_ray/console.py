@@ -21,6 +21,7 @@ off to avoid it would lose fault tolerance.
 from __future__ import annotations
 
 import logging
+import os
 
 import ray
 
@@ -32,6 +33,21 @@ TOKEN_AUTH_ON_NOTICE = "Token authentication is enabled for this Ray cluster"
 def ray_logging_config(verbose: bool) -> ray.LoggingConfig | None:
     """The job-wide logging config for Ray's processes: None (Ray's own) when verbose."""
     return None if verbose else ray.LoggingConfig(encoding="TEXT", log_level=QUIET_LEVEL)
+
+
+# Ray Train's placement-group cleaner asks Ray's state API, which the dashboard serves, whether the
+# trainer still runs; on a cluster without a dashboard (the private one) every try, once a second, is
+# a WARNING. What it would clean after a crashed driver goes away with a private cluster anyway.
+TRAIN_CLEANER_LOGGER = "ray.train.v2._internal.execution.controller.placement_group_cleaner"
+
+
+def quiet_private_cluster_workers() -> None:
+    """Run in every worker process of a private cluster's job (``worker_process_setup_hook``) unless
+    verbose: Ray Train's INFO lines (worker group, checkpoints) and model-loading bars off, the
+    cleaner's retries (above) silent. bonito-ray's own summary says what the run did."""
+    os.environ.update(worker_env(verbose=False))
+    logging.getLogger("ray.train").setLevel(QUIET_LEVEL)
+    logging.getLogger(TRAIN_CLEANER_LOGGER).setLevel(logging.ERROR)
 
 
 def worker_env(verbose: bool) -> dict[str, str]:

@@ -20,7 +20,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from bonito_ray import cluster
+from bonito_ray import cluster, console
 from bonito_ray.adapt.batches import StepPlan, encode_examples
 from bonito_ray.adapt.data import load_examples, split
 from bonito_ray.adapt.errors import FinetuneConfigError
@@ -161,7 +161,7 @@ def finetune(config: FinetuneConfig, overwrite: bool = False) -> FinetuneSummary
     Settings, model and dataset are checked before Ray is joined (``config.ray_address``).
     """
     import ray
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     started = time.monotonic()
@@ -186,7 +186,9 @@ def finetune(config: FinetuneConfig, overwrite: bool = False) -> FinetuneSummary
                                      resources_per_worker={"CPU": config.cpus_per_worker}),
         run_config=RunConfig(name=CHECKPOINTS_DIR, storage_path=root, storage_filesystem=fs,
                              checkpoint_config=CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
-                             failure_config=FailureConfig(max_failures=config.max_failures)),
+                             failure_config=FailureConfig(max_failures=config.max_failures),
+                             # Ray Train's worker-group and checkpoint INFO lines: the summary says it once
+                             logging_config=LoggingConfig(log_level="INFO" if config.verbose else console.QUIET_LEVEL)),
     )
     state = trainer.fit().return_value
     summary = FinetuneSummary(
