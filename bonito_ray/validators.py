@@ -105,7 +105,8 @@ def not_a_span(task: Candidate) -> Verdict | None:
     answer, passage = squad_normalise(task.output), squad_normalise(task.context)
     if answer and f" {answer} " in f" {passage} ":
         return None
-    if not answer and normalise(task.output) in normalise(task.context):  # an answer of articles only
+    articles = normalise(task.output)  # an answer of articles only: whole words of the passage too
+    if not answer and articles and re.search(rf"(?<!\w){re.escape(articles)}(?!\w)", task.context.casefold()):
         return None
     return Verdict(NOT_A_SPAN, "the answer is not a span of the passage (compared SQuAD-normalised)")
 
