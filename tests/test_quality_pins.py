@@ -123,3 +123,48 @@ def test_a_part_exactly_at_the_threshold_is_near():
     below = at.copy()
     below[0, round(NUM_PERM * (1 - NEAR))] = 1
     assert task_dedup._nearest(below, ["k"], {"k": kept}) is None
+
+
+# ---- option detection: each detector on the shape only it sees ----------------------------------------
+
+
+@pytest.mark.parametrize("question", [
+    "Which colour is the door?\nChoose from: red, blue\nAnswer carefully.",  # a header line, not the first
+    "Which colour is the door?\nChoose one:\n- red\n- blue\nAnswer carefully.",  # a header, then bullets
+    "Which colour is the door?\nChoose one:\n\n- red\n- blue\n\nAnswer carefully.",  # blank lines around them
+])
+def test_a_header_offers_the_options_that_follow_it(question):
+    found = options._option_block(question)
+    assert found is not None and found.items == ("red", "blue")
+
+
+def test_bullets_ending_the_input_are_options_with_their_text():
+    found = options._option_block("Which colour is the door?\n- red\n- blue")
+    assert found.items == ("red", "blue") and found.text == "red | blue"
+
+
+def test_a_lead_word_makes_two_items_a_list_and_a_bracket_alone_does_not():
+    assert offered_options("Which colour? Answer with red or blue.").items == ("red", "blue")
+    assert offered_options("Which colour? (red or blue)") is None
+
+
+def test_quoted_items_after_a_comma_count():
+    assert options._quoted('Choose "red", "blue".').items == ("red", "blue")
+
+
+def test_a_question_tail_lists_every_item_and_needs_label_words_for_two():
+    assert options._question_tail("Is it red, green, blue, or white?").items == ("red", "green", "blue", "white")
+    assert options._question_tail("Is this clause fair or good?") is None  # "fair" is no label word
+
+
+def test_separators_and_ends_are_read_in_any_case():
+    assert options._split("red OR blue") == ("red", "blue")
+    assert [options.normalise(t) for t in ('"Yes".', "Xerox", "TAX")] == ["yes", "xerox", "tax"]
+
+
+def test_a_validator_without_a_name_is_shown_as_itself():
+    import functools
+
+    sloppy = functools.partial(lambda candidate, value: value, value="bad")
+    with pytest.raises(ValueError, match=r"^validator functools\.partial\(.*\) returned 'bad'"):
+        check(task(), (sloppy,))
