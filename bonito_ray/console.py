@@ -12,6 +12,11 @@ Each known source of noise on a good run is quieted where it starts, not by hidi
   cluster keeps it (nothing is weakened); only that notice is dropped. Ray's warning that a cluster
   runs without authentication still shows.
 
+- Ray Data's "The Ray cluster currently does not have any available CPUs" warning: it reads Ray's
+  resource view as each dataset starts, which on a good run can still count the CPUs that the stage
+  before has just released, so a run of several passes prints it at random. Shown with ``--verbose``;
+  a job whose engine replicas really take every CPU shows no progress on bonito-ray's own line.
+
 Left as it is, explained here once: the error-level ``core_worker.cc`` line "Actor ... has constructor
 arguments in the object store and max_restarts > 0" is Ray Data's own actor pool (it passes its map
 function by reference and restarts actors); it is harmless while the driver runs, and turning restarts
@@ -66,6 +71,7 @@ def quiet_ray_data(verbose: bool) -> None:
         from ray.util.debug import log_once
 
         log_once("ray_data_progress_manager_disabled")  # spends Ray's one "progress bars disabled" warning
+        log_once("cpu_warning")  # and its "no available CPUs" (module docstring)
 
 
 class _TokenAuthOnNotice(logging.Filter):

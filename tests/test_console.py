@@ -59,3 +59,14 @@ def test_only_rays_token_auth_on_notice_is_dropped():
         assert seen[-1].startswith("Token authentication is enabled")
     finally:
         auth_logger.removeHandler(handler)
+
+
+def test_quiet_spends_ray_datas_one_time_warnings():
+    from ray.util import debug
+    from ray.util.debug import log_once
+
+    from bonito_ray.console import quiet_ray_data
+
+    debug._logged.difference_update({"cpu_warning", "ray_data_progress_manager_disabled"})  # as in a new driver
+    quiet_ray_data(verbose=False)
+    assert not log_once("cpu_warning") and not log_once("ray_data_progress_manager_disabled")
