@@ -48,10 +48,9 @@ TRAIN_CLEANER_LOGGER = "ray.train.v2._internal.execution.controller.placement_gr
 
 def quiet_private_cluster_workers() -> None:
     """Run in every worker process of a private cluster's job (``worker_process_setup_hook``) unless
-    verbose: Ray Train's INFO lines (worker group, checkpoints) and model-loading bars off, the
-    cleaner's retries (above) silent. bonito-ray's own summary says what the run did."""
+    verbose: model-loading bars off, the cleaner's retries (above) silent. (Ray Train's own INFO lines
+    follow its ``LoggingConfig``, which ``finetune`` sets: Train configures its loggers after this hook.)"""
     os.environ.update(worker_env(verbose=False))
-    logging.getLogger("ray.train").setLevel(QUIET_LEVEL)
     logging.getLogger(TRAIN_CLEANER_LOGGER).setLevel(logging.ERROR)
 
 

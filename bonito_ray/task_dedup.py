@@ -96,14 +96,13 @@ class Signer:
     def __init__(self) -> None:
         from datasketch import MinHash  # here, not at the top: it imports scipy (~0.5 s) into every CLI start and Ray worker
 
+        self.minhash = MinHash  # sign() runs per task: no import statement there
         self.template = MinHash(num_perm=NUM_PERM, seed=SEED, hashfunc=zlib.crc32)
         self.passages: dict[str, np.ndarray] = {}
 
     def sign(self, text: str) -> np.ndarray:
-        from datasketch import MinHash
-
-        minhash = MinHash(num_perm=NUM_PERM, seed=SEED, hashfunc=zlib.crc32, scheme=self.template.scheme,
-                          permutations=self.template.permutations)
+        minhash = self.minhash(num_perm=NUM_PERM, seed=SEED, hashfunc=zlib.crc32, scheme=self.template.scheme,
+                               permutations=self.template.permutations)
         minhash.update_batch(shingles(text))
         return minhash.hashvalues.copy()
 
