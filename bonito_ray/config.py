@@ -64,7 +64,7 @@ class GenerateConfig:
     validate: str = DEFAULT_LEVEL
     validators: list[str] = field(default_factory=list)  # "module:function" names
     task_dedup: bool = True
-    # Sampling: the Bonito authors' settings (REFERENCE.md section 1).
+    # Sampling: the Bonito authors' settings (Nayak et al., 2024, arXiv:2402.18334; the reference package's README).
     n: int = 1
     max_tokens: int = 256
     temperature: float = 0.5

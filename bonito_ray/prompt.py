@@ -1,6 +1,6 @@
 """Bonito's meta-template: the prompt sent to the model and the parsing of what it emits.
 
-Byte-compatible with the reference Bonito package (REFERENCE.md section 1), except that a
+Byte-compatible with the reference Bonito package (PyPI ``bonito-llm``, BatsResearch/bonito), except that a
 generation that does not parse is returned as a :class:`Rejection` with a reason instead of
 being dropped silently.
 """

@@ -24,23 +24,36 @@ dedup, an incremental dataset may keep the other one of a pair than one full run
 the pass again over files it already cleaned drops nothing more: a kept task stays kept, since
 what came before it has not changed; this makes a killed pass safe to repeat.
 
-**Where, and what it costs.** After the pipeline has written every staged file and before commit
-(``dedup_staged``): one Ray task per task type (duplicates are looked for within a type), so the
-pass is as parallel as the job has task types. Each reads its type's staged accepted rows, and
-for an incremental run the committed ones (rows of changed or deleted input files aside),
-decides, then for each staged file that holds duplicates writes their rejects, then rewrites the
-file without them (each write whole or not at all). CPU: about 0.3 ms per task on one core (three
-signatures; a passage's is computed once per type). Memory, measured with
-``jobs/benchmark_pipeline.py``: 1.6 GB peak in the worker of one type for 100,000 tasks, about 16 KB
-per task (the rows' text as Python strings, datasketch's band keys and tables, the signatures), so
-roughly 16 GB per million tasks of one type, in one worker; a 1M-passage run was stopped at 6.8 GB
-after five minutes in this pass. Until the pass is partitioned by LSH band with a keyed shuffle (Ray
-Data ``groupby``), give jobs of more than a few hundred thousand tasks of one type ``--no-task-dedup``.
+**Where.** After the pipeline has written every staged file and before commit (``dedup_staged``).
+Duplicates are looked for within a task type. Three steps, each a function below:
+
+1. *Sign* (``sign_tasks``, a Ray Data map over the staged accepted files, and for an incremental run
+   the committed ones, rows of changed or deleted input files aside): each task becomes a record of
+   ``RECORD_SCHEMA``, its id, exact key and three signatures in 720 bytes.
+2. *Find the candidates* (``band_rows`` then ``shared_band_members``): a keyed shuffle on the LSH band
+   keys (Ray Data ``groupby`` on a hash partition of the keys, as datatrove's MinHash dedup does). A task
+   that shares no band with another task of its type can be neither a duplicate nor the task another
+   one duplicates, so only the tasks that share one go on.
+3. *Decide and drop* (``drop_type_duplicates``, one group per task type): the ordered visit above over
+   the candidates, then, for each staged file that holds duplicates, their rejects are written and the
+   file rewritten without them (each write whole or not at all).
+
+A job of at most ``IN_MEMORY_TASKS`` tasks skips step 2 and decides over every task of a type in one
+Ray task: the decision is the same (step 2 drops only tasks that cannot matter), without the cost of
+a shuffle, which is most of a small job's dedup time.
+
+**What it costs.** CPU: about 0.3 ms per task on one core for the three signatures (a passage's is
+computed once per block), plus the shuffle of ``BANDS`` keys (about 60 bytes each) per task. Memory:
+the signing and the shuffle stream in blocks; a type's decision holds its candidates' records (about
+1 KB each with the index) in one worker, so a corpus where most tasks have a near twin costs about
+1 GB per million tasks of one type there. Measured with ``jobs/benchmark_pipeline.py``: see the
+README's benchmark table.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import zlib
 from dataclasses import dataclass
 
@@ -60,6 +73,11 @@ BANDS, ROWS = 20, 3  # LSH: 20 bands of 3 values per part; P(candidate) at J=0.8
 NUM_PERM = BANDS * ROWS  # per part
 SEED = 1
 COLUMNS = ["id", "input", "output", "context"]
+IN_MEMORY_TASKS = 50_000  # a job with at most this many tasks decides without the band shuffle (module docstring)
+BAND_ROWS_PER_PARTITION = 2_000_000  # band keys per shuffle partition: about 120 MB of them
+# One task's record: datasketch's values are below 2**32, so each is kept in 4 bytes.
+RECORD_SCHEMA = pa.schema([("task_type", pa.string()), ("existing", pa.bool_()), ("id", pa.string()),
+                           ("key", pa.binary(16)), ("signatures", pa.binary(3 * NUM_PERM * 4))])
 
 
 @dataclass(frozen=True)
@@ -113,42 +131,99 @@ class Signer:
         return np.stack([self.passages[parts[0]], self.sign(parts[1]), self.sign(parts[2])])
 
 
-def banded(signatures: np.ndarray) -> LeanMinHash:
-    """One MinHash whose every band of 3*ROWS values holds ROWS values of each part (the AND of the module docstring)."""
-    from datasketch import LeanMinHash
-
-    values = signatures.reshape(3, BANDS, ROWS).transpose(1, 0, 2).reshape(-1)
-    return LeanMinHash(seed=SEED, hashvalues=values, scheme="affine32")
+# ---- step 1: sign -------------------------------------------------------------------------------------
 
 
-def find_duplicates(existing: list[dict], new: list[dict]) -> list[Duplicate]:
-    """The ``new`` tasks (rows with COLUMNS) that duplicate a task kept before them (module docstring)."""
-    from datasketch import MinHashLSH
-
+def sign_tasks(tasks: pa.Table, existing: bool) -> pa.Table:
+    """Tasks (``task_type`` and COLUMNS) -> their records (``RECORD_SCHEMA``)."""
     signer = Signer()
+    keys, signatures = [], []
+    for task_input, output, context in zip(*(tasks[c].to_pylist() for c in ("input", "output", "context"))):
+        parts = task_parts(task_input or "", output or "", context or "")
+        keys.append(hashlib.blake2b("\x1f".join(parts).encode("utf-8"), digest_size=16).digest())
+        signatures.append(signer.parts(parts).astype(np.uint32).tobytes())
+    return pa.Table.from_arrays([tasks["task_type"].cast(pa.string()), pa.array([existing] * tasks.num_rows),
+                                 tasks["id"].cast(pa.string()), pa.array(keys, pa.binary(16)),
+                                 pa.array(signatures, RECORD_SCHEMA.field("signatures").type)], schema=RECORD_SCHEMA)
+
+
+def signatures_of(record: bytes) -> np.ndarray:
+    return np.frombuffer(record, dtype=np.uint32).astype(np.uint64).reshape(3, NUM_PERM)
+
+
+def banded_values(signatures: np.ndarray) -> np.ndarray:
+    """The values reordered so that band ``b`` is ``[b * 3 * ROWS, (b + 1) * 3 * ROWS)``: ROWS values of each
+    part (the AND of the module docstring)."""
+    return signatures.reshape(3, BANDS, ROWS).transpose(1, 0, 2).reshape(-1)
+
+
+# ---- step 2: the candidates, by a keyed shuffle on band keys ------------------------------------------
+
+
+def member(existing: bool, task_id: str) -> str:
+    """A task's name in the shuffle: a committed and a staged task may share an id."""
+    return ("e" if existing else "n") + task_id
+
+
+def band_rows(records: pa.Table, partitions: int) -> pa.Table:
+    """Each record's ``BANDS`` band keys (its type, the band, the band's values, hashed), each with the
+    shuffle partition its key falls in."""
+    keys, members = [], []
+    for task_type, existing, task_id, signatures in zip(
+            *(records[c].to_pylist() for c in ("task_type", "existing", "id", "signatures"))):
+        values = banded_values(signatures_of(signatures)).astype(np.uint32).reshape(BANDS, 3 * ROWS)
+        for band, band_values in enumerate(values):
+            keys.append(hashlib.blake2b(f"{task_type}\x1f{band}\x1f".encode() + band_values.tobytes(),
+                                        digest_size=12).digest())
+        members.extend([member(existing, task_id)] * BANDS)
+    partition = [int.from_bytes(key[:4], "little") % partitions for key in keys]
+    return pa.table({"partition": pa.array(partition, pa.int64()), "band": pa.array(keys, pa.binary(12)),
+                     "member": pa.array(members, pa.string())})
+
+
+def shared_band_members(group: pa.Table) -> pa.Table:
+    """The members (``member``) of every band key held by more than one task, once each."""
+    counts = group.group_by("band").aggregate([("member", "count")])
+    shared = counts.filter(pc.greater(counts["member_count"], 1))["band"]
+    members = group.filter(pc.is_in(group["band"], value_set=shared))["member"]
+    return pa.table({"member": pc.unique(members)})
+
+
+def only_members(records: pa.Table, members: pa.Array) -> pa.Table:
+    names = pa.array([member(e, i) for e, i in zip(records["existing"].to_pylist(), records["id"].to_pylist())],
+                     pa.string())
+    return records.filter(pc.is_in(names, value_set=members))
+
+
+# ---- step 3: decide and drop --------------------------------------------------------------------------
+
+
+def decide(records: pa.Table) -> list[Duplicate]:
+    """The duplicates among the records of one task type: the ordered visit of the module docstring."""
+    from datasketch import LeanMinHash, MinHashLSH
+
     lsh = MinHashLSH(threshold=NEAR, num_perm=3 * NUM_PERM, params=(BANDS, 3 * ROWS))
     exact: dict[bytes, str] = {}
     kept: dict[str, np.ndarray] = {}
     found = []
-    ordered = [(False, r) for r in sorted(existing, key=lambda r: r["id"])] + \
-              [(True, r) for r in sorted(new, key=lambda r: r["id"])]
-    for checked, row in ordered:
-        parts = task_parts(row["input"] or "", row["output"] or "", row["context"] or "")
-        key = hashlib.blake2b("\x1f".join(parts).encode("utf-8"), digest_size=16).digest()
+    rows = zip(*(records[c].to_pylist() for c in ("existing", "id", "key", "signatures")))
+    for existing, task_id, key, record in sorted(rows, key=lambda row: (not row[0], row[1])):
+        checked = not existing
         if checked and key in exact:
-            found.append(Duplicate(row["id"], exact[key], f"same task as example {exact[key]}"))
+            found.append(Duplicate(task_id, exact[key], f"same task as example {exact[key]}"))
             continue
-        signatures = signer.parts(parts)
+        signatures = signatures_of(record)
+        banded = LeanMinHash(seed=SEED, hashvalues=banded_values(signatures), scheme="affine32")
         if checked:
-            match = _nearest(signatures, lsh.query(banded(signatures)), kept)
+            match = _nearest(signatures, lsh.query(banded), kept)
             if match is not None:
-                found.append(Duplicate(row["id"], match[0], f"near-duplicate of example {match[0]} (estimated "
+                found.append(Duplicate(task_id, match[0], f"near-duplicate of example {match[0]} (estimated "
                                        "Jaccard passage {:.2f}, input {:.2f}, output {:.2f})".format(*match[1])))
                 continue
         if key not in exact:
-            exact[key] = row["id"]
-            kept[row["id"]] = signatures
-            lsh.insert(row["id"], banded(signatures), check_duplication=False)
+            exact[key] = task_id
+            kept[task_id] = signatures
+            lsh.insert(task_id, banded, check_duplication=False)
     return found
 
 
@@ -162,20 +237,34 @@ def _nearest(signatures: np.ndarray, candidates: list[str], kept: dict[str, np.n
     return min(matches) if matches else None
 
 
-def dedup_task_type(output_uri: str, s3_endpoint: str | None, task_type: str, stale_sources: list[str]) -> int:
-    """Drop one task type's duplicate staged tasks (see the module docstring); returns how many."""
+def find_duplicates(existing: list[dict], new: list[dict]) -> list[Duplicate]:
+    """The ``new`` tasks (rows with COLUMNS) that duplicate a task kept before them (module docstring)."""
+    def signed(rows: list[dict], is_existing: bool) -> pa.Table:
+        table = pa.Table.from_pylist([{c: r[c] for c in COLUMNS} for r in rows],
+                                     pa.schema([(c, pa.string()) for c in COLUMNS]))
+        return sign_tasks(table.append_column("task_type", pa.array([""] * len(rows), pa.string())), is_existing)
+
+    return decide(pa.concat_tables([signed(existing, True), signed(new, False)]))
+
+
+def drop_type_duplicates(records: pa.Table, output_uri: str, s3_endpoint: str | None) -> pa.Table:
+    """Decide over one task type's records, then drop the duplicates from its staged files; returns how
+    many were dropped, as a one-row table (``dropped``). Safe to repeat: see the module docstring."""
+    if not records.num_rows:
+        return pa.table({"dropped": [0]})
+    duplicates = {d.id: d for d in decide(records)}
+    if duplicates:
+        _drop_from_staged(output_uri, s3_endpoint, records["task_type"][0].as_py(), duplicates)
+    return pa.table({"dropped": [len(duplicates)]})
+
+
+def _drop_from_staged(output_uri: str, s3_endpoint: str | None, task_type: str,
+                      duplicates: dict[str, Duplicate]) -> None:
     fs, root = resolve_filesystem(output_uri, s3_endpoint)
     staging = join(root, STAGING_DIR)
-    staged = _accepted_files(fs, staging, task_type)
-    committed = _accepted_files(fs, root, task_type)
-    new = _rows(fs, staged, COLUMNS)
-    existing = [r for r in _rows(fs, committed, COLUMNS + ["source"]) if r["source"] not in set(stale_sources)]
-    duplicates = {d.id: d for d in find_duplicates(existing, new)}
-    if not duplicates:
-        return 0
-    for path in staged:
+    for path in _accepted_files(fs, staging, task_type):
         table = pq.read_table(path, filesystem=fs)
-        dropped = pc.is_in(table["id"], value_set=pa.array(list(duplicates)))
+        dropped = pc.is_in(table["id"], value_set=pa.array(list(duplicates), pa.string()))
         if not pc.any(dropped).as_py():
             continue
         rejects = table.filter(dropped)
@@ -190,15 +279,63 @@ def dedup_task_type(output_uri: str, s3_endpoint: str | None, task_type: str, st
             write_parquet(fs, path, kept)
         else:
             fs.delete_file(path)
-    return len(duplicates)
 
 
-def dedup_staged(output_uri: str, s3_endpoint: str | None, task_types: list[str], stale_sources: list[str]) -> int:
-    """Run ``dedup_task_type`` for every task type, one Ray task each, on the connected cluster."""
+# ---- the pass -----------------------------------------------------------------------------------------
+
+
+def dedup_staged(output_uri: str, s3_endpoint: str | None, task_types: list[str], stale_sources: list[str],
+                 in_memory_tasks: int | None = None) -> int:
+    """Drop the duplicate staged tasks of every type (module docstring) on the connected Ray cluster;
+    returns how many were dropped. ``in_memory_tasks``: ``IN_MEMORY_TASKS`` unless given."""
     import ray
 
-    task = ray.remote(num_cpus=1, max_retries=3)(dedup_task_type)
-    return sum(ray.get([task.remote(output_uri, s3_endpoint, t, stale_sources) for t in task_types]))
+    in_memory_tasks = IN_MEMORY_TASKS if in_memory_tasks is None else in_memory_tasks
+    fs, root = resolve_filesystem(output_uri, s3_endpoint)
+    files = {t: (_accepted_files(fs, join(root, STAGING_DIR), t), _accepted_files(fs, root, t)) for t in task_types}
+    files = {t: (staged, committed) for t, (staged, committed) in files.items() if staged}
+    tasks = sum(_count_rows(fs, staged + committed) for staged, committed in files.values())
+    if tasks <= in_memory_tasks:
+        task = ray.remote(num_cpus=1, max_retries=3)(_dedup_type_in_memory)
+        return sum(ray.get([task.remote(output_uri, s3_endpoint, staged, committed, stale_sources)
+                            for staged, committed in files.values()]))
+    return _dedup_by_band_shuffle(fs, output_uri, s3_endpoint, files, stale_sources, tasks)
+
+
+def _dedup_type_in_memory(output_uri: str, s3_endpoint: str | None, staged: list[str], committed: list[str],
+                          stale_sources: list[str]) -> int:
+    fs, _ = resolve_filesystem(output_uri, s3_endpoint)
+    records = [sign_tasks(_read(fs, staged), existing=False)]
+    if committed:
+        records.append(sign_tasks(_without_stale(_read(fs, committed, ["source"]), stale_sources), existing=True))
+    return drop_type_duplicates(pa.concat_tables(records), output_uri, s3_endpoint)["dropped"][0].as_py()
+
+
+def _dedup_by_band_shuffle(fs, output_uri: str, s3_endpoint: str | None, files: dict[str, tuple[list, list]],
+                           stale_sources: list[str], tasks: int) -> int:
+    import ray
+
+    staged = [f for s, _ in files.values() for f in s]
+    committed = [f for _, c in files.values() for f in c]
+    records = _read_dataset(fs, staged).map_batches(sign_tasks, batch_format="pyarrow", fn_kwargs={"existing": False})
+    if committed:
+        records = records.union(
+            _read_dataset(fs, committed, ["source"]).map_batches(_without_stale, batch_format="pyarrow",
+                                                                 fn_kwargs={"stale_sources": stale_sources})
+            .map_batches(sign_tasks, batch_format="pyarrow", fn_kwargs={"existing": True}))
+    records = records.materialize()
+    partitions = max(1, math.ceil(tasks * BANDS / BAND_ROWS_PER_PARTITION))
+    candidates = (records.map_batches(band_rows, batch_format="pyarrow", fn_kwargs={"partitions": partitions})
+                  .groupby("partition", num_partitions=partitions)
+                  .map_groups(shared_band_members, batch_format="pyarrow"))
+    members = pa.concat_tables([ray.get(ref) for ref in candidates.to_arrow_refs()])["member"].combine_chunks()
+    if not len(members):
+        return 0
+    dropped = (records.map_batches(only_members, batch_format="pyarrow", fn_kwargs={"members": members})
+               .groupby("task_type", num_partitions=len(files))
+               .map_groups(drop_type_duplicates, batch_format="pyarrow",
+                           fn_kwargs={"output_uri": output_uri, "s3_endpoint": s3_endpoint}))
+    return int(sum(row["dropped"] for row in dropped.take_all()))
 
 
 def _accepted_files(fs, root: str, task_type: str) -> list[str]:
@@ -206,7 +343,23 @@ def _accepted_files(fs, root: str, task_type: str) -> list[str]:
     return [f for f in list_files(fs, join(root, accepted_dir(task_type))) if is_accepted_file(f[len(root) + 1 :])]
 
 
-def _rows(fs, files: list[str], columns: list[str]) -> list[dict]:
-    if not files:
-        return []
-    return pds.dataset(files, filesystem=fs, format="parquet").to_table(columns=columns).to_pylist()
+def _count_rows(fs, files: list[str]) -> int:
+    return pds.dataset(files, filesystem=fs, format="parquet").count_rows() if files else 0
+
+
+def _read(fs, files: list[str], extra: list[str] = ()) -> pa.Table:
+    return pds.dataset(files, filesystem=fs, format="parquet").to_table(columns=["task_type", *COLUMNS, *extra])
+
+
+def _read_dataset(fs, files: list[str], extra: list[str] = ()):
+    import ray
+
+    # No partitioning: the folders are plain task names, and a staging path's ".staging" is no hive key.
+    return ray.data.read_parquet(files, filesystem=fs, columns=["task_type", *COLUMNS, *extra], partitioning=None)
+
+
+def _without_stale(tasks: pa.Table, stale_sources: list[str]) -> pa.Table:
+    """Committed tasks less those of input files changed or deleted since (they are being replaced)."""
+    if not stale_sources:
+        return tasks
+    return tasks.filter(pc.invert(pc.is_in(tasks["source"], value_set=pa.array(stale_sources, pa.string()))))

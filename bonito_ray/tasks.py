@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-# Short name -> full name. The full name is what goes into the prompt (REFERENCE.md section 1).
+# Short name -> full name. The full name is what goes into the prompt (the reference package's SHORTFORM_TO_FULL_TASK_TYPES).
 TASK_TYPES: dict[str, str] = {
     "exqa": "extractive question answering",
     "mcqa": "multiple-choice question answering",

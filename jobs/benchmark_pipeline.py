@@ -1,7 +1,9 @@
 """Benchmark of the non-LLM stages: read, clean, chunk, dedup, prompt, parse, write.
 
 Makes a synthetic corpus of distinct passages (JSONL, 10,000 per file, 30-60 words each: one
-chunk each, so the tokenizer is not on the path), runs the whole job with
+chunk each, so the tokenizer is not on the path) drawn from a vocabulary of ``--vocabulary`` words
+(default 5,000, so that two unrelated passages share few word pairs, as real text does; a small one
+makes most passages alike enough to be candidates of task dedup: its worst case), runs the whole job with
 the `echo` engine (a zero-cost stand-in for the model, for tests and benchmarks only) on a local
 Ray, and prints throughput and peak memory of the driver (RSS) and of the Ray workers (USS).
 
@@ -37,6 +39,20 @@ from bonito_ray.pipeline import generate
 PASSAGES_PER_FILE = 10_000
 WORDS = ("tenant landlord premises rent notice clause party agreement term payment insurance policy claim "
          "patient dose clinic record schedule liability warranty supplier delivery invoice audit").split()
+SYLLABLES = "ba be bi bo bu da de di do du ka ke ki ko ku la le li lo lu ma me mi mo mu na ne ni no nu ra re ri ro ru".split()
+
+
+def vocabulary(size: int) -> list[str]:
+    """``size`` words: WORDS, then made-up words of two or three syllables, always the same ones."""
+    rng = random.Random(size)
+    words = list(dict.fromkeys(WORDS))[:size]
+    seen = set(words)
+    while len(words) < size:
+        word = "".join(rng.choice(SYLLABLES) for _ in range(rng.randint(2, 3)))
+        if word not in seen:
+            seen.add(word)
+            words.append(word)
+    return words
 
 
 def make_document(directory: Path, megabytes: int) -> int:
@@ -58,15 +74,15 @@ def make_document(directory: Path, megabytes: int) -> int:
     return len(document)
 
 
-def make_corpus(directory: Path, count: int, seed: int = 0) -> None:
-    """Write ``count`` distinct passages of 30-60 words as JSONL files under ``directory``."""
+def make_corpus(directory: Path, count: int, words: list[str], seed: int = 0) -> None:
+    """Write ``count`` distinct passages of 30-60 of ``words`` as JSONL files under ``directory``."""
     rng = random.Random(seed)
     directory.mkdir(parents=True, exist_ok=True)
     for start in range(0, count, PASSAGES_PER_FILE):
         with open(directory / f"part-{start // PASSAGES_PER_FILE:05d}.jsonl", "w") as f:
             for i in range(start, min(start + PASSAGES_PER_FILE, count)):
-                words = " ".join(rng.choice(WORDS) for _ in range(rng.randint(30, 60)))
-                f.write(json.dumps({"text": f"Record {i}. The {words}."}) + "\n")
+                text = " ".join(rng.choice(words) for _ in range(rng.randint(30, 60)))
+                f.write(json.dumps({"text": f"Record {i}. The {text}."}) + "\n")
 
 
 class PeakMemory:
@@ -114,11 +130,12 @@ class PeakMemory:
             self._stop.wait(self.interval)
 
 
-def run(size: int, model: str, workdir: Path, document_mb: bool = False, task_dedup: bool = True) -> dict:
+def run(size: int, model: str, workdir: Path, document_mb: bool = False, task_dedup: bool = True,
+        vocabulary_size: int = 5000) -> dict:
     """One benchmark run in a fresh local Ray, of ``size`` passages or (``document_mb``) of one
     document of ``size`` MB; returns the figures."""
-    corpus = workdir / (f"document-{size}mb" if document_mb else f"corpus-{size}")
-    characters = make_document(corpus, size) if document_mb else make_corpus(corpus, size)
+    corpus = workdir / (f"document-{size}mb" if document_mb else f"corpus-{size}-{vocabulary_size}")
+    characters = make_document(corpus, size) if document_mb else make_corpus(corpus, size, vocabulary(vocabulary_size))
     output = workdir / f"out-{size}"
     shutil.rmtree(output, ignore_errors=True)
     ray.init(address="local", num_cpus=2, include_dashboard=False, runtime_env={"env_vars": PRIVACY_ENV})
@@ -135,7 +152,8 @@ def run(size: int, model: str, workdir: Path, document_mb: bool = False, task_de
         figures = {"document_mb": round(characters / 1e6, 1), "passages": summary.passages}
     else:
         assert summary.passages == size, summary
-        figures = {"passages": size, "task_dedup": task_dedup}
+        figures = {"passages": size, "vocabulary": vocabulary_size, "task_dedup": task_dedup,
+                   "duplicate_tasks": summary.filtered.get("duplicate_task", 0)}
     return {**figures, "seconds": round(seconds, 1), "passages_per_s": round(summary.passages / seconds),
             "driver_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
             "worker_peak_uss_mb": memory.worker_max // 2**20, "workers_total_peak_uss_mb": memory.workers_total // 2**20,
@@ -150,17 +168,20 @@ def main() -> None:
     parser.add_argument("--model", default=DEMO_MODEL, help="model whose tokenizer chunks passages")
     parser.add_argument("--workdir", help="where corpora and outputs go (default: a temporary directory)")
     parser.add_argument("--no-task-dedup", dest="task_dedup", action="store_false",
-                        help="skip generated-task dedup, whose memory grows with the tasks of a type")
+                        help="skip generated-task dedup")
+    parser.add_argument("--vocabulary", type=int, default=5000,
+                        help="words the passages are drawn from (22: most tasks are task-dedup candidates)")
     args = parser.parse_args()
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bonito-ray-bench-"))
     flag, sizes = ("--document-mb", args.document_mb) if args.document_mb else ("--sizes", args.sizes)
     if len(sizes) == 1:
         print(json.dumps(run(sizes[0], args.model, workdir, document_mb=bool(args.document_mb),
-                             task_dedup=args.task_dedup)), flush=True)
+                             task_dedup=args.task_dedup, vocabulary_size=args.vocabulary)), flush=True)
         return
     for size in sizes:  # each size in its own process, so that peak memory is that size's own
         subprocess.run([sys.executable, __file__, flag, str(size), "--model", args.model, "--workdir", str(workdir),
-                        *([] if args.task_dedup else ["--no-task-dedup"])], check=True)
+                        "--vocabulary", str(args.vocabulary), *([] if args.task_dedup else ["--no-task-dedup"])],
+                       check=True)
 
 
 if __name__ == "__main__":

@@ -5,11 +5,12 @@ import json
 import random
 
 import pyarrow.dataset as pds
+import pyarrow.parquet as pq
 
 from bonito_ray.config import GenerateConfig
 from bonito_ray.pipeline import generate
-from bonito_ray.schema import TASK_DEDUP_REJECTS_DIR
-from bonito_ray.task_dedup import find_duplicates, task_parts
+from bonito_ray.schema import ACCEPTED_SCHEMA, STAGING_DIR, TASK_DEDUP_REJECTS_DIR, table_from_rows
+from bonito_ray.task_dedup import dedup_staged, find_duplicates, task_parts
 from tests.corpus_files import write_jsonl
 
 
@@ -102,3 +103,68 @@ def test_near_duplicate_tasks_are_dropped_within_a_run_and_across_incremental_ru
     manifest = json.loads((out / "_manifest.json").read_text())
     assert manifest["summary"]["filtered"] == {"duplicate_task": 4}
     assert manifest["stages"]["accepted"] == 6 and manifest["stages"]["prompts"] == 10
+
+
+def staged_output(root, rows_by_file: dict[str, list[dict]]) -> None:
+    """An output holding accepted files (``<dir>/train-*.parquet`` under ``root``) of the given rows."""
+    for relative, rows in rows_by_file.items():
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table_from_rows(rows, ACCEPTED_SCHEMA), path)
+
+
+def read_back(root) -> tuple[dict, dict]:
+    """(accepted ids by file, reject (id, detail) pairs) of an output's staging dir."""
+    staging = root / STAGING_DIR
+    accepted = {str(p.relative_to(staging)): sorted(pq.read_table(p)["id"].to_pylist())
+                for p in sorted(staging.glob("*/train-*.parquet"))}
+    rejects = sorted((r["id"], r["detail"]) for p in (staging / TASK_DEDUP_REJECTS_DIR).glob("*.pq")
+                     for r in pq.read_table(p).to_pylist())
+    return accepted, rejects
+
+
+def test_the_band_shuffle_drops_what_the_in_memory_pass_drops(ray_cluster, tmp_path):
+    """Both ways through ``dedup_staged`` (small jobs decide in memory, large ones shuffle band keys first)
+    drop the same tasks with the same details, across task types, files and an incremental dataset's
+    committed tasks, those of a changed input file aside."""
+    rows = [{**r, "task_type": "exqa", "source": "day2.jsonl"} for r in tasks()]
+    ynqa = [{**r, "task_type": "ynqa", "id": "y" + r["id"], "source": "day2.jsonl"} for r in tasks()[:30]]
+    ynqa += [{**r, "id": "z" + r["id"]} for r in ynqa[:3]]  # copies: exact duplicates
+    committed = [{**tasks()[6], "id": "0000c", "task_type": "exqa", "source": "day1.jsonl"},  # kept over 0003a
+                 {**tasks()[10], "id": "0000d", "task_type": "exqa", "source": "changed.jsonl"}]  # stale: ignored
+    layout = {f"{STAGING_DIR}/exqa/train-0-0.parquet": rows[:50], f"{STAGING_DIR}/exqa/train-0-1.parquet": rows[50:],
+              f"{STAGING_DIR}/ynqa/train-0-0.parquet": ynqa, "exqa/train-old-0.parquet": committed}
+    results = []
+    for name, in_memory_tasks in (("memory", 10**6), ("shuffle", 0)):
+        staged_output(tmp_path / name, layout)
+        dropped = dedup_staged(str(tmp_path / name), None, ["ynqa", "exqa", "nli"], ["changed.jsonl"],
+                               in_memory_tasks=in_memory_tasks)
+        results.append((dropped, read_back(tmp_path / name)))
+    assert results[0] == results[1]
+    dropped, (accepted, rejects) = results[0]
+    expected = find_duplicates(committed[:1], rows) + find_duplicates([], ynqa)
+    assert dropped == len(rejects) == len(expected) == 8
+    assert rejects == sorted((d.id, d.detail) for d in expected)
+    assert ("0003a", "same task as example 0000c") in rejects and "0010a" not in {i for i, _ in rejects}
+    assert sum(map(len, accepted.values())) == len(rows) + len(ynqa) - dropped
+
+
+def test_only_tasks_that_share_a_band_go_on_to_the_decision():
+    import pyarrow as pa
+
+    from bonito_ray.task_dedup import band_rows, shared_band_members, sign_tasks
+
+    rows = tasks()
+    table = pa.Table.from_pylist([{**r, "task_type": "exqa"} for r in rows])
+    records = sign_tasks(table, existing=False)
+    members = set(shared_band_members(band_rows(records, partitions=1))["member"].to_pylist())
+    duplicates = {d.id for d in find_duplicates([], rows)} | {d.of for d in find_duplicates([], rows)}
+    assert {"n" + i for i in duplicates} <= members  # every duplicate and what it duplicates
+    # and no task else whose answer is its own (the deposits); the "who returns it" tasks on passages that
+    # differ in a few numbers do share bands, and the decision tells them apart
+    assert {m for m in members if m.endswith("a")} <= {"n" + i for i in duplicates} and len(members) < len(rows)
+    keys = band_rows(records, partitions=3)
+    assert set(keys["partition"].to_pylist()) == {0, 1, 2} and keys.num_rows == 20 * len(rows)
+    # a partition of the keys finds what the whole finds: equal keys fall in one partition
+    parts = [keys.filter(pa.compute.equal(keys["partition"], p)) for p in range(3)]
+    assert set().union(*(shared_band_members(p)["member"].to_pylist() for p in parts)) == members
