@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import ray
 
+from bonito_ray.errors import UserError
+
 MIN_SAMPLE = 200  # rows seen before the running rate can fail a job
 
 
-class ErrorBudgetExceeded(RuntimeError):
+class ErrorBudgetExceeded(UserError, RuntimeError):
     """More engine errors than the job's --max-error-rate allows."""
 
 

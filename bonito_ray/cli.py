@@ -9,19 +9,10 @@ import sys
 from bonito_ray import cluster, preview
 from bonito_ray.adapt import cli as adapt_cli
 from bonito_ray.config import DEVICES, ENGINES, ConfigError, load_config
-from bonito_ray.corpus import CorpusError
-from bonito_ray.budget import ErrorBudgetExceeded
-from bonito_ray.commit import ResumeMismatchError
-from bonito_ray.lease import LeaseHeldError, LeaseLostError
-from bonito_ray.output import OutputError
+from bonito_ray.errors import UserError
 from bonito_ray.pipeline import generate, plan_job
-from bonito_ray.storage import EndpointError
-from bonito_ray.tasks import UnknownTaskTypeError
 from bonito_ray.validators import LEVELS
 
-# Errors in what the user asked for: reported in one line, without a traceback.
-_USER_ERRORS = (ConfigError, CorpusError, OutputError, LeaseHeldError, LeaseLostError, UnknownTaskTypeError,
-                ResumeMismatchError, ErrorBudgetExceeded, EndpointError, *adapt_cli.USER_ERRORS)
 # Parsed arguments of `generate` that are not configuration keys.
 _NOT_CONFIG = ("command", "func", "config", "overwrite", "log_level", "preview")
 
@@ -152,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
-    except _USER_ERRORS as err:
+    except UserError as err:
         print(f"bonito-ray: error: {err}", file=sys.stderr)
         return 2
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from bonito_ray.errors import UserError
 from bonito_ray.storage import EndpointError, check_endpoint
 from bonito_ray.tasks import resolve_task_types
 from bonito_ray.validators import DEFAULT_LEVEL, LEVELS, validators_for
@@ -36,7 +37,7 @@ _IDENTITY = {
 _OPTIONAL = {"seed", "passage_tokens", "max_passage_chars"}
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A configuration value is missing or invalid."""
 
 

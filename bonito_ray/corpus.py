@@ -38,6 +38,7 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 from ray.data.datasource import FileBasedDatasource
 
+from bonito_ray.errors import UserError
 from bonito_ray.quarantine import CORPUS_STAGE, write_rejects
 from bonito_ray.schema import DOCUMENT_SCHEMA, OWNED_ENTRIES, stable_id, table_from_rows
 from bonito_ray.storage import display_uri, resolve_filesystem
@@ -75,7 +76,7 @@ HIDDEN_FILE = "hidden_file"  # a name starting with "." or "_" (a directory: wit
 DUPLICATE_PATH = "duplicate_path"  # a link to a file or directory already listed (symlink loops included)
 
 
-class CorpusError(ValueError):
+class CorpusError(UserError, ValueError):
     """The corpus cannot be read at all (missing input, no files, wrong context column)."""
 
 

@@ -81,3 +81,28 @@ def test_a_model_that_cannot_be_loaded_fails_before_any_cluster_work(tmp_path, c
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("bonito-ray: error: cannot load model") and "not-a-model" in err[0]
+
+
+INTERNAL_ERRORS = {"StreamError"}  # corpus.py: a compressed stream cut short, caught where it is read
+
+
+@pytest.mark.static
+def test_every_error_a_user_can_cause_is_a_user_error():
+    """The CLI shows ``UserError``s in one line (bonito_ray.errors); an error class of bonito-ray's own that
+    is not one would reach the user as a traceback."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import bonito_ray
+    from bonito_ray.errors import UserError
+
+    found = {}
+    for module in pkgutil.walk_packages(bonito_ray.__path__, "bonito_ray."):
+        if module.name.startswith("bonito_ray.engines.") or module.name.endswith("train_loop"):
+            continue  # engine and training-worker modules import vLLM or torch and raise no user errors
+        for name, value in inspect.getmembers(importlib.import_module(module.name), inspect.isclass):
+            if issubclass(value, Exception) and value.__module__ == module.name:
+                found[name] = value
+    assert {"ConfigError", "OutputExistsError", "AdaptError", "LeaseHeldError"} <= found.keys()
+    assert sorted(n for n, c in found.items() if not issubclass(c, UserError)) == sorted(INTERNAL_ERRORS)
