@@ -46,7 +46,7 @@ a shuffle, which is most of a small job's dedup time.
 computed once per block), plus the shuffle of ``BANDS`` keys (about 60 bytes each) per task. Memory:
 the signing and the shuffle stream in blocks; a type's decision holds its candidates' records (about
 1 KB each with the index) in one worker, so a corpus where most tasks have a near twin costs about
-1 GB per million tasks of one type there. Measured with ``jobs/benchmark_pipeline.py``: see the
+1 GB per million tasks of one type there. Measured with ``jobs/dev/benchmark_pipeline.py``: see the
 README's benchmark table.
 """
 
