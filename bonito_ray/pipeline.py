@@ -176,7 +176,7 @@ def prepared_passages(config: GenerateConfig, documents, passage_tokens: int):
     """Documents -> clean passages of at most ``passage_tokens`` tokens (drops quarantined under the output)."""
     return documents.map_batches(
         prepare_passages, batch_format="pyarrow",
-        fn_kwargs={"tokenizer_source": config.model, "max_tokens": passage_tokens, "overlap": config.passage_overlap,
+        fn_kwargs={"tokenizer_source": config.model, "passage_tokens": passage_tokens, "overlap": config.passage_overlap,
                    "min_chars": config.min_passage_chars, "max_chars": config.max_passage_chars,
                    "output_uri": config.output, "s3_endpoint": config.s3_endpoint})
 

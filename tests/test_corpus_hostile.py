@@ -241,7 +241,7 @@ def test_an_existing_path_with_glob_characters_is_read_as_itself(ray_cluster, tm
 def clean(model, texts, out):
     documents = ray.data.from_items([{"source": "s", "position": i + 1, "context": t} for i, t in enumerate(texts)])
     kept = documents.map_batches(prepare_passages, batch_format="pyarrow", fn_kwargs={
-        "tokenizer_source": model, "max_tokens": 400, "overlap": 0, "min_chars": 20, "max_chars": None,
+        "tokenizer_source": model, "passage_tokens": 400, "overlap": 0, "min_chars": 20, "max_chars": None,
         "output_uri": str(out), "s3_endpoint": None}).take_all()
     dropped = pds.dataset(str(out / ".staging" / "_rejects" / "stage=clean")).to_table().to_pylist()
     return kept, {r["position"]: (r["reason"], r["detail"]) for r in dropped}
