@@ -22,7 +22,7 @@ class ErrorBudgetExceeded(UserError, RuntimeError):
 def check(rows: int, errors: int, max_rate: float) -> None:
     """Raise if nothing was generated, or if ``errors`` out of ``rows`` is over ``max_rate``."""
     if rows == 0:
-        raise ErrorBudgetExceeded("no passage reached the engine: every record was quarantined or filtered; "
+        raise ErrorBudgetExceeded("no passage reached the engine: every record was rejected or filtered; "
                                   "see _rejects/ in the output's .staging folder")
     if errors / rows > max_rate:
         raise ErrorBudgetExceeded(

@@ -17,21 +17,17 @@ from typing import Any
 
 import pyarrow as pa
 
-from bonito_ray.quarantine import CHUNK_STAGE, CLEAN_STAGE, write_rejects
-from bonito_ray.schema import PASSAGE_SCHEMA, stable_id
+from bonito_ray.rejects import (CONTROL_MARKER, MERGED_TAIL, NO_VISIBLE_TEXT, SPECIAL_TOKEN, TOO_LONG, TOO_SHORT,
+                                write_rejects)
+from bonito_ray.schema import CHUNK_STAGE, CLEAN_STAGE, PASSAGE_SCHEMA, stable_id
 
-TOO_SHORT = "too_short"
-TOO_LONG = "too_long"
-CONTROL_MARKER = "control_marker"
 # Bonito's markers. A passage holding one could forge or break a task (a fake <|task|> section,
 # a <|pipe|> the model copies into its answer, a {{context}} expanded into the passage itself), so
-# such passages are quarantined with the marker named, never silently rewritten.
+# such passages are rejected with the marker named, never silently rewritten.
 CONTROL_MARKERS = ("<|tasktype|>", "<|context|>", "<|task|>", "<|pipe|>", "{{context}}")
 # A passage holding one of the generator's special-token strings (</s>, <s>, <pad>, ...) would be
 # encoded as that special id by the engine (vLLM tokenises on its own), so an EOS could end the
-# prompt mid-passage: quarantined with the token named, for every engine alike.
-SPECIAL_TOKEN = "special_token"
-NO_VISIBLE_TEXT = "no_visible_text"  # only whitespace and control/format characters
+# prompt mid-passage: rejected with the token named, for every engine alike.
 
 _SPACES = re.compile(r"[^\S\n]+")
 _BLANK_LINES = re.compile(r"\n{3,}")
@@ -40,7 +36,6 @@ _CHARS_PER_TOKEN_GUESS = 4.0  # first guess; then measured on each window
 # A last chunk under this many tokens (or a quarter of the chunk size, if less) is merged into the
 # chunk before it: a closing sentence ("This lease is governed by the laws of ...") alone makes junk tasks.
 MIN_TAIL_TOKENS = 64
-MERGED_TAIL = "merged_tail"  # the reason a tail chunk is recorded under _rejects/stage=chunk (counted, not lost)
 
 
 def normalize(text: str) -> str:
@@ -211,7 +206,7 @@ def passage_token_budget(tokenizer: Any, window: int | None, max_tokens: int) ->
 
 def prepare_passages(documents: pa.Table, *, tokenizer_source: str, passage_tokens: int, overlap: int,
                      min_chars: int, max_chars: int | None, output_uri: str, s3_endpoint: str | None) -> pa.Table:
-    """Documents -> normalised, chunked passages; passages that cannot make a task are quarantined."""
+    """Documents -> normalised, chunked passages; passages that cannot make a task are rejected."""
     get_tokenizer = functools.partial(load_tokenizer, tokenizer_source)
     specials = special_tokens(tokenizer_source)
     passages, dropped, merged = [], [], []

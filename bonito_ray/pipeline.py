@@ -23,7 +23,7 @@ from bonito_ray import budget, commit, console, ledger, progress
 from bonito_ray.cluster import on_driver_node
 from bonito_ray.config import DEMO_MODEL, ConfigError, GenerateConfig
 from bonito_ray.corpus import (SkippedFile, check_context_column, input_fingerprint, list_corpus_files,
-                               quarantine_skipped, read_documents)
+                               reject_skipped, read_documents)
 from bonito_ray.dedup import create_shards, drop_duplicates, offer_passages, shard_count
 from bonito_ray.engines import build_engine_stage
 from bonito_ray.output import Output, OutputExistsError, open_output  # noqa: F401 - OutputExistsError: API
@@ -145,7 +145,7 @@ def _run_pipeline(config: GenerateConfig, plan: JobPlan, done: np.ndarray) -> No
     state = "failed"
     try:
         documents = read_documents(config.input, plan.input_fs, plan.files, config.context_column, **storage)
-        quarantine_skipped(config.input, plan.skipped, **storage)
+        reject_skipped(config.input, plan.skipped, **storage)
         passages = prepared_passages(config, documents, passage_tokens)
         if config.dedup:
             shards = create_shards(shard_count(ledger.total_size(plan.signatures)))
@@ -173,7 +173,7 @@ def _run_pipeline(config: GenerateConfig, plan: JobPlan, done: np.ndarray) -> No
 
 
 def prepared_passages(config: GenerateConfig, documents, passage_tokens: int):
-    """Documents -> clean passages of at most ``passage_tokens`` tokens (drops quarantined under the output)."""
+    """Documents -> clean passages of at most ``passage_tokens`` tokens (drops rejected under the output)."""
     return documents.map_batches(
         prepare_passages, batch_format="pyarrow",
         fn_kwargs={"tokenizer_source": config.model, "passage_tokens": passage_tokens, "overlap": config.passage_overlap,

@@ -101,22 +101,25 @@ REJECTS_SUFFIX = ".pq"  # reject files: Parquet, outside the `OUTPUT/**/*.parque
 DATA_SUFFIXES = (PARQUET_SUFFIX, REJECTS_SUFFIX)
 LEGACY_ACCEPTED_DIRS = "task_type=*"  # the hive-style folders of earlier versions: --overwrite still clears them
 REJECTS_DIR = "_rejects"
-GENERATION_REJECTS_DIR = f"{REJECTS_DIR}/stage=generation"
-VALIDATION_REJECTS_DIR = f"{REJECTS_DIR}/stage=validation"  # bonito_ray.validators
-TASK_DEDUP_REJECTS_DIR = f"{REJECTS_DIR}/stage=task_dedup"  # bonito_ray.task_dedup
+# The stages that set rows aside, each in its folder (``rejects_dir``); bonito_ray.rejects names their reasons.
+CORPUS_STAGE = "corpus"  # input records and files that could not be read
+CLEAN_STAGE = "clean"  # passages filtered out or duplicate
+CHUNK_STAGE = "chunk"  # not a drop: a short last chunk merged into the chunk before it (its text is kept)
+GENERATION_STAGE = "generation"  # generations that did not parse, requests the engine refused
+VALIDATION_STAGE = "validation"  # parsed tasks a validator rejected (bonito_ray.validators)
+TASK_DEDUP_STAGE = "task_dedup"  # duplicate generated tasks (bonito_ray.task_dedup)
+
+
+def rejects_dir(stage: str) -> str:
+    """The folder (relative to the output root) of ``stage``'s rejects."""
+    return f"{REJECTS_DIR}/stage={stage}"
+
+
+GENERATION_REJECTS_DIR = rejects_dir(GENERATION_STAGE)
+VALIDATION_REJECTS_DIR = rejects_dir(VALIDATION_STAGE)
+TASK_DEDUP_REJECTS_DIR = rejects_dir(TASK_DEDUP_STAGE)
 # Every folder of generated rows that did not become examples: resume counts them as done.
 EXAMPLE_REJECT_DIRS = (GENERATION_REJECTS_DIR, VALIDATION_REJECTS_DIR, TASK_DEDUP_REJECTS_DIR)
-
-# Reasons a parsed task is rejected (stage=validation; see bonito_ray.validators) or dropped as a
-# duplicate (stage=task_dedup; see bonito_ray.task_dedup). A user's own validator may add others.
-TRUNCATED = "truncated"  # the generation hit --max-tokens (or the window) without ending
-DEGENERATE = "degenerate"  # an output with no letter or digit, or a long run of one repeated token
-PASSAGE_MISSING = "passage_missing"  # the input does not hold the passage ({{context}} was not there)
-NOT_A_SPAN = "not_a_span"  # an extractive answer that is not a span of the passage
-NOT_AN_OPTION = "not_an_option"  # an answer that is none of the options its input offers
-NOT_YES_NO = "not_yes_no"  # a yes-no task answered with something else
-DUPLICATE_TASK = "duplicate_task"  # the same (or a near-identical) task as one kept before it
-VALIDATION_REASONS = (TRUNCATED, DEGENERATE, PASSAGE_MISSING, NOT_A_SPAN, NOT_AN_OPTION, NOT_YES_NO)
 MANIFEST_FILE = "_manifest.json"
 SUCCESS_FILE = "_SUCCESS"
 # Everything is written here first and moved into place at commit. The leading dot hides it

@@ -64,8 +64,9 @@ import pyarrow.dataset as pds
 import pyarrow.parquet as pq
 
 from bonito_ray.prompt import CONTEXT_PLACEHOLDER
-from bonito_ray.schema import (DUPLICATE_TASK, PARQUET_SUFFIX, REJECT_SCHEMA, REJECTS_SUFFIX, STAGING_DIR,
-                               TASK_DEDUP_REJECTS_DIR, accepted_dir, conform, is_accepted_file)
+from bonito_ray.rejects import DUPLICATE_TASK
+from bonito_ray.schema import (PARQUET_SUFFIX, REJECT_SCHEMA, REJECTS_SUFFIX, STAGING_DIR, TASK_DEDUP_REJECTS_DIR,
+                               accepted_dir, conform, is_accepted_file)
 from bonito_ray.storage import join, list_files, resolve_filesystem, write_parquet
 
 NEAR = 0.8  # estimated Jaccard similarity, per part, from which two tasks are near duplicates

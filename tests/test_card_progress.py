@@ -15,7 +15,7 @@ from bonito_ray.cli import main
 from bonito_ray.config import GenerateConfig
 from bonito_ray.engines import hf
 from bonito_ray.pipeline import generate
-from bonito_ray.quarantine import write_rejects
+from bonito_ray.rejects import write_rejects
 from bonito_ray.schema import PROGRESS_FILE, STAGING_DIR
 from tests.corpus_files import write_jsonl
 from tests.faults import gated_hf_generator
@@ -158,3 +158,23 @@ def card_samples(out: Path) -> list[str]:
 @pytest.mark.parametrize("rows, category", [(0, "n<1K"), (999, "n<1K"), (1000, "1K<n<10K"), (2_000_000, "1M<n<10M")])
 def test_size_categories_are_the_hubs(rows, category):
     assert card.size_category(rows) == category
+
+
+@pytest.mark.static
+def test_every_reason_bonito_ray_writes_is_in_the_one_list():
+    """``bonito_ray.rejects.REASONS`` is the one list of reasons: a reason string written anywhere else in the
+    library (a ``"reason": "..."`` literal or a module constant of its own) would bypass it."""
+    import re
+    from pathlib import Path
+
+    from bonito_ray import rejects
+
+    library = Path(rejects.__file__).parent
+    for path in library.rglob("*.py"):
+        if path.name == "rejects.py":
+            continue
+        text = path.read_text()
+        assert not re.findall(r'"reason":\s*"', text), f"{path.name}: a literal reason; name it in bonito_ray.rejects"
+        own = set(re.findall(r'^([A-Z_]+) = "([a-z_]+)"', text, re.M))
+        assert not {value for _, value in own} & set(rejects.REASONS), f"{path.name} defines a reason of its own"
+    assert all(r.meaning and r.stage for r in rejects.REASONS.values())
