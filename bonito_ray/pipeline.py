@@ -113,51 +113,47 @@ def generate(config: GenerateConfig, overwrite: bool = False, plan: JobPlan | No
 
 
 def _generate(config: GenerateConfig, plan: JobPlan, started: float) -> RunSummary:
-    output, identity = plan.output, plan.identity
-    if plan.overwrite:
-        output.clear()
-    resumed = output.begin(identity)
-    done = output.done_ids(plan.changed) if resumed else np.empty(0, dtype="S16")
-    if resumed:
-        logger.info("resuming: %d examples already written are skipped", len(done))
+    resumed, done = _prepare_output(plan)
     if plan.files:
         _run_pipeline(config, plan, done)
-    manifest = {"config": config.to_dict(), "identity": identity,
+    return _commit(config, plan, resumed, len(done), started)
+
+
+def _prepare_output(plan: JobPlan) -> tuple[bool, np.ndarray]:
+    """Clear (``--overwrite``) or resume the output; returns (resumed, ids of the examples already written)."""
+    if plan.overwrite:
+        plan.output.clear()
+    resumed = plan.output.begin(plan.identity)
+    done = plan.output.done_ids(plan.changed) if resumed else np.empty(0, dtype="S16")
+    if resumed:
+        logger.info("resuming: %d examples already written are skipped", len(done))
+    return resumed, done
+
+
+def _commit(config: GenerateConfig, plan: JobPlan, resumed: bool, skipped_done: int, started: float) -> RunSummary:
+    """Move the staged dataset into place with its manifest (``bonito_ray.commit``); returns its summary."""
+    manifest = {"config": config.to_dict(), "identity": plan.identity,
                 "examples_per_passage": len(config.task_types) * config.n,
-                "run": {"resumed": resumed, "skipped_done": len(done),
+                "run": {"resumed": resumed, "skipped_done": skipped_done,
                         "wall_seconds": round(time.monotonic() - started, 3)},
-                "run_id": output.lease.run_id, "command": config.command()}
-    return output.commit(stale_sources=plan.changed + plan.removed,
-                         ledger_entries=plan.signatures if config.incremental else None, manifest=manifest)
+                "run_id": plan.output.lease.run_id, "command": config.command()}
+    return plan.output.commit(stale_sources=plan.changed + plan.removed,
+                              ledger_entries=plan.signatures if config.incremental else None, manifest=manifest)
 
 
 def _run_pipeline(config: GenerateConfig, plan: JobPlan, done: np.ndarray) -> None:
     """Generate for ``plan.files`` into the output's staging dir; fails if the error budget is spent."""
-    fs, root, passage_tokens = plan.output.fs, plan.output.root, plan.passage_tokens
+    fs, root = plan.output.fs, plan.output.root
     if config.model == DEMO_MODEL:
         logger.warning("using the small CPU demo model: its tasks are for trying bonito-ray out. "
                        "For real data use --engine vllm --model BatsResearch/bonito-v1 on GPUs.")
     _configure_fault_tolerance()
     console.quiet_ray_data(config.verbose)
-    storage = {"output_uri": config.output, "s3_endpoint": config.s3_endpoint}
     counter = progress.ProgressCounter.options(scheduling_strategy=on_driver_node()).remote()
     reporter = progress.Reporter(counter, fs, root, plan.output.lease.run_id).start()
     state = "failed"
     try:
-        documents = read_documents(config.input, plan.input_fs, plan.files, config.context_column, **storage)
-        reject_skipped(config.input, plan.skipped, **storage)
-        passages = prepared_passages(config, documents, passage_tokens)
-        if config.dedup:
-            shards = create_shards(shard_count(ledger.total_size(plan.signatures)))
-            if config.incremental:  # passages already in the dataset keep their text
-                _existing_passages(fs, root, plan.changed + plan.removed).map_batches(
-                    offer_passages, batch_format="pyarrow", fn_kwargs={"shards": shards, "existing": True}).take_all()
-            passages.map_batches(offer_passages, batch_format="pyarrow", fn_kwargs={"shards": shards}).take_all()
-            new_passages = sum(ray.get([shard.new_texts.remote() for shard in shards]))
-            counter.set_total.remote(new_passages * len(config.task_types) * config.n)
-            passages = passages.map_batches(drop_duplicates, batch_format="pyarrow",
-                                            fn_kwargs={"shards": shards, **storage})
-        examples = progress.observe(generated_examples(config, passages, done, counter), counter)
+        examples = progress.observe(example_chain(config, plan, done, counter), counter)
         error_budget = budget.ErrorBudget.options(scheduling_strategy=on_driver_node()).remote(config.max_error_rate)
         _write(examples, SyntheticDatasetSink(config.output, config.rows_per_file, config.s3_endpoint, error_budget))
         if config.task_dedup:
@@ -170,6 +166,29 @@ def _run_pipeline(config: GenerateConfig, plan: JobPlan, done: np.ndarray) -> No
     staged = summarize(fs, join(root, STAGING_DIR), output=config.output,
                        examples_per_passage=len(config.task_types) * config.n)
     budget.check(staged.prompts, staged.engine_errors, config.max_error_rate)
+
+
+def example_chain(config: GenerateConfig, plan: JobPlan, done: np.ndarray, counter):
+    """The dataset chain from ``plan.files`` to validated examples: documents -> passages (clean, chunk,
+    dedup) -> requests -> engine -> examples. Lazy, except dedup's first pass, which runs here."""
+    storage = {"output_uri": config.output, "s3_endpoint": config.s3_endpoint}
+    documents = read_documents(config.input, plan.input_fs, plan.files, config.context_column, **storage)
+    reject_skipped(config.input, plan.skipped, **storage)
+    passages = prepared_passages(config, documents, plan.passage_tokens)
+    if config.dedup:
+        shards = create_shards(shard_count(ledger.total_size(plan.signatures)))
+        if config.incremental:  # passages already in the dataset keep their text
+            _existing_passages(plan.output.fs, plan.output.root, plan.changed + plan.removed).map_batches(
+                offer_passages, batch_format="pyarrow", fn_kwargs={"shards": shards, "existing": True}).take_all()
+        passages.map_batches(offer_passages, batch_format="pyarrow", fn_kwargs={"shards": shards}).take_all()
+        new_passages = sum(ray.get([shard.new_texts.remote() for shard in shards]))
+        counter.set_total.remote(new_passages * len(config.task_types) * config.n)
+        # The second pass reads and chunks the corpus again rather than keeping the first pass's
+        # passages: held, they would fill the object store in proportion to the corpus (and spill);
+        # streamed twice, memory stays flat whatever its size, for the cost of a second read.
+        passages = passages.map_batches(drop_duplicates, batch_format="pyarrow",
+                                        fn_kwargs={"shards": shards, **storage})
+    return generated_examples(config, passages, done, counter)
 
 
 def prepared_passages(config: GenerateConfig, documents, passage_tokens: int):
