@@ -60,16 +60,16 @@ def test_progress_line_on_a_terminal_is_rewritten_in_place(ray_cluster, tmp_path
 
     counter = progress.ProgressCounter.remote()
     counter.set_total.remote(10)
-    counter.record.remote(3, {"no_separator": 1}, 120)
+    counter.record.remote(3, {"no_separator": 1, "not_a_span": 2}, 120)
     shown = Terminal()
     reporter = progress.Reporter(counter, pafs.LocalFileSystem(), str(tmp_path), "run-1", stream=shown).start()
     time.sleep(1.5)
     final = reporter.stop("generated")
     assert shown.getvalue().startswith("\r\x1b[K") and shown.getvalue().endswith("\n")
     assert shown.getvalue().count("\n") == 1  # one line, redrawn
-    assert "prompts 4/10 (40%)  accepted 3  rejected 1" in shown.getvalue()
+    assert "prompts 6/10 (60%)  accepted 3  rejected 1  filtered 2" in shown.getvalue()  # as the summary splits them
     written = json.loads((tmp_path / STAGING_DIR / PROGRESS_FILE).read_text())
-    assert written["state"] == "generated" and written["rejected_by_reason"] == {"no_separator": 1}
+    assert written["state"] == "generated" and written["by_reason"] == {"no_separator": 1, "not_a_span": 2}
     assert written == final
 
 
@@ -115,7 +115,7 @@ def test_progress_file_follows_a_running_job(ray_cluster, random_model, tmp_path
     assert any(0 < s["prompts_done"] < 6 for s in running), states
     done = [s["prompts_done"] for s in seen]
     assert done == sorted(done)
-    assert all(s["accepted"] + s["rejected"] == s["prompts_done"] for s in seen)
+    assert all(s["accepted"] + s["rejected"] + s["filtered"] == s["prompts_done"] for s in seen)
     assert not (out / STAGING_DIR).exists()  # gone with the staging dir at commit
     assert "bonito-ray: prompts 6/6 (100%)" in caplog.text and "done" in caplog.text  # not a terminal: plain line
 
