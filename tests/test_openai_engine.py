@@ -230,7 +230,8 @@ def test_planning_takes_the_servers_window_and_checks_server_key_and_model(tmp_p
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
-    with pytest.raises(ConfigError, match="cannot reach endpoint"):
+    with pytest.raises(ConfigError, match=f"cannot reach endpoint http://127.0.0.1:{port}/v1/models: "
+                                          "Connection refused$"):
         settle_passage_tokens(GenerateConfig(input="in", output="out", engine="openai",
                                              endpoint=f"http://127.0.0.1:{port}/v1"))
 

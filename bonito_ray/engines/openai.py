@@ -18,8 +18,9 @@ API); this stage is a pool of Ray actors that send each request row to ``ENDPOIN
   unless the user opts in; the client follows no redirects and ignores proxy variables and
   ``.netrc``, so passages go to that host and nowhere else.
 - **The window**: the server's own window for the model, where ``/models`` reports one (vLLM's
-  ``max_model_len``, Ray Serve LLM's ``max_request_context_length``), else the model's config; ``/models`` is asked at planning, which also checks that
-  the server is reachable, accepts the key and serves the model.
+  ``max_model_len``, Ray Serve LLM's ``max_request_context_length``), else the model's config.
+  ``/models`` is asked at planning, which also checks that the server is reachable, accepts the
+  key and serves the model.
 """
 
 from __future__ import annotations
@@ -149,11 +150,13 @@ def served_window(config: GenerateConfig) -> int | None:
 
     url = config.endpoint.rstrip("/") + "/models"
     key = api_key(config)
+    timeout = min(config.request_timeout_s, MODELS_TIMEOUT_S)
     try:
-        response = new_session().get(url, headers=auth_headers(key), allow_redirects=False,
-                                     timeout=min(config.request_timeout_s, MODELS_TIMEOUT_S))
+        response = new_session().get(url, headers=auth_headers(key), allow_redirects=False, timeout=timeout)
+    except requests.Timeout:
+        raise ConfigError(f"cannot reach endpoint {url}: no answer within {timeout:g} s") from None
     except requests.RequestException as err:
-        raise ConfigError(f"cannot reach endpoint {url}: {err}") from None
+        raise ConfigError(f"cannot reach endpoint {url}: {failure_reason(err)}") from None
     if response.status_code in (401, 403):
         hint = f"no API key was sent: set {config.api_key_env}" if key is None else \
             f"check the key in {config.api_key_env}"
@@ -186,6 +189,14 @@ def reported_window(card: dict[str, Any]) -> int | None:
         if isinstance(window, int) and not isinstance(window, bool) and window > 0:
             return window
     return None
+
+
+def failure_reason(err: Exception) -> str:
+    """The operating system's words for a failed connection ("Connection refused", "Name or service not
+    known"), else the exception's first line, cut: urllib3 wraps them in a paragraph."""
+    text = str(err)
+    found = re.search(r"\[Errno -?\d+\] ([^'\")]+)", text)
+    return found.group(1).strip() if found else f"{type(err).__name__}: {text.splitlines()[0][:200] if text else ''}"
 
 
 def build_openai_stage(config: GenerateConfig) -> EngineStage:
@@ -336,7 +347,7 @@ class CompletionsClient:
                 failure, wait_at_least = f"timeout: no answer within {self.timeout:g} s", None
                 continue
             except requests.RequestException as err:
-                failure, wait_at_least = f"connection error: {type(err).__name__}", None
+                failure, wait_at_least = f"connection error: {failure_reason(err)}", None
                 continue
             if response.status_code == 200:
                 try:
