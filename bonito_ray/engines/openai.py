@@ -21,6 +21,11 @@ API); this stage is a pool of Ray actors that send each request row to ``ENDPOIN
   ``max_model_len``, Ray Serve LLM's ``max_request_context_length``), else the model's config.
   ``/models`` is asked at planning, which also checks that the server is reachable, accepts the
   key and serves the model.
+
+Not ``ray.data.llm``'s ``HttpRequestProcessorConfig`` (Ray 2.60): it does not retry HTTP 500, has no
+timeout setting of its own (aiohttp's 5-minute default), sends a batch's requests one after another,
+and when a request's retries are spent it raises, failing the job, with the request's payload (the
+passage) in the message.
 """
 
 from __future__ import annotations
