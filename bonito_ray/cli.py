@@ -85,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--api-key-env",
                      help="openai: the environment variable holding the API key, sent as a Bearer header; unset: "
                           "no header (default: OPENAI_API_KEY)")
-    gen.add_argument("--max-concurrent-requests", type=int, help="openai: requests in flight per replica (default: 16)")
+    gen.add_argument("--max-concurrent-requests", type=int,
+                     help="openai: requests in flight per replica, at most --batch-size (default: 16)")
     gen.add_argument("--requests-per-second", type=float,
                      help="openai: most requests sent per second, job-wide, retries included (default: no limit)")
     gen.add_argument("--max-retries", type=int,
