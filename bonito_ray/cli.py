@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--output", help="output directory/prefix for the Parquet dataset")
     gen.add_argument("--task-types", help="comma-separated short or full task names (default: ynqa,exqa,nli)")
     gen.add_argument("--engine", choices=ENGINES, help="hf (transformers, CPU or GPU), vllm (GPUs, or CPUs with vLLM's CPU build), "
+                     "openai (an OpenAI-compatible completions server in the cluster: --endpoint), "
                      "echo (test/benchmark stand-in, no model) (default: hf)")
     gen.add_argument("--model", help="model directory or hub id (default: the bundled CPU demo model)")
     gen.add_argument("--context-column", help="column holding the passage text (default: text)")
@@ -66,8 +67,28 @@ def build_parser() -> argparse.ArgumentParser:
                      help='vllm: Ray placement group of one replica as JSON, e.g. '
                           '\'{"bundles": [{"GPU": 1, "CPU": 4}, {"GPU": 1}], "strategy": "STRICT_PACK"}\'')
     gen.add_argument("--accelerator-type", help="accelerator type to schedule replicas on, e.g. A100, H100")
-    gen.add_argument("--cpus-per-replica", type=float, help="CPUs per replica (hf; vllm on CPUs) (default: 1)")
+    gen.add_argument("--cpus-per-replica", type=float, help="CPUs per replica (hf; openai; vllm on CPUs) (default: 1)")
     gen.add_argument("--gpus-per-replica", type=float, help="hf: GPUs per replica (default: 0)")
+    gen.add_argument("--endpoint", help="openai: the server's base URL, e.g. http://10.0.0.5:8000/v1 (vllm serve, "
+                     "Ray Serve LLM); it must be inside the cluster unless --allow-external-endpoint")
+    gen.add_argument("--served-model-name",
+                     help="openai: the model name the server serves (default: --model, which stays the tokenizer)")
+    gen.add_argument("--api-key-env",
+                     help="openai: the environment variable holding the API key, sent as a Bearer header; unset: "
+                          "no header (default: OPENAI_API_KEY)")
+    gen.add_argument("--max-concurrent-requests", type=int,
+                     help="openai: requests in flight per replica, at most --batch-size (default: 16)")
+    gen.add_argument("--requests-per-second", type=float,
+                     help="openai: most requests sent per second, job-wide, retries included (default: no limit)")
+    gen.add_argument("--max-retries", type=int,
+                     help="openai: retries of a request on HTTP 408, 429, 5xx, timeouts and connection errors "
+                          "(default: 5)")
+    gen.add_argument("--retry-backoff-s", type=float,
+                     help="openai: the first retry's wait in seconds, doubled at each retry (default: 1)")
+    gen.add_argument("--request-timeout-s", type=float, help="openai: seconds to wait for an answer (default: 300)")
+    gen.add_argument("--allow-external-endpoint", action="store_const", const=True,
+                     help="openai: accept an endpoint outside the cluster (a public address or name); passages "
+                          "are sent there")
     gen.add_argument("--ray-address",
                      help="Ray cluster: an address, `auto` (join the one running on this machine) or `local` "
                           "(start a private one) (default: RAY_ADDRESS, as `ray job submit` sets it, else local)")

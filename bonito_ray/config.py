@@ -16,7 +16,7 @@ from bonito_ray.storage import EndpointError, check_endpoint
 from bonito_ray.tasks import resolve_task_types
 from bonito_ray.validators import DEFAULT_LEVEL, LEVELS, validators_for
 
-ENGINES = ("hf", "vllm", "echo")
+ENGINES = ("hf", "vllm", "openai", "echo")
 DEVICES = ("auto", "gpu", "cpu")  # where engine replicas run; auto: GPUs when the cluster has them
 DEMO_MODEL = str(Path(__file__).parent / "demo_model")
 DEFAULT_TASK_TYPES = ["ynqa", "exqa", "nli"]
@@ -27,14 +27,15 @@ _NUMBERS = {
     "max_concurrent_batches": int, "temperature": float, "top_p": float,
     "cpus_per_replica": float, "gpus_per_replica": float, "passage_tokens": int, "passage_overlap": int,
     "min_passage_chars": int, "max_passage_chars": int, "rows_per_file": int, "max_error_rate": float,
-    "card_samples": int,
+    "card_samples": int, "max_concurrent_requests": int, "requests_per_second": float, "max_retries": int,
+    "retry_backoff_s": float, "request_timeout_s": float,
 }
 _IDENTITY = {
     "input", "task_types", "engine", "model", "context_column", "n", "max_tokens", "temperature", "top_p", "seed",
     "engine_kwargs", "passage_overlap", "min_passage_chars", "max_passage_chars", "dedup", "incremental",
-    "validate", "validators", "task_dedup",
+    "validate", "validators", "task_dedup", "served_model_name",
 }
-_OPTIONAL = {"seed", "passage_tokens", "max_passage_chars"}
+_OPTIONAL = {"seed", "passage_tokens", "max_passage_chars", "requests_per_second"}
 
 
 class ConfigError(UserError, ValueError):
@@ -81,6 +82,16 @@ class GenerateConfig:
     placement_group_config: dict[str, Any] | None = None  # vllm: Ray placement group of one replica (TP/PP)
     cpus_per_replica: float = 1.0
     gpus_per_replica: float = 0.0
+    # The openai engine: an OpenAI-compatible completions server in the cluster (bonito_ray.engines.openai).
+    endpoint: str | None = None  # its base URL, e.g. http://10.0.0.5:8000/v1
+    served_model_name: str | None = None  # the name it serves the model under (None: `model`)
+    api_key_env: str = "OPENAI_API_KEY"  # the environment variable holding the key; the key is never config
+    max_concurrent_requests: int = 16  # per replica
+    requests_per_second: float | None = None  # job-wide, retries included (None: no limit)
+    max_retries: int = 5  # per request, on HTTP 408, 429, 5xx, timeouts and connection errors
+    retry_backoff_s: float = 1.0  # the first retry's wait, doubled at each retry
+    request_timeout_s: float = 300.0
+    allow_external_endpoint: bool = False  # opt in to an endpoint outside the cluster (passages go there)
     ray_address: str | None = None
     # The dataset card (bonito_ray.card) and the console: how the dataset is described, not what it holds.
     license: str = "other"  # the card's license field (the corpus's and the generator's terms decide it)
@@ -127,6 +138,12 @@ class GenerateConfig:
         _check(self.max_concurrent_batches >= 1, "max_concurrent_batches must be >= 1")
         _check(self.cpus_per_replica > 0, "cpus_per_replica must be > 0")
         _check(self.gpus_per_replica >= 0, "gpus_per_replica must be >= 0")
+        _check(self.max_concurrent_requests >= 1, "max_concurrent_requests must be >= 1")
+        _check(self.requests_per_second is None or self.requests_per_second > 0, "requests_per_second must be > 0")
+        _check(self.max_retries >= 0, "max_retries must be >= 0")
+        _check(self.retry_backoff_s >= 0, "retry_backoff_s must be >= 0")
+        _check(self.request_timeout_s > 0, "request_timeout_s must be > 0")
+        _check(isinstance(self.allow_external_endpoint, bool), "allow_external_endpoint must be true or false")
         _check(bool(self.context_column), "context_column must not be empty")
         _check(self.passage_tokens is None or self.passage_tokens >= 16, "passage_tokens must be >= 16")
         _check(self.passage_overlap >= 0, "passage_overlap must be >= 0")
@@ -149,6 +166,10 @@ class GenerateConfig:
             validators_for(self.validate, self.validators)  # a validator that cannot be loaded fails here
         except ValueError as err:
             raise ConfigError(str(err)) from None
+        if self.engine == "openai" or self.endpoint is not None:
+            from bonito_ray.engines.openai import check_openai_config
+
+            check_openai_config(self)  # the endpoint: a base URL, inside the cluster (or opted out)
 
     @property
     def sampling_params(self) -> dict[str, Any]:
@@ -156,8 +177,10 @@ class GenerateConfig:
         return {"max_tokens": self.max_tokens, "temperature": self.temperature, "top_p": self.top_p}
 
     def identity(self) -> dict[str, Any]:
-        """The settings that decide what a run generates (not how fast): a resumed run must match them."""
-        return {k: v for k, v in self.to_dict().items() if k in _IDENTITY}
+        """The settings that decide what a run generates (not how fast): a resumed run must match them.
+        A setting added since a dataset was made is left out while unset, so that its identity holds."""
+        return {k: v for k, v in self.to_dict().items() if k in _IDENTITY
+                and not (k == "served_model_name" and v is None)}
 
     def command(self) -> str:
         """The ``bonito-ray generate`` command that runs this job (defaults left out; the Ray address and

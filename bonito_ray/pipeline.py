@@ -257,7 +257,8 @@ def settle_passage_tokens(config: GenerateConfig) -> int:
     """The passage length: the user's, or the longest that keeps prompt + max_tokens inside the window.
 
     The model and its window are checked either way (a model that cannot be loaded, a vLLM
-    ``max_model_len`` beyond the model's window), except for the model-free echo engine.
+    ``max_model_len`` beyond the model's window, an openai server that cannot be reached or does not
+    serve the model), except for the model-free echo engine.
     """
     from bonito_ray.engines.window import generation_window
 

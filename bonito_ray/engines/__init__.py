@@ -42,6 +42,10 @@ def build_engine_stage(config: GenerateConfig) -> EngineStage:
         from bonito_ray.engines.vllm import build_vllm_stage
 
         return build_vllm_stage(config)
+    if config.engine == "openai":
+        from bonito_ray.engines.openai import build_openai_stage
+
+        return build_openai_stage(config)
     from bonito_ray.engines.echo import build_echo_stage
 
     return build_echo_stage(config)

@@ -2,7 +2,8 @@
 
 It is settled at planning time from the model's own config, before any cluster work: passages are
 sized to fit it, and a vLLM ``max_model_len`` larger than the model can take is refused in one
-line instead of by an engine actor dying on the cluster after the job started.
+line instead of by an engine actor dying on the cluster after the job started. For the openai
+engine it is the server's own ``max_model_len`` where the server reports one.
 """
 
 from __future__ import annotations
@@ -25,8 +26,16 @@ def context_window(model_config: Any, tokenizer: Any) -> int | None:
 
 
 def generation_window(config: GenerateConfig, tokenizer: Any) -> int | None:
-    """The window requests run in: the model's, or for vLLM its ``max_model_len`` (checked against it)."""
+    """The window requests run in: the model's, for vLLM its ``max_model_len`` (checked against it), for an
+    openai server the one it reports (else the model's)."""
     from transformers import AutoConfig
+
+    if config.engine == "openai":
+        from bonito_ray.engines.openai import served_window
+
+        served = served_window(config)
+        if served is not None:
+            return served
 
     try:
         model_window = context_window(AutoConfig.from_pretrained(config.model), tokenizer)
