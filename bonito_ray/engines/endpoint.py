@@ -26,6 +26,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from bonito_ray.errors import UserError
+
 PRIVATE_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
     "127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "0.0.0.0/32",
     "::1/128", "fc00::/7", "fe80::/10", "::/128",
@@ -35,7 +37,7 @@ INTERNAL_SUFFIXES = (".svc", ".cluster.local", ".internal", ".local", ".localhos
 Resolver = Callable[[str], Iterable[str]]
 
 
-class EndpointURLError(ValueError):
+class EndpointURLError(UserError, ValueError):
     """An endpoint URL that cannot be used as given."""
 
 
