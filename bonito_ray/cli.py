@@ -8,7 +8,8 @@ import sys
 
 from bonito_ray import cluster, preview
 from bonito_ray.adapt import cli as adapt_cli
-from bonito_ray.config import DEVICES, ENGINES, ConfigError, load_config
+from bonito_ray.config import DEVICES, ConfigError, load_config
+from bonito_ray.engines import ENGINE_NAMES, ENGINES
 from bonito_ray.errors import UserError
 from bonito_ray.pipeline import generate, plan_job
 from bonito_ray.validators import LEVELS
@@ -26,9 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--input", help="corpus file or directory/prefix (JSONL, .jsonl.gz/.zst, Parquet)")
     gen.add_argument("--output", help="output directory/prefix for the Parquet dataset")
     gen.add_argument("--task-types", help="comma-separated short or full task names (default: ynqa,exqa,nli)")
-    gen.add_argument("--engine", choices=ENGINES, help="hf (transformers, CPU or GPU), vllm (GPUs, or CPUs with vLLM's CPU build), "
-                     "openai (an OpenAI-compatible completions server in the cluster: --endpoint), "
-                     "echo (test/benchmark stand-in, no model) (default: hf)")
+    gen.add_argument("--engine", choices=ENGINE_NAMES, help=", ".join(f"{e.name} ({e.summary})" for e in ENGINES.values())
+                     + " (default: hf)")
     gen.add_argument("--model", help="model directory or hub id (default: the bundled CPU demo model)")
     gen.add_argument("--context-column", help="column holding the passage text (default: text)")
     gen.add_argument("--s3-endpoint", help="S3-compatible endpoint URL (MinIO, Ceph, R2); default: AWS_ENDPOINT_URL")

@@ -11,12 +11,12 @@ from typing import Any
 
 import yaml
 
+from bonito_ray.engines import ENGINE_NAMES, check_engine_settings
 from bonito_ray.errors import UserError
 from bonito_ray.storage import EndpointError, check_endpoint
 from bonito_ray.tasks import resolve_task_types
 from bonito_ray.validators import DEFAULT_LEVEL, LEVELS, validators_for
 
-ENGINES = ("hf", "vllm", "openai", "echo")
 DEVICES = ("auto", "gpu", "cpu")  # where engine replicas run; auto: GPUs when the cluster has them
 DEMO_MODEL = str(Path(__file__).parent / "demo_model")
 DEFAULT_TASK_TYPES = ["ynqa", "exqa", "nli"]
@@ -104,8 +104,8 @@ class GenerateConfig:
         if not self.output:
             raise ConfigError("output is required (--output PATH or 'output:' in the config file)")
         self.task_types = resolve_task_types(self.task_types)
-        if self.engine not in ENGINES:
-            raise ConfigError(f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+        if self.engine not in ENGINE_NAMES:
+            raise ConfigError(f"engine must be one of {', '.join(ENGINE_NAMES)}, got {self.engine!r}")
         if isinstance(self.engine_kwargs, str):
             self.engine_kwargs = _parse_json_object("engine_kwargs", self.engine_kwargs)
         if not isinstance(self.engine_kwargs, dict):
@@ -166,10 +166,7 @@ class GenerateConfig:
             validators_for(self.validate, self.validators)  # a validator that cannot be loaded fails here
         except ValueError as err:
             raise ConfigError(str(err)) from None
-        if self.engine == "openai" or self.endpoint is not None:
-            from bonito_ray.engines.openai import check_openai_config
-
-            check_openai_config(self)  # the endpoint: a base URL, inside the cluster (or opted out)
+        check_engine_settings(self)  # e.g. openai's endpoint: a base URL, inside the cluster (or opted out)
 
     @property
     def sampling_params(self) -> dict[str, Any]:

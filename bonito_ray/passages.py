@@ -46,7 +46,7 @@ def normalize(text: str) -> str:
 
 
 @functools.lru_cache(maxsize=4)
-def load_tokenizer(source: str) -> Any:
+def cached_tokenizer(source: str) -> Any:
     """The tokenizer of a model directory or hub id, loaded once per worker process."""
     from transformers import AutoTokenizer
 
@@ -61,7 +61,7 @@ def special_tokens(source: str) -> tuple[str, ...]:
     one (planning loads every other engine's tokenizer), and it encodes nothing.
     """
     try:
-        tokenizer = load_tokenizer(source)
+        tokenizer = cached_tokenizer(source)
     except OSError:
         return ()
     added = getattr(tokenizer, "added_tokens_decoder", {}).values()
@@ -207,7 +207,7 @@ def passage_token_budget(tokenizer: Any, window: int | None, max_tokens: int) ->
 def prepare_passages(documents: pa.Table, *, tokenizer_source: str, passage_tokens: int, overlap: int,
                      min_chars: int, max_chars: int | None, output_uri: str, s3_endpoint: str | None) -> pa.Table:
     """Documents -> normalised, chunked passages; passages that cannot make a task are rejected."""
-    get_tokenizer = functools.partial(load_tokenizer, tokenizer_source)
+    get_tokenizer = functools.partial(cached_tokenizer, tokenizer_source)
     specials = special_tokens(tokenizer_source)
     passages, dropped, merged = [], [], []
     for doc in documents.to_pylist():

@@ -25,9 +25,9 @@ from bonito_ray.config import DEMO_MODEL, ConfigError, GenerateConfig
 from bonito_ray.corpus import (SkippedFile, check_context_column, input_fingerprint, list_corpus_files,
                                reject_skipped, read_documents)
 from bonito_ray.dedup import create_shards, drop_duplicates, offer_passages, shard_count
-from bonito_ray.engines import build_engine_stage
+from bonito_ray.engines import ENGINES, build_engine_stage, generation_window
 from bonito_ray.output import Output, OutputExistsError, open_output  # noqa: F401 - OutputExistsError: API
-from bonito_ray.passages import load_tokenizer, passage_token_budget, prepare_passages
+from bonito_ray.passages import cached_tokenizer, passage_token_budget, prepare_passages
 from bonito_ray.report import RunSummary, summarize
 from bonito_ray.schema import STAGING_DIR
 from bonito_ray.stages import drop_done, to_examples, to_requests, validate_examples
@@ -260,12 +260,10 @@ def settle_passage_tokens(config: GenerateConfig) -> int:
     ``max_model_len`` beyond the model's window, an openai server that cannot be reached or does not
     serve the model), except for the model-free echo engine.
     """
-    from bonito_ray.engines.window import generation_window
-
-    if config.engine == "echo" and config.passage_tokens:
+    if config.passage_tokens and not ENGINES[config.engine].needs_model:
         return config.passage_tokens
     try:
-        tokenizer = load_tokenizer(config.model)
+        tokenizer = cached_tokenizer(config.model)
     except (OSError, ValueError) as err:  # ValueError: a folder that holds no tokenizer
         raise ConfigError(f"cannot load model {config.model!r}: {err}") from err
     window = generation_window(config, tokenizer)

@@ -106,3 +106,20 @@ def test_every_error_a_user_can_cause_is_a_user_error():
                 found[name] = value
     assert {"ConfigError", "OutputExistsError", "AdaptError", "LeaseHeldError"} <= found.keys()
     assert sorted(n for n, c in found.items() if not issubclass(c, UserError)) == sorted(INTERNAL_ERRORS)
+
+
+@pytest.mark.static
+def test_the_engine_registry_is_the_one_place_engines_are_told_apart():
+    import re
+    from pathlib import Path
+
+    import bonito_ray
+    from bonito_ray import engines
+
+    for engine in engines.ENGINES.values():
+        targets = [engine.stage, engine.window] + ([engine.check] if engine.check else [])
+        assert all(callable(engines._load(t)) for t in targets), engine
+    library = Path(bonito_ray.__file__).parent
+    asked = [f"{p.relative_to(library)}: {m}" for p in library.rglob("*.py") if "engines" not in p.parts
+             for m in re.findall(r"engine\s*(?:==|!=|in \()\s*\S+", p.read_text())]
+    assert asked == [], "outside bonito_ray/engines, engines are told apart by the registry's fields only"

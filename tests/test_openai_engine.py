@@ -18,7 +18,7 @@ from bonito_ray.config import DEMO_MODEL, ConfigError, GenerateConfig, load_conf
 from bonito_ray.engines.endpoint import EndpointURLError, endpoint_host, host_scope
 from bonito_ray.engines.openai import (MAX_BACKOFF_S, CompletionsClient, RateLimiter, Secret, backoff_s,
                                        reported_window)
-from bonito_ray.passages import load_tokenizer, passage_token_budget
+from bonito_ray.passages import cached_tokenizer, passage_token_budget
 from bonito_ray.pipeline import generate, settle_passage_tokens
 from bonito_ray.prompt import Task, build_prompt, parse_generation
 from bonito_ray.schema import GENERATION_REJECTS_DIR
@@ -215,7 +215,7 @@ def test_client_gives_up_after_max_retries_as_an_engine_error():
 # --- planning: the window and the server's checks ------------------------------------------------------------
 
 def test_planning_takes_the_servers_window_and_checks_server_key_and_model(tmp_path, monkeypatch):
-    tokenizer = load_tokenizer(DEMO_MODEL)
+    tokenizer = cached_tokenizer(DEMO_MODEL)
     monkeypatch.setenv(KEY_ENV, "k-2")
     with CompletionsServer(DEMO_MODEL, max_model_len=384, api_key="k-2") as server:
         config = openai_config(server, tmp_path, api_key_env=KEY_ENV, max_tokens=64)

@@ -93,6 +93,8 @@ def refused(why: str) -> Generation:
 
 def check_openai_config(config: GenerateConfig) -> None:
     """The openai settings, checked when the configuration is built: one ConfigError naming the problem."""
+    if config.engine != "openai" and config.endpoint is None:
+        return
     if config.engine != "openai":
         raise ConfigError(f"endpoint is for --engine openai (the engine is {config.engine}); "
                           "add --engine openai, or drop --endpoint")
@@ -143,6 +145,14 @@ def new_session():
     session = requests.Session()
     session.trust_env = False
     return session
+
+
+def openai_window(config: GenerateConfig, tokenizer: Any) -> int | None:
+    """The server's window for the served model where it reports one, else the model's own."""
+    from bonito_ray.engines.window import model_window
+
+    served = served_window(config)
+    return served if served is not None else model_window(config, tokenizer)
 
 
 def served_window(config: GenerateConfig) -> int | None:
