@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
+import types
+import typing
 
 from bonito_ray import cluster, preview
 from bonito_ray.adapt import cli as adapt_cli
-from bonito_ray.config import DEVICES, ConfigError, load_config
-from bonito_ray.engines import ENGINE_NAMES, ENGINES
+from bonito_ray.config import ConfigError, GenerateConfig, cli_flag, load_config
 from bonito_ray.errors import UserError
 from bonito_ray.pipeline import generate, plan_job
-from bonito_ray.validators import LEVELS
 
 # Parsed arguments of `generate` that are not configuration keys.
 _NOT_CONFIG = ("command", "func", "config", "overwrite", "log_level", "preview")
@@ -24,82 +25,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     gen = commands.add_parser("generate", help="generate a synthetic instruction-tuning dataset from a corpus")
     gen.add_argument("--config", help="YAML file with the same keys as these flags (flags override it)")
-    gen.add_argument("--input", help="corpus file or directory/prefix (JSONL, .jsonl.gz/.zst, Parquet)")
-    gen.add_argument("--output", help="output directory/prefix for the Parquet dataset")
-    gen.add_argument("--task-types", help="comma-separated short or full task names (default: ynqa,exqa,nli)")
-    gen.add_argument("--engine", choices=ENGINE_NAMES, help=", ".join(f"{e.name} ({e.summary})" for e in ENGINES.values())
-                     + " (default: hf)")
-    gen.add_argument("--model", help="model directory or hub id (default: the bundled CPU demo model)")
-    gen.add_argument("--context-column", help="column holding the passage text (default: text)")
-    gen.add_argument("--s3-endpoint", help="S3-compatible endpoint URL (MinIO, Ceph, R2); default: AWS_ENDPOINT_URL")
-    gen.add_argument("--passage-tokens", type=int,
-                     help="max tokens per passage; longer documents are chunked (default: fits the model window)")
-    gen.add_argument("--passage-overlap", type=int, help="tokens shared by consecutive chunks (default: 0)")
-    gen.add_argument("--min-passage-chars", type=int, help="drop shorter passages (default: 20)")
-    gen.add_argument("--max-passage-chars", type=int, help="drop longer passages (default: none)")
-    gen.add_argument("--no-dedup", dest="dedup", action="store_const", const=False,
-                     help="keep exact duplicate passages (default: dropped)")
-    gen.add_argument("--incremental", action="store_const", const=True,
-                     help="scheduled runs: generate only for input files new or changed since the last run, "
-                          "and add to the dataset (a ledger is kept next to it)")
-    gen.add_argument("--max-error-rate", type=float,
-                     help="fail the job when more than this fraction of requests fail in the engine (default: 0.05)")
-    gen.add_argument("--validate", choices=LEVELS,
-                     help="task validators after parsing: strict (form and answer: span, options, yes/no), basic "
-                          "(form: truncated, degenerate, passage missing), off (keep all that parses) (default: strict)")
-    gen.add_argument("--validator", dest="validators", action="append",
-                     help="your own validator, module:function (repeatable); runs after --validate's")
-    gen.add_argument("--no-task-dedup", dest="task_dedup", action="store_const", const=False,
-                     help="keep exact and near-duplicate generated tasks (default: dropped as duplicate_task)")
-    gen.add_argument("--rows-per-file", type=int, help="target rows per output Parquet file (default: 50000)")
-    gen.add_argument("--n", type=int, help="samples per prompt (default: 1)")
-    gen.add_argument("--max-tokens", type=int, help="max generated tokens (default: 256)")
-    gen.add_argument("--temperature", type=float, help="sampling temperature, 0 = greedy (default: 0.5)")
-    gen.add_argument("--top-p", type=float, help="nucleus sampling mass (default: 0.95)")
-    gen.add_argument("--seed", type=int, help="seed for reproducible sampling (default: unseeded)")
-    gen.add_argument("--num-replicas", type=int, help="engine replicas, one model each (default: 1)")
-    gen.add_argument("--batch-size", type=int, help="rows per engine batch (default: 16)")
-    gen.add_argument("--max-concurrent-batches", type=int, help="vllm: batches in flight per replica (default: 8)")
-    gen.add_argument("--engine-kwargs", help='vllm: engine arguments as JSON, e.g. \'{"max_model_len": 4096}\'')
-    gen.add_argument("--device", choices=DEVICES,
-                     help="vllm: where replicas run: auto (GPUs when the cluster has them), gpu, cpu (default: auto)")
-    gen.add_argument("--placement-group-config",
-                     help='vllm: Ray placement group of one replica as JSON, e.g. '
-                          '\'{"bundles": [{"GPU": 1, "CPU": 4}, {"GPU": 1}], "strategy": "STRICT_PACK"}\'')
-    gen.add_argument("--accelerator-type", help="accelerator type to schedule replicas on, e.g. A100, H100")
-    gen.add_argument("--cpus-per-replica", type=float, help="CPUs per replica (hf; openai; vllm on CPUs) (default: 1)")
-    gen.add_argument("--gpus-per-replica", type=float, help="hf: GPUs per replica (default: 0)")
-    gen.add_argument("--endpoint", help="openai: the server's base URL, e.g. http://10.0.0.5:8000/v1 (vllm serve, "
-                     "Ray Serve LLM); it must be inside the cluster unless --allow-external-endpoint")
-    gen.add_argument("--served-model-name",
-                     help="openai: the model name the server serves (default: --model, which stays the tokenizer)")
-    gen.add_argument("--api-key-env",
-                     help="openai: the environment variable holding the API key, sent as a Bearer header; unset: "
-                          "no header (default: OPENAI_API_KEY)")
-    gen.add_argument("--max-concurrent-requests", type=int,
-                     help="openai: requests in flight per replica, at most --batch-size (default: 16)")
-    gen.add_argument("--requests-per-second", type=float,
-                     help="openai: most requests sent per second, job-wide, retries included (default: no limit)")
-    gen.add_argument("--max-retries", type=int,
-                     help="openai: retries of a request on HTTP 408, 429, 5xx, timeouts and connection errors "
-                          "(default: 5)")
-    gen.add_argument("--retry-backoff-s", type=float,
-                     help="openai: the first retry's wait in seconds, doubled at each retry (default: 1)")
-    gen.add_argument("--request-timeout-s", type=float, help="openai: seconds to wait for an answer (default: 300)")
-    gen.add_argument("--allow-external-endpoint", action="store_const", const=True,
-                     help="openai: accept an endpoint outside the cluster (a public address or name); passages "
-                          "are sent there")
-    gen.add_argument("--ray-address",
-                     help="Ray cluster: an address, `auto` (join the one running on this machine) or `local` "
-                          "(start a private one) (default: RAY_ADDRESS, as `ray job submit` sets it, else local)")
+    add_config_flags(gen, GenerateConfig)
     gen.add_argument("--overwrite", action="store_true",
                      help="replace the bonito-ray dataset at --output (only files bonito-ray wrote are deleted; "
                           "an output holding anything else is refused)")
-    gen.add_argument("--license", help="the dataset card's license field (default: other)")
-    gen.add_argument("--card-samples", type=int,
-                     help="examples per task type shown in the dataset card; they hold passage text (default: 0)")
-    gen.add_argument("--verbose", action="store_const", const=True,
-                     help="also show Ray's own logs and Ray Data's progress (default: bonito-ray's lines only)")
     gen.add_argument("--preview", type=int, metavar="N",
                      help="generate for N passages and print the tasks with their verdicts; writes nothing "
                           "(--output is not needed, and is left untouched)")
@@ -116,6 +45,39 @@ def build_parser() -> argparse.ArgumentParser:
     stats.set_defaults(func=run_stats)
     adapt_cli.register(commands)
     return parser
+
+
+def add_config_flags(parser: argparse.ArgumentParser, config_class: type) -> None:
+    """One flag per field of ``config_class`` that has help (``bonito_ray.config.option``); each defaults to
+    None, so that a flag not given leaves the config file's value or the field's default."""
+    hints = typing.get_type_hints(config_class)
+    for f in dataclasses.fields(config_class):
+        if "help" not in f.metadata:
+            continue
+        meta, hint = f.metadata, hints[f.name]
+        kinds = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+        kind = next((k for k in kinds if k is not type(None)), str)
+        options: dict = {"dest": f.name, "help": meta["help"] + _default_text(f)}
+        if kind is bool:
+            options.update(action="store_const", const=not f.default)
+        elif meta.get("action"):
+            options.update(action=meta["action"])
+        else:
+            options.update(type=kind if kind in (int, float) else str, choices=meta.get("choices"))
+        parser.add_argument(cli_flag(f), **options)
+
+
+def _default_text(f: dataclasses.Field) -> str:
+    """" (default: ...)" for the help of a field's flag; a switch's help says it in its own words."""
+    if f.default is True or f.default is False:
+        return ""
+    if "default_text" in f.metadata:
+        text = f.metadata["default_text"]
+        return "" if text is None else f" (default: {text})"
+    default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    shown = (",".join(default) if isinstance(default, list) else "none" if default is None
+             else f"{default:g}" if isinstance(default, float) else default)
+    return f" (default: {shown})"
 
 
 def config_overrides(args: argparse.Namespace) -> dict:

@@ -5,13 +5,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import shlex
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from bonito_ray.engines import ENGINE_NAMES, check_engine_settings
+from bonito_ray.engines import ENGINE_HELP, ENGINE_NAMES, check_engine_settings
 from bonito_ray.errors import UserError
 from bonito_ray.storage import EndpointError, check_endpoint
 from bonito_ray.tasks import resolve_task_types
@@ -22,81 +24,112 @@ DEMO_MODEL = str(Path(__file__).parent / "demo_model")
 DEFAULT_TASK_TYPES = ["ynqa", "exqa", "nli"]
 
 
-_NUMBERS = {
-    "n": int, "max_tokens": int, "seed": int, "num_replicas": int, "batch_size": int,
-    "max_concurrent_batches": int, "temperature": float, "top_p": float,
-    "cpus_per_replica": float, "gpus_per_replica": float, "passage_tokens": int, "passage_overlap": int,
-    "min_passage_chars": int, "max_passage_chars": int, "rows_per_file": int, "max_error_rate": float,
-    "card_samples": int, "max_concurrent_requests": int, "requests_per_second": float, "max_retries": int,
-    "retry_backoff_s": float, "request_timeout_s": float,
-}
 _IDENTITY = {
     "input", "task_types", "engine", "model", "context_column", "n", "max_tokens", "temperature", "top_p", "seed",
     "engine_kwargs", "passage_overlap", "min_passage_chars", "max_passage_chars", "dedup", "incremental",
     "validate", "validators", "task_dedup", "served_model_name",
 }
-_OPTIONAL = {"seed", "passage_tokens", "max_passage_chars", "requests_per_second"}
 
 
 class ConfigError(UserError, ValueError):
     """A configuration value is missing or invalid."""
 
 
+def option(default: Any = dataclasses.MISSING, *, help: str, default_factory: Any = dataclasses.MISSING,
+           **cli: Any) -> Any:
+    """A configuration field with what its CLI flag needs (``bonito_ray.cli`` builds the flags from these):
+    ``help``; optionally ``choices``, ``flag`` and ``action`` (a flag other than ``--<name>``), and
+    ``default_text`` (what the help says of the default; None: nothing)."""
+    return field(default=default, default_factory=default_factory, metadata={"help": help, **cli})
+
+
+def cli_flag(f: dataclasses.Field) -> str:
+    """The flag of a configuration field: ``--<name>``, or ``--no-<name>`` for a switch that is on by default."""
+    if "flag" in f.metadata:
+        return f.metadata["flag"]
+    name = f.name.replace("_", "-")
+    return f"--no-{name}" if f.default is True else f"--{name}"
+
+
 @dataclass
 class GenerateConfig:
     """Everything a generation job needs. Field names double as YAML keys and CLI flags."""
 
-    input: str = ""
-    output: str = ""
-    task_types: list[str] = field(default_factory=lambda: list(DEFAULT_TASK_TYPES))
-    engine: str = "hf"
-    model: str = DEMO_MODEL
-    context_column: str = "text"
-    s3_endpoint: str | None = None
+    input: str = option("", help="corpus file or directory/prefix (JSONL, .jsonl.gz/.zst, Parquet)", default_text=None)
+    output: str = option("", help="output directory/prefix for the Parquet dataset", default_text=None)
+    task_types: list[str] = option(default_factory=lambda: list(DEFAULT_TASK_TYPES),
+                                   help="comma-separated short or full task names")
+    engine: str = option("hf", help=ENGINE_HELP, choices=ENGINE_NAMES)
+    model: str = option(DEMO_MODEL, help="model directory or hub id", default_text="the bundled CPU demo model")
+    context_column: str = option("text", help="column holding the passage text")
+    s3_endpoint: str | None = option(None, help="S3-compatible endpoint URL (MinIO, Ceph, R2)",
+                                     default_text="AWS_ENDPOINT_URL")
     # Passages: token-aware chunking (None: fit prompt + max_tokens in the model's window), cleaning.
-    passage_tokens: int | None = None
-    passage_overlap: int = 0
-    min_passage_chars: int = 20
-    max_passage_chars: int | None = None
-    dedup: bool = True
-    rows_per_file: int = 50_000
-    incremental: bool = False  # process only input files new or changed since the last run (ledger)
-    max_error_rate: float = 0.05  # fraction of requests the engine may refuse before the job fails
+    passage_tokens: int | None = option(None, help="max tokens per passage; longer documents are chunked",
+                                        default_text="fits the model window")
+    passage_overlap: int = option(0, help="tokens shared by consecutive chunks")
+    min_passage_chars: int = option(20, help="drop shorter passages")
+    max_passage_chars: int | None = option(None, help="drop longer passages")
+    dedup: bool = option(True, help="keep exact duplicate passages (default: dropped)")
+    rows_per_file: int = option(50_000, help="target rows per output Parquet file")
+    incremental: bool = option(False, help="scheduled runs: generate only for input files new or changed since the "
+                                           "last run, and add to the dataset (a ledger is kept next to it)")
+    max_error_rate: float = option(0.05, help="fail the job when more than this fraction of requests fail in the engine")
     # Quality: validators after parsing (bonito_ray.validators), the user's own, generated-task dedup.
-    validate: str = DEFAULT_LEVEL
-    validators: list[str] = field(default_factory=list)  # "module:function" names
-    task_dedup: bool = True
+    validate: str = option(DEFAULT_LEVEL, choices=LEVELS,
+                           help="task validators after parsing: strict (form and answer: span, options, yes/no), basic "
+                                "(form: truncated, degenerate, passage missing), off (keep all that parses)")
+    validators: list[str] = option(default_factory=list, flag="--validator", action="append", default_text=None,
+                                   help="your own validator, module:function (repeatable); runs after --validate's")
+    task_dedup: bool = option(True, help="keep exact and near-duplicate generated tasks (default: dropped as "
+                                         "duplicate_task)")
     # Sampling: the Bonito authors' settings (Nayak et al., 2024, arXiv:2402.18334; the reference package's README).
-    n: int = 1
-    max_tokens: int = 256
-    temperature: float = 0.5
-    top_p: float = 0.95
-    seed: int | None = None
+    n: int = option(1, help="samples per prompt")
+    max_tokens: int = option(256, help="max generated tokens")
+    temperature: float = option(0.5, help="sampling temperature, 0 = greedy")
+    top_p: float = option(0.95, help="nucleus sampling mass")
+    seed: int | None = option(None, help="seed for reproducible sampling", default_text="unseeded")
     # Engine resources.
-    num_replicas: int = 1
-    batch_size: int = 16
-    max_concurrent_batches: int = 8
-    engine_kwargs: dict[str, Any] = field(default_factory=dict)
-    accelerator_type: str | None = None
-    device: str = "auto"
-    placement_group_config: dict[str, Any] | None = None  # vllm: Ray placement group of one replica (TP/PP)
-    cpus_per_replica: float = 1.0
-    gpus_per_replica: float = 0.0
+    num_replicas: int = option(1, help="engine replicas, one model each")
+    batch_size: int = option(16, help="rows per engine batch")
+    max_concurrent_batches: int = option(8, help="vllm: batches in flight per replica")
+    engine_kwargs: dict[str, Any] = option(default_factory=dict, default_text=None,
+                                           help='vllm: engine arguments as JSON, e.g. \'{"max_model_len": 4096}\'')
+    accelerator_type: str | None = option(None, default_text=None,
+                                          help="accelerator type to schedule replicas on, e.g. A100, H100")
+    device: str = option("auto", choices=DEVICES,
+                         help="vllm: where replicas run: auto (GPUs when the cluster has them), gpu, cpu")
+    placement_group_config: dict[str, Any] | None = option(
+        None, default_text=None, help='vllm: Ray placement group of one replica (tensor/pipeline parallel) as JSON, '
+                                      'e.g. \'{"bundles": [{"GPU": 1, "CPU": 4}, {"GPU": 1}], "strategy": "STRICT_PACK"}\'')
+    cpus_per_replica: float = option(1.0, help="CPUs per replica (hf; openai; vllm on CPUs)")
+    gpus_per_replica: float = option(0.0, help="hf: GPUs per replica")
     # The openai engine: an OpenAI-compatible completions server in the cluster (bonito_ray.engines.openai).
-    endpoint: str | None = None  # its base URL, e.g. http://10.0.0.5:8000/v1
-    served_model_name: str | None = None  # the name it serves the model under (None: `model`)
-    api_key_env: str = "OPENAI_API_KEY"  # the environment variable holding the key; the key is never config
-    max_concurrent_requests: int = 16  # per replica
-    requests_per_second: float | None = None  # job-wide, retries included (None: no limit)
-    max_retries: int = 5  # per request, on HTTP 408, 429, 5xx, timeouts and connection errors
-    retry_backoff_s: float = 1.0  # the first retry's wait, doubled at each retry
-    request_timeout_s: float = 300.0
-    allow_external_endpoint: bool = False  # opt in to an endpoint outside the cluster (passages go there)
-    ray_address: str | None = None
+    endpoint: str | None = option(None, default_text=None,
+                                  help="openai: the server's base URL, e.g. http://10.0.0.5:8000/v1 (vllm serve, Ray "
+                                       "Serve LLM); it must be inside the cluster unless --allow-external-endpoint")
+    served_model_name: str | None = option(None, default_text="--model, which stays the tokenizer",
+                                           help="openai: the model name the server serves")
+    api_key_env: str = option("OPENAI_API_KEY", help="openai: the environment variable holding the API key, sent as "
+                                                     "a Bearer header; unset: no header (the key is never config)")
+    max_concurrent_requests: int = option(16, help="openai: requests in flight per replica, at most --batch-size")
+    requests_per_second: float | None = option(None, default_text="no limit",
+                                               help="openai: most requests sent per second, job-wide, retries included")
+    max_retries: int = option(5, help="openai: retries of a request on HTTP 408, 429, 5xx, timeouts and connection "
+                                      "errors")
+    retry_backoff_s: float = option(1.0, help="openai: the first retry's wait in seconds, doubled at each retry")
+    request_timeout_s: float = option(300.0, help="openai: seconds to wait for an answer")
+    allow_external_endpoint: bool = option(False, help="openai: accept an endpoint outside the cluster (a public "
+                                                       "address or name); passages are sent there")
+    ray_address: str | None = option(None, default_text="RAY_ADDRESS, as `ray job submit` sets it, else local",
+                                     help="Ray cluster: an address, `auto` (join the one running on this machine) or "
+                                          "`local` (start a private one)")
     # The dataset card (bonito_ray.card) and the console: how the dataset is described, not what it holds.
-    license: str = "other"  # the card's license field (the corpus's and the generator's terms decide it)
-    card_samples: int = 0  # examples per task type shown in the card: 0 keeps passage text out of it
-    verbose: bool = False  # Ray's own logs and progress bars on the console (bonito_ray.console)
+    license: str = option("other", help="the dataset card's license field (the corpus's and the generator's terms "
+                                        "decide it)")
+    card_samples: int = option(0, help="examples per task type shown in the dataset card; they hold passage text")
+    verbose: bool = option(False, help="also show Ray's own logs and Ray Data's progress (default: bonito-ray's "
+                                       "lines only)")
 
     def __post_init__(self) -> None:
         if not self.input:
@@ -188,11 +221,11 @@ class GenerateConfig:
             default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
             if f.name in ("ray_address", "verbose") or value == default:
                 continue
-            flag = "--" + f.name.replace("_", "-")
-            if f.name == "dedup":
-                words.append("--no-dedup")
-            elif isinstance(value, bool):
+            flag = cli_flag(f)
+            if isinstance(value, bool):
                 words.append(flag)
+            elif f.metadata.get("action") == "append":
+                words += [w for item in value for w in (flag, shlex.quote(item))]
             elif isinstance(value, dict):
                 words += [flag, shlex.quote(json.dumps(value, sort_keys=True))]
             else:
@@ -202,6 +235,22 @@ class GenerateConfig:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable view of the configuration."""
         return dataclasses.asdict(self)
+
+
+def _field_types() -> tuple[dict[str, type], set[str]]:
+    """(the number fields and their type, the fields that may be None), from GenerateConfig's annotations."""
+    numbers, optional = {}, set()
+    for name, hint in typing.get_type_hints(GenerateConfig).items():
+        kinds = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+        if type(None) in kinds:
+            optional.add(name)
+        kind = next((k for k in kinds if k in (int, float)), None)
+        if kind is not None:
+            numbers[name] = kind
+    return numbers, optional
+
+
+_NUMBERS, _OPTIONAL = _field_types()
 
 
 def field_names() -> list[str]:

@@ -123,3 +123,26 @@ def test_the_engine_registry_is_the_one_place_engines_are_told_apart():
     asked = [f"{p.relative_to(library)}: {m}" for p in library.rglob("*.py") if "engines" not in p.parts
              for m in re.findall(r"engine\s*(?:==|!=|in \()\s*\S+", p.read_text())]
     assert asked == [], "outside bonito_ray/engines, engines are told apart by the registry's fields only"
+
+
+def test_every_setting_has_a_flag_and_the_manifests_command_gives_the_job_back():
+    """The flags come from the configuration's fields (``bonito_ray.config.option``): every field has one, and
+    ``command()`` (written to the manifest) parses back to the same configuration, switches and lists included."""
+    import dataclasses
+    import shlex
+
+    from bonito_ray.config import GenerateConfig, cli_flag
+
+    parser = build_parser()
+    generate_flags = {a for action in parser._subparsers._group_actions[0].choices["generate"]._actions
+                      for a in action.option_strings}
+    fields = dataclasses.fields(GenerateConfig)
+    assert all(f.metadata.get("help") and cli_flag(f) in generate_flags for f in fields)
+    config = GenerateConfig(input="in.jsonl", output="out", task_types=["ynqa", "nli"], dedup=False, task_dedup=False,
+                            incremental=True, validators=["bonito_ray.validators:degenerate",
+                                                         "bonito_ray.validators:truncated"],
+                            engine_kwargs={"max_model_len": 512}, seed=3, temperature=0.25, passage_tokens=300,
+                            license="cc-by-4.0", allow_external_endpoint=False)
+    again = load_config(None, config_overrides(parser.parse_args(shlex.split(config.command())[1:])))
+    assert again == config
+    assert "--no-task-dedup" in config.command() and "--validator bonito_ray.validators:truncated" in config.command()

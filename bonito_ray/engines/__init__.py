@@ -65,6 +65,7 @@ ENGINES: dict[str, Engine] = {e.name: e for e in (
     Engine("echo", "test/benchmark stand-in, no model", "bonito_ray.engines.echo:build_echo_stage", needs_model=False),
 )}
 ENGINE_NAMES = tuple(ENGINES)
+ENGINE_HELP = ", ".join(f"{e.name} ({e.summary})" for e in ENGINES.values())
 
 
 def _load(target: str) -> Any:
