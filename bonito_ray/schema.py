@@ -26,6 +26,7 @@ when is decided in ``bonito_ray.output``.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 
 import pyarrow as pa
@@ -163,6 +164,14 @@ def is_accepted_file(relative: str) -> bool:
     folder, _, name = relative.partition("/")
     return folder in TASK_TYPES and name.startswith(ACCEPTED_FILE_PREFIX) and "/" not in name \
         and name.endswith(PARQUET_SUFFIX)
+
+
+def is_legacy_accepted_file(relative: str) -> bool:
+    """Whether ``relative`` is a file of accepted examples in a dataset of an earlier version
+    (``task_type=<t>/train-*.parquet``, hive-style folders)."""
+    folder, _, name = relative.partition("/")
+    return fnmatch.fnmatchcase(folder, LEGACY_ACCEPTED_DIRS) and "/" not in name \
+        and name.startswith(ACCEPTED_FILE_PREFIX) and name.endswith(PARQUET_SUFFIX)
 
 
 def stable_id(*parts: object) -> str:
