@@ -101,7 +101,9 @@ class Bonito:
 
     def __init__(self, model: str, engine: str = "vllm", **options: Any) -> None:
         self.workdir = options.pop("workdir", None)
-        engine_kwargs = dict(options.pop("engine_kwargs", None) or {})
+        engine_kwargs = options.pop("engine_kwargs", None) or {}
+        if not isinstance(engine_kwargs, dict):
+            raise ConfigError(f"engine_kwargs must be a dict, got {type(engine_kwargs).__name__}")
         chosen = {k: options.pop(k) for k in list(options) if k in ENGINE_OPTIONS or k in JOB_OPTIONS}
         if options and engine != "vllm":
             raise ConfigError(f"unknown option(s) {', '.join(sorted(options))} for engine {engine!r}; valid: "
@@ -113,7 +115,7 @@ class Bonito:
                                          "engine_kwargs": {**engine_kwargs, **options}}
         _check_model(self._config())
 
-    def generate_tasks(self, text_dataset: Any, context_col: str, task_type: str,
+    def generate_tasks(self, text_dataset: Any, context_col: str, task_type: str | list[str],
                        sampling_params: Any = None, *, provenance: bool = False, **options: Any) -> GeneratedTasks:
         """Generate tasks of ``task_type`` from the ``context_col`` texts of ``text_dataset``.
 
