@@ -194,6 +194,17 @@ def test_bad_arguments_fail_in_one_line_before_any_cluster_work(tmp_path, monkey
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_multi_node_cluster_needs_a_workdir_every_node_reaches(monkeypatch):
+    import ray
+
+    from bonito_ray import cluster
+
+    monkeypatch.setattr(cluster, "connect", lambda *a, **k: None)  # as if joined to a cluster of two live nodes
+    monkeypatch.setattr(ray, "nodes", lambda: [{"Alive": True}, {"Alive": True}, {"Alive": False}])
+    with pytest.raises(ConfigError, match=r"^the Ray cluster has 2 nodes, .* pass Bonito\(..., workdir=LOCATION\)"):
+        Bonito(DEMO_MODEL, engine="echo").generate_tasks(pd.DataFrame({"text": ["A passage to prompt."]}), "text", "ynqa")
+
+
 def test_sampling_params_as_a_dict_take_the_bonito_authors_defaults_for_what_they_leave_out():
     assert sampling_settings(None) == DEFAULTS == {"max_tokens": 256, "temperature": 0.5, "top_p": 0.95, "n": 1,
                                                    "seed": None}
