@@ -43,23 +43,24 @@ def sample_passages(count: int) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def comparison(ray_cluster, tmp_path_factory):
+def comparison(request, tmp_path_factory):
     """(passages, bonito-ray's result, the reference's tasks per task type, and what bonito-ray makes of
     vLLM's classes: the ``read_sampling`` SamplingParams, the ``vllm_options`` Bonito keywords)."""
     work = tmp_path_factory.mktemp("reference")
     passages = sample_passages(6)
-    request = {"model": DEMO_MODEL, "passages": passages, "task_types": COMPARED_TYPES, "sampling": GREEDY,
-               "read_sampling": [GREEDY, {"max_tokens": 64, "temperature": 0.2, "top_p": 0.9, "n": 2, "seed": 3}, {},
-                                 {"top_k": 5}, {"stop": ["."], "presence_penalty": 1.0}],
-               "vllm_options": [{"max_model_len": 256, "dtype": "float32", "engine_kwargs": {"enforce_eager": True}},
-                                {"max_model_len": 256, "max_modle_len": 256}, {"max_model_len": 4096}]}
-    (work / "request.json").write_text(json.dumps(request))
+    asked = {"model": DEMO_MODEL, "passages": passages, "task_types": COMPARED_TYPES, "sampling": GREEDY,
+             "read_sampling": [GREEDY, {"max_tokens": 64, "temperature": 0.2, "top_p": 0.9, "n": 2, "seed": 3}, {},
+                               {"top_k": 5}, {"stop": ["."], "presence_penalty": 1.0}],
+             "vllm_options": [{"max_model_len": 256, "dtype": "float32", "engine_kwargs": {"enforce_eager": True}},
+                              {"max_model_len": 256, "max_modle_len": 256}, {"max_model_len": 4096}]}
+    (work / "request.json").write_text(json.dumps(asked))
     with open(work / "log.txt", "w") as log:  # a file, not a pipe: a full pipe would stall it while ours runs
         reference = subprocess.Popen([sys.executable, str(ROOT / "tests" / "reference_bonito.py"),
                                       str(work / "request.json"), str(work / "result.json")],
                                      cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                                      env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
+        request.getfixturevalue("ray_cluster")  # when this file runs alone, Ray starts while vLLM is imported
         ours = Bonito(DEMO_MODEL, engine="hf").generate_tasks(
             datasets.Dataset.from_dict({"text": passages}), context_col="text", task_type=COMPARED_TYPES,
             sampling_params=GREEDY, provenance=True)
