@@ -157,11 +157,31 @@ def test_rejects_are_on_the_result_with_their_stage_and_reason(echo):
         (1, "clean", "too_short"), (2, "corpus", "null_context"), (3, "clean", "control_marker")]
     assert all(r["detail"] for r in result.rejects)
     assert result.summary.passages_dropped == {"too_short": 1, "control_marker": 1}
-    # No row reaches the engine: the job fails its error budget; the call returns no task, and says why.
-    nothing = bonito.generate_tasks(pd.DataFrame({"text": texts[1:3]}), "text", "ynqa")
+    assert list(workdir.iterdir()) == []
+
+
+def test_when_no_row_reaches_the_engine_the_result_is_empty_and_says_why_and_an_s3_workdir_is_left_empty(
+        ray_cluster, s3_endpoint, monkeypatch):
+    import pyarrow.fs as pafs
+
+    from bonito_ray import job
+    from bonito_ray.storage import resolve_filesystem
+
+    fs, root = resolve_filesystem("s3://corpus/tmp", s3_endpoint)
+    listing = lambda: sorted(f.path for f in fs.get_file_info(pafs.FileSelector(root, recursive=True,  # noqa: E731
+                                                                                   allow_not_found=True))
+                             if f.type == pafs.FileType.File)
+    seen, run = [], job.generate
+    monkeypatch.setattr(job, "generate", lambda config: seen.append((config.input, listing())) or run(config))
+    bonito = Bonito(DEMO_MODEL, engine="echo", workdir="s3://corpus/tmp", s3_endpoint=s3_endpoint)
+    # The job fails its error budget (nothing was prompted); the call reads what it staged, on the bucket.
+    nothing = bonito.generate_tasks(pd.DataFrame({"text": ["Too short", None]}), "text", "ynqa")
     assert len(nothing) == 0 and [(r["row"], r["reason"]) for r in nothing.rejects] == [(0, "too_short"),
                                                                                         (1, "null_context")]
-    assert list(workdir.iterdir()) == []
+    assert nothing.summary.prompts == 0 and nothing.summary.corpus_rejected == {"null_context": 1}
+    (corpus, files), = seen  # the job read its corpus from the bucket
+    assert corpus.startswith("s3://corpus/tmp/bonito-ray-tasks-") and files == [f"{corpus[5:]}/part-00000.parquet"]
+    assert listing() == []  # and nothing is left there
 
 
 def test_bad_arguments_fail_in_one_line_before_any_cluster_work(tmp_path, monkeypatch):
