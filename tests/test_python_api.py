@@ -2,11 +2,12 @@
 
 The comparison with the reference package (PyPI ``bonito-llm``) runs it in a subprocess
 (tests/reference_bonito.py) on vLLM's CPU build while bonito-ray's hf engine runs the same prompts
-here, both greedy: on the demo model hf greedy equals vLLM greedy (checked on all 144 prompts of the
-48 sample passages x ynqa/exqa/nli), so the only vLLM engine the file starts is the reference's.
-bonito-ray's side is one job for both task types (a list of task types is one job; every job
-starts its own engine replica). The other tests use the echo engine: they test what the API does
-around the job (inputs, order, rejects, sampling, errors, clean-up), not a model.
+here, both greedy: on the demo model hf greedy equals vLLM greedy (checked once by hand, on all 144
+prompts of the 48 sample passages x ynqa/exqa/nli), so the only vLLM engine the file starts is the
+reference's. bonito-ray's side is one job for both task types (a list of task types is one job;
+every job starts its own engine replica). The other tests use the echo engine: they test what the
+API does around the job (inputs, order, rejects, sampling, errors, temporary files locally and on
+S3), not a model.
 """
 
 from __future__ import annotations
