@@ -29,10 +29,11 @@ from datasets.table import InMemoryTable
 from bonito_ray import cluster, job
 from bonito_ray.budget import ErrorBudgetExceeded
 from bonito_ray.config import ConfigError, GenerateConfig
+from bonito_ray.engines import check_engine_keywords
 from bonito_ray.report import RunSummary, summarize
 from bonito_ray.sampling import sampling_settings
 from bonito_ray.schema import ACCEPTED_SCHEMA, REJECT_SCHEMA, STAGING_DIR
-from bonito_ray.stages import ENGINE_ERROR
+from bonito_ray.rejects import ENGINE_ERROR
 from bonito_ray.storage import driver_path, join
 from bonito_ray.table_io import REJECT_COLUMNS, context_table, read_accepted, read_rejects
 from bonito_ray.tasks import resolve_task_types
@@ -105,11 +106,9 @@ class Bonito:
         if not isinstance(engine_kwargs, dict):
             raise ConfigError(f"engine_kwargs must be a dict, got {type(engine_kwargs).__name__}")
         chosen = {k: options.pop(k) for k in list(options) if k in ENGINE_OPTIONS or k in JOB_OPTIONS}
-        if options and engine != "vllm":
-            raise ConfigError(f"unknown option(s) {', '.join(sorted(options))} for engine {engine!r}; valid: "
-                              f"{', '.join(ENGINE_OPTIONS + JOB_OPTIONS + ('workdir',))}")
         if options:
-            _check_vllm_engine_args(options)
+            ours = ", ".join(ENGINE_OPTIONS + JOB_OPTIONS + ("workdir",))
+            check_engine_keywords(engine, options, ours)
         self.settings: dict[str, Any] = {**DROP_IN_DEFAULTS, **chosen, "engine": engine,
                                          "model": driver_path(model, only_existing=True),
                                          "engine_kwargs": {**engine_kwargs, **options}}
@@ -195,29 +194,16 @@ def _nothing_prompted(fs: pafs.FileSystem, staged: str, config: GenerateConfig) 
 def _check_model(config: GenerateConfig) -> None:
     """Fail now, as the reference does when it loads the model, for a model that cannot be loaded or a
     vLLM window (``max_model_len``) larger than it; the echo engine has no model."""
-    if config.engine == "echo":
-        return
-    from bonito_ray.engines.window import generation_window
-    from bonito_ray.passages import load_tokenizer
+    from bonito_ray.engines import ENGINES, generation_window
+    from bonito_ray.passages import cached_tokenizer
 
+    if not ENGINES[config.engine].needs_model:
+        return
     try:
-        tokenizer = load_tokenizer(config.model)
+        tokenizer = cached_tokenizer(config.model)
     except (OSError, ValueError) as err:
         raise ConfigError(f"cannot load model {config.model!r}: {str(err).splitlines()[0]}") from None
     generation_window(config, tokenizer)
-
-
-def _check_vllm_engine_args(arguments: dict[str, Any]) -> None:
-    """Refuse a keyword that is no vLLM engine argument now, not when the engine starts on the cluster."""
-    try:
-        from vllm.engine.arg_utils import EngineArgs
-    except ImportError:  # vLLM only on the cluster's workers: the engine checks them when it starts
-        return
-    known = {f.name for f in dataclasses.fields(EngineArgs)}
-    unknown = sorted(set(arguments) - known)
-    if unknown:
-        raise ConfigError(f"unknown option(s) {', '.join(unknown)}: neither a bonito-ray option "
-                          f"({', '.join(ENGINE_OPTIONS + JOB_OPTIONS + ('workdir',))}) nor a vLLM engine argument")
 
 
 def _columns(provenance: bool) -> dict[str, pa.Field]:

@@ -265,7 +265,7 @@ def settle_passage_tokens(config: GenerateConfig) -> int:
     try:
         tokenizer = cached_tokenizer(config.model)
     except (OSError, ValueError) as err:  # ValueError: a folder that holds no tokenizer
-        raise ConfigError(f"cannot load model {config.model!r}: {err}") from err
+        raise ConfigError(f"cannot load model {config.model!r}: {str(err).splitlines()[0]}") from err
     window = generation_window(config, tokenizer)
     if config.passage_tokens:
         return config.passage_tokens

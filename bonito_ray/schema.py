@@ -111,6 +111,10 @@ VALIDATION_STAGE = "validation"  # parsed tasks a validator rejected (bonito_ray
 TASK_DEDUP_STAGE = "task_dedup"  # duplicate generated tasks (bonito_ray.task_dedup)
 
 
+# The stages whose rows are drops (a merged chunk is counted, its text kept).
+DROP_STAGES = (CORPUS_STAGE, CLEAN_STAGE, GENERATION_STAGE, VALIDATION_STAGE, TASK_DEDUP_STAGE)
+
+
 def rejects_dir(stage: str) -> str:
     """The folder (relative to the output root) of ``stage``'s rejects."""
     return f"{REJECTS_DIR}/stage={stage}"

@@ -17,9 +17,8 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from bonito_ray.config import ConfigError
-from bonito_ray.quarantine import CHUNK_STAGE
-from bonito_ray.schema import (ACCEPTED_SCHEMA, REJECT_SCHEMA, REJECTS_DIR, conform, is_accepted_file,
-                               is_data_file)
+from bonito_ray.schema import (ACCEPTED_SCHEMA, DROP_STAGES, REJECT_SCHEMA, conform, is_accepted_file, is_data_file,
+                               rejects_dir)
 from bonito_ray.storage import join, list_files, write_parquet
 
 CORPUS_COLUMN = "text"  # the context column of the written corpus, whatever the user's is called
@@ -123,13 +122,10 @@ def read_rejects(fs: pafs.FileSystem, root: str, task_types: list[str]) -> pa.Ta
     A short last chunk merged into the chunk before it (``_rejects/stage=chunk``) is not a drop: its
     text was prompted with that chunk, so it is left out.
     """
-    by_stage: dict[str, list[str]] = {}
-    for path in list_files(fs, join(root, REJECTS_DIR)):
-        folder = path[len(join(root, REJECTS_DIR)) + 1:].split("/", 1)[0]
-        if is_data_file(path) and folder.startswith("stage=") and folder != f"stage={CHUNK_STAGE}":
-            by_stage.setdefault(folder.removeprefix("stage="), []).append(path)
+    by_stage = {stage: [f for f in list_files(fs, join(root, rejects_dir(stage))) if is_data_file(f)]
+                for stage in DROP_STAGES}
     parts = []
-    for stage, files in sorted(by_stage.items()):
+    for stage, files in sorted((stage, files) for stage, files in by_stage.items() if files):
         table = _read(fs, files, REJECT_SCHEMA)
         parts.append(table.append_column("stage", pa.array([stage] * table.num_rows, pa.string())))
     if not parts:

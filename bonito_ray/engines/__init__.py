@@ -53,12 +53,15 @@ class Engine:
     window: str = "bonito_ray.engines.window:model_window"
     check: str | None = None
     needs_model: bool = True  # False: runs without loading a model when the passage length is given
+    # (keywords, bonito-ray's own options) -> None: checks the keyword arguments a Python caller passes
+    # for the engine itself (vLLM's engine arguments); None: the engine takes none
+    keywords: str | None = None
 
 
 ENGINES: dict[str, Engine] = {e.name: e for e in (
     Engine("hf", "transformers, CPU or GPU", "bonito_ray.engines.hf:build_hf_stage"),
     Engine("vllm", "GPUs, or CPUs with vLLM's CPU build", "bonito_ray.engines.vllm:build_vllm_stage",
-           window="bonito_ray.engines.window:vllm_window"),
+           window="bonito_ray.engines.window:vllm_window", keywords="bonito_ray.engines.vllm:check_engine_args"),
     Engine("openai", "an OpenAI-compatible completions server in the cluster: --endpoint",
            "bonito_ray.engines.openai:build_openai_stage", window="bonito_ray.engines.openai:openai_window",
            check="bonito_ray.engines.openai:check_openai_config"),
@@ -81,6 +84,17 @@ def build_engine_stage(config: GenerateConfig) -> EngineStage:
 def generation_window(config: GenerateConfig, tokenizer: Any) -> int | None:
     """The window requests of ``config``'s engine run in (checked against the model where it can be)."""
     return _load(ENGINES[config.engine].window)(config, tokenizer)
+
+
+def check_engine_keywords(engine: str, keywords: dict[str, Any], ours: str) -> None:
+    """Refuse keyword arguments for ``engine`` (the Python API's ``Bonito(model, engine, **keywords)``) that
+    it does not take; ``ours`` names bonito-ray's own options, for the message."""
+    from bonito_ray.config import ConfigError
+
+    takes = ENGINES[engine].keywords if engine in ENGINES else None
+    if takes is None:
+        raise ConfigError(f"unknown option(s) {', '.join(sorted(keywords))} for engine {engine!r}; valid: {ours}")
+    _load(takes)(keywords, ours)
 
 
 def check_engine_settings(config: GenerateConfig) -> None:

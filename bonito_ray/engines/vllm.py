@@ -14,6 +14,7 @@ vLLM's CPU build, each replica holding ``cpus_per_replica`` CPUs and a bounded K
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from typing import Any
@@ -159,3 +160,16 @@ def _to_contract(row: dict[str, Any], carried: list[str], max_tokens: int, windo
         out["finish_reason"] = finish_reason(list(row["generated_tokens"]), row["num_input_tokens"],
                                              max_tokens, window, eos_ids)
     return out
+
+
+def check_engine_args(arguments: dict[str, Any], ours: str) -> None:
+    """Refuse a keyword that is no vLLM engine argument now, not when the engine starts on the cluster."""
+    try:
+        from vllm.engine.arg_utils import EngineArgs
+    except ImportError:  # vLLM only on the cluster's workers: the engine checks them when it starts
+        return
+    known = {f.name for f in dataclasses.fields(EngineArgs)}
+    unknown = sorted(set(arguments) - known)
+    if unknown:
+        raise ConfigError(f"unknown option(s) {', '.join(unknown)}: neither a bonito-ray option ({ours}) nor a "
+                          "vLLM engine argument")
