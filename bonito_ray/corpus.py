@@ -228,7 +228,7 @@ def _is_own_output(name: str) -> bool:
 
 def reject_skipped(input_uri: str, skipped: tuple[SkippedFile, ...] | list[SkippedFile], output_uri: str,
                        s3_endpoint: str | None = None) -> None:
-    """Record the entries under the input that are not read as corpus rejects of the run at ``output_uri``."""
+    """ReadRecord the entries under the input that are not read as corpus rejects of the run at ``output_uri``."""
     if not skipped:
         return
     logger.warning("corpus: %d file(s) under %s not read: %s", len(skipped), input_uri, _describe(list(skipped)))
@@ -379,10 +379,10 @@ def read_documents(input_uri: str, fs: pafs.FileSystem, files: list[str], contex
         CorpusDatasource(input_uri, files, fs, context_column, output_uri, s3_endpoint))
 
 
-Record = tuple[int, str | None, str | None, str | None, str | None]  # position, context, reason, detail, raw
+ReadRecord = tuple[int, str | None, str | None, str | None, str | None]  # position, context, reason, detail, raw
 
 
-def _records(f: pa.NativeFile, path: str, column: str) -> Iterator[Record]:
+def _records(f: pa.NativeFile, path: str, column: str) -> Iterator[ReadRecord]:
     kind = _format_of(path)
     if kind == PARQUET:
         parquet = pq.ParquetFile(f)
@@ -514,7 +514,7 @@ def _lines(chunks: Iterator[bytes]) -> Iterator[tuple[int, bytes]]:
         yield number + 1, buffer
 
 
-def _jsonl_records(lines: Iterator[tuple[int, bytes]], column: str) -> Iterator[Record]:
+def _jsonl_records(lines: Iterator[tuple[int, bytes]], column: str) -> Iterator[ReadRecord]:
     for number, line in lines:
         try:
             text = line.decode("utf-8")
@@ -535,7 +535,7 @@ def _jsonl_records(lines: Iterator[tuple[int, bytes]], column: str) -> Iterator[
             yield number, context, reason, detail, None if reason is None else text
 
 
-def _table_records(names: list[str], batches: Any, column: str) -> Iterator[Record]:
+def _table_records(names: list[str], batches: Any, column: str) -> Iterator[ReadRecord]:
     if column not in names:
         yield 1, None, MISSING_CONTEXT_COLUMN, f"no column {column!r}; columns: {', '.join(names)}", None
         return
@@ -547,7 +547,7 @@ def _table_records(names: list[str], batches: Any, column: str) -> Iterator[Reco
             yield number, context, reason, detail, None if reason is None else repr(value)
 
 
-def _text_record(chunks: Iterator[bytes]) -> Iterator[Record]:
+def _text_record(chunks: Iterator[bytes]) -> Iterator[ReadRecord]:
     parts: list[bytes] = []
     try:
         parts.extend(chunks)
