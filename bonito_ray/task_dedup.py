@@ -76,6 +76,9 @@ SEED = 1
 COLUMNS = ["id", "input", "output", "context"]
 IN_MEMORY_TASKS = 50_000  # a job with at most this many tasks decides without the band shuffle (module docstring)
 BAND_ROWS_PER_PARTITION = 2_000_000  # band keys per shuffle partition: about 120 MB of them
+# Tasks per block signed or banded: a staged file's whole block (up to --rows-per-file rows) as Python
+# objects took a worker to 2.4 GB at a million tasks.
+BATCH_ROWS = 4096
 # One task's record: datasketch's values are below 2**32, so each is kept in 4 bytes.
 RECORD_SCHEMA = pa.schema([("task_type", pa.string()), ("existing", pa.bool_()), ("id", pa.string()),
                            ("key", pa.binary(16)), ("signatures", pa.binary(3 * NUM_PERM * 4))])
@@ -318,15 +321,17 @@ def _dedup_by_band_shuffle(fs, output_uri: str, s3_endpoint: str | None, files: 
 
     staged = [f for s, _ in files.values() for f in s]
     committed = [f for _, c in files.values() for f in c]
-    records = _read_dataset(fs, staged).map_batches(sign_tasks, batch_format="pyarrow", fn_kwargs={"existing": False})
+    sign = {"batch_format": "pyarrow", "batch_size": BATCH_ROWS}
+    records = _read_dataset(fs, staged).map_batches(sign_tasks, **sign, fn_kwargs={"existing": False})
     if committed:
         records = records.union(
             _read_dataset(fs, committed, ["source"]).map_batches(_without_stale, batch_format="pyarrow",
                                                                  fn_kwargs={"stale_sources": stale_sources})
-            .map_batches(sign_tasks, batch_format="pyarrow", fn_kwargs={"existing": True}))
+            .map_batches(sign_tasks, **sign, fn_kwargs={"existing": True}))
     records = records.materialize()
     partitions = max(1, math.ceil(tasks * BANDS / BAND_ROWS_PER_PARTITION))
-    candidates = (records.map_batches(band_rows, batch_format="pyarrow", fn_kwargs={"partitions": partitions})
+    candidates = (records.map_batches(band_rows, batch_format="pyarrow", batch_size=BATCH_ROWS,
+                                      fn_kwargs={"partitions": partitions})
                   .groupby("partition", num_partitions=partitions)
                   .map_groups(shared_band_members, batch_format="pyarrow"))
     members = pa.concat_tables([ray.get(ref) for ref in candidates.to_arrow_refs()])["member"].combine_chunks()
