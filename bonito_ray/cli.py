@@ -103,7 +103,47 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--log-level", default="WARNING", help="logging level (default: WARNING)")
     stats.set_defaults(func=run_stats)
     adapt_cli.register(commands)
+    register_self_guide(commands)
     return parser
+
+
+def register_self_guide(commands) -> None:
+    """``self-guide``: one flag per configuration key (``bonito_ray.self_guide.config.HELP``), None when not given."""
+    import dataclasses
+
+    from bonito_ray.self_guide.config import HELP, SelfGuideConfig
+
+    sub = commands.add_parser("self-guide", help="SELF-GUIDE: the model writes training data for one task from "
+                                                 "its instruction and a few demonstrations (docs/self_guide.md)")
+    sub.add_argument("--config", help="YAML file with the same keys as these flags (flags override it)")
+    for f in dataclasses.fields(SelfGuideConfig):
+        flag, kind = "--" + f.name.replace("_", "-"), str(f.type)
+        if kind.startswith("bool"):
+            sub.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=HELP[f.name])
+        else:
+            convert = int if kind.startswith("int") else float if kind.startswith("float") else str
+            sub.add_argument(flag, type=convert, help=HELP[f.name])
+    sub.add_argument("--overwrite", action="store_true",
+                     help="replace the bonito-ray dataset at --output (only files bonito-ray wrote are deleted)")
+    sub.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
+    sub.set_defaults(func=run_self_guide)
+
+
+def run_self_guide(args: argparse.Namespace) -> int:
+    """``self-guide``: plan (no cluster work), connect to Ray, run, print the summary."""
+    from bonito_ray.self_guide.config import load_config as load_self_guide_config
+    from bonito_ray.self_guide.pipeline import plan_self_guide, self_guide
+
+    overrides = {k: v for k, v in vars(args).items() if k not in _NOT_CONFIG}
+    config = load_self_guide_config(args.config, overrides)
+    plan = plan_self_guide(config, overwrite=args.overwrite)  # a bad spec, model or output fails here
+    try:
+        if plan.finished is None:
+            cluster.connect(config.ray_address, verbose=config.verbose)
+        print(self_guide(config, plan=plan).format())
+    finally:
+        plan.release()
+    return 0
 
 
 def config_overrides(args: argparse.Namespace) -> dict:

@@ -10,6 +10,9 @@ Layout under the output prefix (accepted files are named ``train-*`` so that
     _rejects/stage=generation/rejects-<write id>-<task>.pq    generations that did not parse
     _rejects/stage=validation/rejects-<write id>-<task>.pq    parsed tasks a validator rejected
     _rejects/stage=task_dedup/rejects-<file>.pq               duplicate generated tasks
+    self_guide/train-*.parquet                                SELF-GUIDE's accepted examples (bonito_ray.self_guide)
+    _self_guide/inputs-round-<r>.pq                           SELF-GUIDE: the generated inputs kept, per round
+    _rejects/stage=self_guide_{input,sample,vote}/*.pq        SELF-GUIDE: inputs, annotation samples, votes dropped
 
 Only accepted examples end in ``.parquet``: DuckDB and Polars read ``OUTPUT/**/*.parquet`` without
 skipping ``_rejects/``, so reject files (Parquet too) are named ``*.pq`` to stay out of that glob.
@@ -117,6 +120,14 @@ NOT_AN_OPTION = "not_an_option"  # an answer that is none of the options its inp
 NOT_YES_NO = "not_yes_no"  # a yes-no task answered with something else
 DUPLICATE_TASK = "duplicate_task"  # the same (or a near-identical) task as one kept before it
 VALIDATION_REASONS = (TRUNCATED, DEGENERATE, PASSAGE_MISSING, NOT_A_SPAN, NOT_AN_OPTION, NOT_YES_NO)
+# SELF-GUIDE (bonito_ray.self_guide): one task, synthesised by the student model from its instruction and
+# demonstrations. Its accepted examples are one more task folder; its drops have stages of their own:
+# generated inputs filtered out, annotation samples filtered out, inputs whose vote kept no answer.
+SELF_GUIDE_TASK = "self_guide"
+SELF_GUIDE_DIR = "_self_guide"  # the kept generated inputs, one file per round (what a resumed run skips)
+SELF_GUIDE_REJECTS_DIRS = tuple(f"{REJECTS_DIR}/stage=self_guide_{s}" for s in ("input", "sample", "vote"))
+# Every folder of accepted examples: Bonito's task types and SELF-GUIDE's task.
+ACCEPTED_DIRS = (*TASK_TYPES, SELF_GUIDE_TASK)
 MANIFEST_FILE = "_manifest.json"
 SUCCESS_FILE = "_SUCCESS"
 # Everything is written here first and moved into place at commit. The leading dot hides it
@@ -136,7 +147,7 @@ LEASE_FILE = "_lease.json"
 TEMPORARY_PREFIX = ".tmp-"  # a file being written (renamed into place when whole; see bonito_ray.storage)
 # Every entry bonito-ray writes at the top of an output (glob patterns): --overwrite deletes these
 # and nothing else, and an output holding anything else is refused.
-OWNED_ENTRIES = (*TASK_TYPES, LEGACY_ACCEPTED_DIRS, REJECTS_DIR, MANIFEST_FILE, SUCCESS_FILE, LEDGER_FILE, STAGING_DIR,
+OWNED_ENTRIES = (*ACCEPTED_DIRS, SELF_GUIDE_DIR, LEGACY_ACCEPTED_DIRS, REJECTS_DIR, MANIFEST_FILE, SUCCESS_FILE, LEDGER_FILE, STAGING_DIR,
                  CARD_DIR, HF_YAML_FILE, LEASE_FILE, f"{LEASE_FILE}.*", f"{TEMPORARY_PREFIX}*")
 # The output lease: a run renews it every TTL/5 seconds; one not renewed for TTL seconds is taken over.
 LEASE_TTL_SECONDS = 300.0
@@ -158,7 +169,7 @@ def is_data_file(path: str) -> bool:
 def is_accepted_file(relative: str) -> bool:
     """Whether ``relative`` (a path under an output or staging root) is a file of accepted examples."""
     folder, _, name = relative.partition("/")
-    return folder in TASK_TYPES and name.startswith(ACCEPTED_FILE_PREFIX) and "/" not in name \
+    return folder in ACCEPTED_DIRS and name.startswith(ACCEPTED_FILE_PREFIX) and "/" not in name \
         and name.endswith(PARQUET_SUFFIX)
 
 

@@ -21,7 +21,8 @@ ENGINE_ERROR = "engine_error"
 GENERATION_REASONS = (NO_SEPARATOR, MULTIPLE_SEPARATORS, EMPTY_INPUT, EMPTY_OUTPUT, ENGINE_ERROR)
 
 SAMPLING_PARAMS_TYPE = pa.struct(
-    [("max_tokens", pa.int64()), ("temperature", pa.float64()), ("top_p", pa.float64()), ("seed", pa.int64())]
+    [("max_tokens", pa.int64()), ("temperature", pa.float64()), ("top_p", pa.float64()), ("seed", pa.int64()),
+     ("top_k", pa.int64())]  # top_k null: no top-k cut
 )
 REQUEST_SCHEMA = pa.schema(
     [
