@@ -207,11 +207,19 @@ def reasons(path: Path) -> dict[str, int]:
     return counts
 
 
-def test_a_scripted_run_filters_votes_balances_and_exports(ray_cluster, tmp_path):
-    spec = write_spec(tmp_path / "spec.yaml", examples=18)  # 3 rounds of 6
-    out = tmp_path / "out"
-    config = SelfGuideConfig(spec=spec, output=str(out), engine="echo", inputs_per_round=6, samples=5, seed=7)
-    summary = self_guide(config, engine_stage=scripted_stage)
+@pytest.fixture(scope="module")
+def scripted_run(ray_cluster, tmp_path_factory):
+    """An uninterrupted run on the scripted model: 3 rounds of 6 inputs in two engine passes, 5 samples each."""
+    folder = tmp_path_factory.mktemp("scripted")
+    spec = write_spec(folder / "spec.yaml", examples=18)
+    config = SelfGuideConfig(spec=spec, output=str(folder / "out"), engine="echo", inputs_per_round=6,
+                             rounds_per_pass=2, samples=5, seed=7)
+    return config, self_guide(config, engine_stage=scripted_stage)
+
+
+def test_a_scripted_run_filters_votes_balances_and_exports(scripted_run, tmp_path):
+    config, summary = scripted_run
+    spec, out = config.spec, Path(config.output)
 
     # Inputs: rounds keep k0 and k5 (and k4 in round 0 only); drop empty, noise and too_short each round.
     assert summary.inputs_kept == 7
@@ -252,13 +260,38 @@ def test_a_scripted_run_filters_votes_balances_and_exports(ray_cluster, tmp_path
         self_guide(SelfGuideConfig(**{**config.to_dict(), "samples": 3}), engine_stage=scripted_stage)
 
 
+def failing_at_round(number: int):
+    def stage(requests):
+        def fail(batch: pa.Table) -> pa.Table:
+            if number in batch["position"].to_pylist() and batch["prompt"][0].as_py().endswith('[input] = "'):
+                raise RuntimeError(f"injected failure in round {number}")
+            return batch
+        return scripted_stage(requests.map_batches(fail, batch_format="pyarrow"))
+    return stage
+
+
+def test_a_run_failing_mid_way_resumes_at_its_first_unstaged_round(scripted_run, tmp_path):
+    reference, _ = scripted_run
+    config = SelfGuideConfig(**{**reference.to_dict(), "output": str(tmp_path / "out")})  # passes: rounds 0-1, 2
+    with pytest.raises(Exception, match="injected failure in round 2"):
+        self_guide(config, engine_stage=failing_at_round(2))
+    staged = tmp_path / "out" / ".staging" / "_self_guide"
+    assert sorted(p.name for p in staged.iterdir()) == ["inputs-round-0000.pq", "inputs-round-0001.pq"]
+    summary = self_guide(config, engine_stage=scripted_stage)
+    assert summary.rounds_skipped == 2
+    for folder in ("self_guide", "_self_guide", *SELF_GUIDE_REJECTS_DIRS):  # as if never interrupted
+        key = lambda r: r["id"]  # noqa: E731
+        assert sorted(rows(tmp_path / "out" / folder), key=key) == sorted(rows(Path(reference.output) / folder),
+                                                                          key=key), folder
+
+
 # --- for real: the hf engine on a tiny model, killed and resumed -------------------------------------------------
 
-def test_hf_run_killed_between_rounds_resumes_without_losing_or_repeating_rows(ray_cluster, random_model, tmp_path):
+def test_hf_run_killed_after_its_rounds_resumes_without_losing_or_repeating_rows(ray_cluster, random_model, tmp_path):
     from tests.test_fault_tolerance import kill_tree
     import ray
 
-    spec = write_spec(tmp_path / "spec.yaml", kind="generation", labels=[], examples=12,
+    spec = write_spec(tmp_path / "spec.yaml", kind="generation", labels=[], examples=6,
                       demonstrations=[{"input": d["input"], "output": d["input"].split()[1]} for d in DEMOS])
     out = tmp_path / "out"
     settings = {"spec": spec, "output": str(out), "model": random_model, "inputs_per_round": 3, "rounds_per_pass": 2,
@@ -272,7 +305,7 @@ def test_hf_run_killed_between_rounds_resumes_without_losing_or_repeating_rows(r
                              start_new_session=True)
     try:
         deadline = time.monotonic() + 180
-        while not (out / ".staging" / "_self_guide" / "inputs-round-0001.pq").exists():  # the first pass is staged
+        while not (out / ".staging" / "_self_guide" / "inputs-round-0001.pq").exists():  # both rounds are staged
             assert first.poll() is None, "the first run ended before it could be killed"
             assert time.monotonic() < deadline, "no round was staged"
             time.sleep(0.2)
@@ -288,11 +321,11 @@ def test_hf_run_killed_between_rounds_resumes_without_losing_or_repeating_rows(r
         self_guide(SelfGuideConfig(**{**settings, "samples": 3}))
     summary = self_guide(SelfGuideConfig(**settings))  # the killed job's settings: resumed here
 
-    assert summary.rounds_skipped == len(before) >= 2
+    assert summary.rounds_skipped == len(before) == 2
     for name, data in before.items():  # the rounds staged before the kill were kept, not redone
         assert (out / "_self_guide" / name).read_bytes() == data
-    # Every one of the 12 inputs exactly once: kept, or dropped with its reason; kept ones accepted or voted out.
-    input_ids = {stable_id(load_spec(spec).fingerprint(), "input", r, k) for r in range(4) for k in range(3)}
+    # Every one of the 6 inputs exactly once: kept, or dropped with its reason; kept ones accepted or voted out.
+    input_ids = {stable_id(load_spec(spec).fingerprint(), "input", r, k) for r in range(2) for k in range(3)}
     kept = [r["id"] for r in rows(out / "_self_guide")]
     dropped = rows(out / "_rejects" / "stage=self_guide_input")
     assert sorted(kept + [r["id"] for r in dropped]) == sorted(input_ids)
@@ -307,3 +340,13 @@ def test_hf_run_killed_between_rounds_resumes_without_losing_or_repeating_rows(r
                                                          for r in found)
     assert summary.inputs_kept == len(kept) and (out / "_SUCCESS").exists()
     assert set(SELF_GUIDE_REJECTS_DIRS) <= {str(p.relative_to(out)) for p in (out / "_rejects").iterdir()}
+
+
+def test_the_shipped_example_loads_and_the_docs_name_every_setting():
+    from bonito_ray.self_guide.config import field_names, load_config
+
+    config = load_config(str(ROOT / "jobs" / "examples" / "self_guide.yaml"), {})
+    spec = load_spec(str(ROOT / config.spec))
+    assert spec.is_classification and config.rounds(spec) == 40 and len(spec.demonstrations) >= 3
+    docs = (ROOT / "docs" / "self_guide.md").read_text()
+    assert [name for name in field_names() if f"`{name}`" not in docs] == []

@@ -23,6 +23,7 @@ from bonito_ray.commit import ResumeMismatchError
 from bonito_ray.engines import EngineStage, build_engine_stage
 from bonito_ray.output import Output, open_output
 from bonito_ray.passages import load_tokenizer
+from bonito_ray.pipeline import _configure_fault_tolerance
 from bonito_ray.schema import (RUN_FILE, SELF_GUIDE_DIR, SELF_GUIDE_REJECTS_DIRS, SELF_GUIDE_TASK, STAGING_DIR,
                                is_data_file)
 from bonito_ray.self_guide.annotate import run_annotation
@@ -127,6 +128,7 @@ def _run(config: SelfGuideConfig, plan: Plan, engine_stage: EngineStage | None, 
     _refuse_other_run(fs, staging, plan.identity, output.uri)
     resumed = output.begin(plan.identity)
     console.quiet_ray_data(config.verbose)
+    _configure_fault_tolerance()  # as the generation job: retry what fails, never drop a block
     stage = engine_stage or build_engine_stage(config.engine_config())
     logger.info("self-guide: task %r (%s), %d rounds of %d inputs, %d annotations per input", spec.name, spec.kind,
                 config.rounds(spec), config.inputs_per_round, config.samples)

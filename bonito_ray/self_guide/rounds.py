@@ -55,13 +55,15 @@ def random_for(seed: int | None, *parts: object) -> random.Random:
 def round_requests(config: SelfGuideConfig, spec: TaskSpec, number: int, pool: list[str]) -> list[dict[str, Any]]:
     """The requests of round ``number``; ``pool``: the inputs kept in the rounds before it. Each row's
     ``label`` is the one its prompt asks for (classification), ``prompt`` and ``sampling_params`` as engines want."""
-    rng = random_for(config.seed, spec.fingerprint(), "round", number)
     sampling = config.input_sampling(spec)
     rows = []
     for index in range(config.inputs_per_round):
-        label = rng.choice(spec.labels) if spec.is_classification else None
-        shown = min(len(pool), rng.randint(config.min_weak_examples, config.max_weak_examples))
-        weak = rng.sample(pool, shown) if shown else []
+        # Two draws per request: the label it asks for does not depend on what earlier rounds kept.
+        label_rng, weak_rng = (random_for(config.seed, spec.fingerprint(), what, number, index)
+                               for what in ("label", "weak"))
+        label = label_rng.choice(spec.labels) if spec.is_classification else None
+        shown = min(len(pool), weak_rng.randint(config.min_weak_examples, config.max_weak_examples))
+        weak = weak_rng.sample(pool, shown) if shown else []
         request_id = stable_id(spec.fingerprint(), "input", number, index)
         rows.append({**engine.request(request_id, input_prompt(spec, weak, label), sampling, config.seed,
                                       source=config.spec, model=config.model, position=number, sample_index=index),
