@@ -119,7 +119,7 @@ def test_to_requests_crosses_passages_task_types_and_samples(seed):
                 row_seed = None if seed is None else int(sha256_id(seed, example_id)[:8], 16) & 0x7FFFFFFF
                 expected.append({**passage, "id": example_id, "task_type": task_type, "sample_index": sample,
                                  "model": "the-model", "prompt": build_prompt(passage["context"], task_type),
-                                 "sampling_params": {**params, "seed": row_seed}})
+                                 "sampling_params": {**params, "seed": row_seed, "top_k": None}})  # generate: no top-k
     assert table.to_pylist() == expected
 
 
