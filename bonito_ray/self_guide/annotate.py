@@ -107,11 +107,14 @@ def annotate(config: SelfGuideConfig, spec: TaskSpec, inputs: list[dict[str, Any
     if spec.is_classification and config.balance_classes:
         result.accepted, unbalanced = vote.balance(voted, "output", seed=config.seed)
         smallest = min(Counter(r["output"] for r in voted).values()) if voted else 0
-        result.vote_rejects += [{**{k: r[k] for k in where}, "reason": vote.CLASS_BALANCE, "raw": r["input"],
+        result.vote_rejects += [{**{k: r[k] for k in LOCATION}, "reason": vote.CLASS_BALANCE, "raw": r["input"],
                                  "detail": f"label {r['output']!r}: classes are cut to the smallest ({smallest})"}
                                 for r in unbalanced]
         result.accepted.sort(key=lambda r: (r["position"], r["sample_index"]))
     return result
+
+
+LOCATION = ("id", "source", "position", "task_type", "sample_index", "model")  # what _location gives a row
 
 
 def _location(row: dict[str, Any], row_id: str, index: int, source: str | None = None,
@@ -126,7 +129,7 @@ def run_annotation(config: SelfGuideConfig, spec: TaskSpec, stage: EngineStage, 
     for folder in (accepted_dir(SELF_GUIDE_TASK), SAMPLE_REJECTS_DIR, VOTE_REJECTS_DIR):
         fs.delete_dir_contents(join(staging, folder), missing_dir_ok=True)  # a killed attempt's files go
     requests = sample_requests(config, spec, inputs)
-    result = annotate(config, spec, inputs, engine.generate(stage, requests), requests)
+    result = annotate(config, spec, inputs, engine.generate(stage, requests, config.batch_size), requests)
     table = engine.accepted_table(result.accepted)
     for k, start in enumerate(range(0, max(table.num_rows, 1), config.rows_per_file)):
         write_parquet(fs, join(staging, accepted_dir(SELF_GUIDE_TASK),

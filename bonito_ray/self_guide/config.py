@@ -150,9 +150,8 @@ class SelfGuideConfig:
         _check(self.length_std > 0, "length_std must be > 0")
         _check(0 < self.consistency_threshold <= 1, "consistency_threshold must be in (0, 1]")
         # The engine settings are checked by the engine's own configuration, once, here.
-        self.engine_config()
-        self.engine_kwargs = self.engine_config().engine_kwargs
-        self.placement_group_config = self.engine_config().placement_group_config
+        checked = self.engine_config()
+        self.engine_kwargs, self.placement_group_config = checked.engine_kwargs, checked.placement_group_config
 
     def rounds(self, spec: TaskSpec) -> int:
         """Rounds of input generation: enough for the spec's ``examples`` inputs."""

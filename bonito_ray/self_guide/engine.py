@@ -26,11 +26,16 @@ def request(request_id: str, prompt: str, sampling: dict[str, Any], seed: int | 
             "sampling_params": {**sampling, "seed": row_seed(seed, request_id)}}
 
 
-def generate(stage: EngineStage, requests: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Run ``requests`` through ``stage``; request id -> engine output row (``generated_text``, ...)."""
+def generate(stage: EngineStage, requests: list[dict[str, Any]], block_rows: int) -> dict[str, dict[str, Any]]:
+    """Run ``requests`` through ``stage``; request id -> engine output row (``generated_text``, ...).
+
+    The requests go in blocks of ``block_rows`` (the engine's batch size): one block would be one task,
+    held by one engine replica while the others wait.
+    """
     if not requests:
         return {}
-    dataset = ray.data.from_arrow(pa.Table.from_pylist(requests, REQUEST_SCHEMA))
+    table = pa.Table.from_pylist(requests, REQUEST_SCHEMA)
+    dataset = ray.data.from_arrow([table.slice(start, block_rows) for start in range(0, table.num_rows, block_rows)])
     tables = ray.get(stage(dataset).to_arrow_refs())
     rows = [row for table in tables for row in table.to_pylist()]
     found = {row["id"]: row for row in rows}

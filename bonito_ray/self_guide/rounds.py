@@ -116,7 +116,7 @@ def generate_inputs(config: SelfGuideConfig, spec: TaskSpec, stage: EngineStage,
         staged = {n for n in numbers if fs.get_file_info(round_file(staging, n)).type == pafs.FileType.File}
         pool = [row["input"] for row in kept_all]
         by_round = {n: round_requests(config, spec, n, pool) for n in numbers if n not in staged}
-        generations = engine.generate(stage, [r for rows in by_round.values() for r in rows])
+        generations = engine.generate(stage, [r for rows in by_round.values() for r in rows], config.batch_size)
         for number in numbers:
             path = round_file(staging, number)
             if number in staged:
