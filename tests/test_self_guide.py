@@ -252,6 +252,10 @@ def test_a_scripted_run_filters_votes_balances_and_exports(scripted_run, tmp_pat
     exported = export(str(out), str(tmp_path / "export"), "alpaca-jsonl")
     lines = [json.loads(x) for x in (tmp_path / "export" / "alpaca.jsonl").read_text().splitlines()]
     assert exported.rows == 4 and sorted(x["output"] for x in lines) == sorted(r["output"] for r in accepted)
+    assert main(["export", "--input", str(out), "--output", str(tmp_path / "cli"), "--formats", "messages",
+                 "--task-types", "self_guide"]) == 0
+    assert len((tmp_path / "cli" / "messages.jsonl").read_text().splitlines()) == 4
+    assert main(["export", "--input", str(out), "--output", str(tmp_path / "none"), "--task-types", "ynqa"]) == 2
 
     # A rerun of the finished job does nothing; another setting on top of it is refused.
     again = self_guide(config, engine_stage=scripted_stage)
