@@ -355,3 +355,16 @@ def test_the_shipped_example_loads_and_the_docs_name_every_setting():
     assert spec.is_classification and config.rounds(spec) == 40 and len(spec.demonstrations) >= 3
     docs = (ROOT / "docs" / "self_guide.md").read_text()
     assert [name for name in field_names() if f"`{name}`" not in docs] == []
+
+
+def test_the_recorded_command_gives_back_the_same_config():
+    import shlex
+
+    from bonito_ray.cli import build_parser
+    from bonito_ray.self_guide.config import load_config
+
+    config = SelfGuideConfig(spec="my spec.yaml", output="o", seed=3, input_length_filter=False, noise_filter=False,
+                             output_temperature=0.5, engine_kwargs={"max_model_len": 256}, rounds_per_pass=4)
+    args = build_parser().parse_args(shlex.split(config.command())[1:])
+    overrides = {k: v for k, v in vars(args).items() if k not in ("command", "func", "config", "overwrite", "log_level")}
+    assert load_config(None, overrides).to_dict() == config.to_dict()

@@ -9,7 +9,9 @@ flags are made from it).
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -193,6 +195,22 @@ class SelfGuideConfig:
         values = {k: v for k, v in self.to_dict().items() if k not in _NOT_IDENTITY}
         return {**values, "generator": "self_guide", "spec": spec.fingerprint(), "input_fingerprint": spec.fingerprint(),
                 "incremental": False}
+
+    def command(self) -> str:
+        """The ``bonito-ray self-guide`` command that runs this job (defaults, the Ray address and the console
+        setting left out: they do not change what it makes)."""
+        words = ["bonito-ray", "self-guide"]
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            if f.name in ("ray_address", "verbose") or value == default:
+                continue
+            flag = "--" + f.name.replace("_", "-")
+            if isinstance(value, bool):
+                words.append(flag if value else "--no-" + f.name.replace("_", "-"))
+            else:
+                words += [flag, shlex.quote(json.dumps(value, sort_keys=True) if isinstance(value, dict) else str(value))]
+        return " ".join(words)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

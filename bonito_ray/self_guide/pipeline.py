@@ -132,12 +132,12 @@ def _run(config: SelfGuideConfig, plan: Plan, engine_stage: EngineStage | None, 
     stage = engine_stage or build_engine_stage(config.engine_config())
     logger.info("self-guide: task %r (%s), %d rounds of %d inputs, %d annotations per input", spec.name, spec.kind,
                 config.rounds(spec), config.inputs_per_round, config.samples)
-    inputs, skipped = generate_inputs(config, spec, stage, fs, staging)
+    inputs, skipped = generate_inputs(config, spec, stage, fs, staging, guard=output.lease.check)
     run_annotation(config, spec, stage, inputs, fs, staging)
     manifest = {"config": {**config.to_dict(), "spec_contents": spec.to_dict()}, "identity": plan.identity,
                 "examples_per_passage": 1,
                 "run": {"resumed": resumed, "skipped_done": 0, "wall_seconds": round(time.monotonic() - started, 3)},
-                "run_id": output.lease.run_id, "command": None}
+                "run_id": output.lease.run_id, "command": config.command()}
     output.commit(stale_sources=[], ledger_entries=None, manifest=manifest)
     summary = summarize(fs, output.root, config.output, spec)
     summary.rounds_skipped, summary.wall_seconds = skipped, round(time.monotonic() - started, 3)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import random
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import pyarrow as pa
@@ -102,8 +103,10 @@ def _location(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def generate_inputs(config: SelfGuideConfig, spec: TaskSpec, stage: EngineStage, fs: pafs.FileSystem,
-                    staging: str) -> tuple[list[dict[str, Any]], int]:
+                    staging: str, guard: Callable[[], None] = lambda: None) -> tuple[list[dict[str, Any]], int]:
     """Run (or resume) every round; returns (the kept inputs of all rounds in order, rounds skipped as done).
+    ``guard`` is called before each round is staged (the output's lease check: a run that lost the output
+    to another stops writing).
 
     Rounds go to the engine ``rounds_per_pass`` at a time (the paper: one); the prompts of a pass show
     inputs kept before the pass, and its rounds are filtered and staged one by one, in order.
@@ -125,6 +128,7 @@ def generate_inputs(config: SelfGuideConfig, spec: TaskSpec, stage: EngineStage,
                 continue
             kept, rejects = filter_round(config, spec, by_round[number], generations,
                                          {row["input"] for row in kept_all})
+            guard()
             write_parquet(fs, rejects_file(staging, number), engine.reject_table(rejects))
             write_parquet(fs, path, pa.Table.from_pylist(kept, KEPT_SCHEMA))  # last: the round is done
             kept_all += kept
