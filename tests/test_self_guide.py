@@ -366,5 +366,6 @@ def test_the_recorded_command_gives_back_the_same_config():
     config = SelfGuideConfig(spec="my spec.yaml", output="o", seed=3, input_length_filter=False, noise_filter=False,
                              output_temperature=0.5, engine_kwargs={"max_model_len": 256}, rounds_per_pass=4)
     args = build_parser().parse_args(shlex.split(config.command())[1:])
-    overrides = {k: v for k, v in vars(args).items() if k not in ("command", "func", "config", "overwrite", "log_level")}
+    not_config = ("command", "func", "config", "overwrite", "log_level")
+    overrides = {k: v for k, v in vars(args).items() if k not in not_config}
     assert load_config(None, overrides).to_dict() == config.to_dict()

@@ -1,4 +1,4 @@
-"""Output annotation (the paper's section 2.2): each kept input answered ``samples`` times, then voted on.
+"""Output annotation: each kept input answered ``samples`` times, then voted on.
 
 One engine pass over every kept input times ``samples``. Each sample is read from its slot and
 filtered (empty, noise, and for generation tasks length against the demonstrations' outputs; for
@@ -34,6 +34,7 @@ from bonito_ray.storage import join, write_parquet
 logger = logging.getLogger(__name__)
 
 SAMPLE_REJECTS_DIR, VOTE_REJECTS_DIR = SELF_GUIDE_REJECTS_DIRS[1], SELF_GUIDE_REJECTS_DIRS[2]
+LOCATION = ("id", "source", "position", "task_type", "sample_index", "model")  # the keys _location gives a row
 
 
 @dataclass
@@ -114,9 +115,6 @@ def annotate(config: SelfGuideConfig, spec: TaskSpec, inputs: list[dict[str, Any
     return result
 
 
-LOCATION = ("id", "source", "position", "task_type", "sample_index", "model")  # what _location gives a row
-
-
 def _location(row: dict[str, Any], row_id: str, index: int, source: str | None = None,
               model: str | None = None) -> dict[str, Any]:
     return {"id": row_id, "source": source or row["source"], "position": row.get("position", row.get("round")),
@@ -137,7 +135,8 @@ def run_annotation(config: SelfGuideConfig, spec: TaskSpec, stage: EngineStage, 
                       table.slice(start, config.rows_per_file))
     write_parquet(fs, join(staging, SAMPLE_REJECTS_DIR, "rejects-annotation.pq"),
                   engine.reject_table(result.sample_rejects))
-    write_parquet(fs, join(staging, VOTE_REJECTS_DIR, "rejects-annotation.pq"), engine.reject_table(result.vote_rejects))
+    write_parquet(fs, join(staging, VOTE_REJECTS_DIR, "rejects-annotation.pq"),
+                  engine.reject_table(result.vote_rejects))
     logger.info("self-guide annotation: %d examples kept from %d inputs; samples dropped: %d; inputs dropped: %s",
                 len(result.accepted), len(inputs), len(result.sample_rejects),
                 ", ".join(f"{k}: {v}" for k, v in sorted(Counter(r["reason"] for r in result.vote_rejects).items()))

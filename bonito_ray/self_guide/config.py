@@ -1,9 +1,8 @@
 """The SELF-GUIDE job's configuration: one dataclass, filled from a YAML file and CLI flags, checked up front.
 
-Every setting defaults to the paper's value (Zhao et al., 2024, arXiv:2407.12874, section 3 and
-appendix); ``None`` for the temperature of input generation and for the two length filters means
-"as the paper does for this kind of task". ``HELP`` gives each key its one-line meaning (the CLI's
-flags are made from it).
+Every setting the paper states defaults to its value (Zhao et al., 2024, arXiv:2407.12874); ``None``
+for the temperature of input generation and for the two length filters means "as the paper does for
+this kind of task". ``HELP`` gives each key its one-line meaning (the CLI's flags are made from it).
 """
 
 from __future__ import annotations
@@ -193,7 +192,8 @@ class SelfGuideConfig:
     def identity(self, spec: TaskSpec) -> dict[str, Any]:
         """What decides what a run makes: a resumed run must match it (the output's commit protocol keys)."""
         values = {k: v for k, v in self.to_dict().items() if k not in _NOT_IDENTITY}
-        return {**values, "generator": "self_guide", "spec": spec.fingerprint(), "input_fingerprint": spec.fingerprint(),
+        fingerprint = spec.fingerprint()
+        return {**values, "generator": "self_guide", "spec": fingerprint, "input_fingerprint": fingerprint,
                 "incremental": False}
 
     def command(self) -> str:
@@ -209,7 +209,8 @@ class SelfGuideConfig:
             if isinstance(value, bool):
                 words.append(flag if value else "--no-" + f.name.replace("_", "-"))
             else:
-                words += [flag, shlex.quote(json.dumps(value, sort_keys=True) if isinstance(value, dict) else str(value))]
+                shown = json.dumps(value, sort_keys=True) if isinstance(value, dict) else str(value)
+                words += [flag, shlex.quote(shown)]
         return " ".join(words)
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The filters of SELF-GUIDE (the paper's section 2.3), as pure functions: each returns the reason it
+"""The filters of SELF-GUIDE, as pure functions: each returns the reason it
 drops a text for, or None to keep it. Steps apply them in order and count what they drop by reason.
 
 - ``empty``: nothing was written.

@@ -13,7 +13,7 @@ import json
 import logging
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pyarrow.dataset as pds
 import pyarrow.fs as pafs
@@ -69,7 +69,8 @@ class SelfGuideSummary:
     nothing_done: str = ""
 
     def format(self) -> str:
-        head = (f"bonito-ray self-guide: nothing to do: {self.nothing_done}; {self.output} holds {self.accepted} examples"
+        head = (f"bonito-ray self-guide: nothing to do: {self.nothing_done}; "
+                f"{self.output} holds {self.accepted} examples"
                 if self.nothing_done else
                 f"bonito-ray self-guide: wrote {self.accepted} examples of task {self.task!r} ({self.kind}) to "
                 f"{self.output} in {self.wall_seconds:.1f}s"

@@ -4,11 +4,11 @@ Both are plain text for base and instruction-tuned models alike, in one slot for
 written ``[input] = "..."`` or ``[output] = "..."``, and each prompt ends with an open slot, so
 the model's continuation is the field's text up to its closing quote (``read_slot``).
 
-- Input generation (the paper's section 2.1): the instruction, the demonstrations' inputs as good
+- Input generation: the instruction, the demonstrations' inputs as good
   examples, a few inputs generated in earlier rounds as weaker examples (their quality is not
   known), then the open input slot. For classification the prompt states the label the new input
   should have.
-- Output annotation (section 2.2): the instruction, the demonstrations as input/output pairs, the
+- Output annotation: the instruction, the demonstrations as input/output pairs, the
   new input and the open output slot: an ordinary few-shot prompt.
 """
 

@@ -1,14 +1,15 @@
-"""Input generation in rounds (the paper's section 2.1), each round one engine pass and one staged file.
+"""Input generation in rounds (SELF-GUIDE, Zhao et al., 2024), each round one staged file.
 
-Round ``r`` asks for ``inputs_per_round`` inputs; ``rounds_per_pass`` rounds share one engine pass
-(one engine start: the paper's one round per pass restarts the engine every round). Each prompt shows the demonstrations' inputs and
-a random 1-10 (``min_weak_examples``..``max_weak_examples``) of the inputs kept in rounds before
-it; for classification a label is drawn uniformly first and the prompt asks for an input with that
-label. Each generated input goes through the filters (empty, length, noise, duplicate of a kept
-input); the dropped ones are written with their reason to ``_rejects/stage=self_guide_input/``,
-then the kept ones to ``_self_guide/inputs-round-<r>.pq``. That second file is the round's commit
-point: a rerun skips every round whose file is there and redoes the one that is not (its rejects
-file, same name, is replaced), so a killed run neither loses nor repeats a round.
+Round ``r`` asks for ``inputs_per_round`` inputs. ``rounds_per_pass`` rounds share one engine pass,
+so one engine start (the paper's one round per pass starts the engine every round). Each prompt
+shows the demonstrations' inputs and a random 1-10 (``min_weak_examples``..``max_weak_examples``)
+of the inputs kept before its pass; for classification a label is drawn uniformly first and the
+prompt asks for an input with that label. Each generated input goes through the filters (empty,
+length, noise, duplicate of a kept input); the dropped ones are written with their reason to
+``_rejects/stage=self_guide_input/``, then the kept ones to ``_self_guide/inputs-round-<r>.pq``.
+That second file is the round's commit point: a rerun skips every round whose file is there and
+redoes the ones that are not (their rejects files, same names, are replaced), so a killed run
+neither loses nor repeats a round.
 """
 
 from __future__ import annotations

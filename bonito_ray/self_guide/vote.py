@@ -1,4 +1,4 @@
-"""Self-consistency (the paper's section 2.2) and the classification steps after it, as pure functions.
+"""Self-consistency and the classification steps after it, as pure functions.
 
 - ``to_label``: a classification sample's answer is the first label its text contains (earliest
   position, case-insensitive, whole words; at one position the longer label); none: not a label.
