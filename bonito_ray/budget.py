@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import ray
 
+from bonito_ray.errors import UserError
+
 MIN_SAMPLE = 200  # rows seen before the running rate can fail a job
 
 
-class ErrorBudgetExceeded(RuntimeError):
+class ErrorBudgetExceeded(UserError, RuntimeError):
     """More engine errors than the job's --max-error-rate allows."""
 
 
 def check(rows: int, errors: int, max_rate: float) -> None:
     """Raise if nothing was generated, or if ``errors`` out of ``rows`` is over ``max_rate``."""
     if rows == 0:
-        raise ErrorBudgetExceeded("no passage reached the engine: every record was quarantined or filtered; "
+        raise ErrorBudgetExceeded("no passage reached the engine: every record was rejected or filtered; "
                                   "see _rejects/ in the output's .staging folder")
     if errors / rows > max_rate:
         raise ErrorBudgetExceeded(

@@ -154,7 +154,7 @@ def render(figures: dict[str, TaskFigures], manifest: dict[str, Any], *, plots: 
              "| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in provenance(manifest)), "",
              "## Figures", "",
              f"{summary['passages']} passages, {summary['prompts']} prompts, "
-             f"{sum(summary['accepted'].values())} accepted. Corpus records quarantined: "
+             f"{sum(summary['accepted'].values())} accepted. Corpus records rejected: "
              f"{_counts(summary['corpus_rejected'])}. Passages dropped: {_counts(summary['passages_dropped'])}.", "",
              *figures_table(figures), ""]
     if plots:

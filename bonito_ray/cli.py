@@ -3,25 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
+import types
+import typing
 
 from bonito_ray import cluster, preview
 from bonito_ray.adapt import cli as adapt_cli
-from bonito_ray.config import DEVICES, ENGINES, ConfigError, load_config
-from bonito_ray.corpus import CorpusError
-from bonito_ray.budget import ErrorBudgetExceeded
-from bonito_ray.commit import ResumeMismatchError
-from bonito_ray.lease import LeaseHeldError, LeaseLostError
-from bonito_ray.output import OutputError
+from bonito_ray.config import ConfigError, GenerateConfig, cli_flag, load_config
+from bonito_ray.errors import UserError
 from bonito_ray.pipeline import generate, plan_job
-from bonito_ray.storage import EndpointError
-from bonito_ray.tasks import UnknownTaskTypeError
-from bonito_ray.validators import LEVELS
 
-# Errors in what the user asked for: reported in one line, without a traceback.
-_USER_ERRORS = (ConfigError, CorpusError, OutputError, LeaseHeldError, LeaseLostError, UnknownTaskTypeError,
-                ResumeMismatchError, ErrorBudgetExceeded, EndpointError, *adapt_cli.USER_ERRORS)
 # Parsed arguments of `generate` that are not configuration keys.
 _NOT_CONFIG = ("command", "func", "config", "overwrite", "log_level", "preview")
 
@@ -32,62 +25,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     gen = commands.add_parser("generate", help="generate a synthetic instruction-tuning dataset from a corpus")
     gen.add_argument("--config", help="YAML file with the same keys as these flags (flags override it)")
-    gen.add_argument("--input", help="corpus file or directory/prefix (JSONL, .jsonl.gz/.zst, Parquet)")
-    gen.add_argument("--output", help="output directory/prefix for the Parquet dataset")
-    gen.add_argument("--task-types", help="comma-separated short or full task names (default: ynqa,exqa,nli)")
-    gen.add_argument("--engine", choices=ENGINES, help="hf (transformers, CPU or GPU), vllm (GPUs, or CPUs with vLLM's CPU build), "
-                     "echo (test/benchmark stand-in, no model) (default: hf)")
-    gen.add_argument("--model", help="model directory or hub id (default: the bundled CPU demo model)")
-    gen.add_argument("--context-column", help="column holding the passage text (default: text)")
-    gen.add_argument("--s3-endpoint", help="S3-compatible endpoint URL (MinIO, Ceph, R2); default: AWS_ENDPOINT_URL")
-    gen.add_argument("--passage-tokens", type=int,
-                     help="max tokens per passage; longer documents are chunked (default: fits the model window)")
-    gen.add_argument("--passage-overlap", type=int, help="tokens shared by consecutive chunks (default: 0)")
-    gen.add_argument("--min-passage-chars", type=int, help="drop shorter passages (default: 20)")
-    gen.add_argument("--max-passage-chars", type=int, help="drop longer passages (default: none)")
-    gen.add_argument("--no-dedup", dest="dedup", action="store_const", const=False,
-                     help="keep exact duplicate passages (default: dropped)")
-    gen.add_argument("--incremental", action="store_const", const=True,
-                     help="scheduled runs: generate only for input files new or changed since the last run, "
-                          "and add to the dataset (a ledger is kept next to it)")
-    gen.add_argument("--max-error-rate", type=float,
-                     help="fail the job when more than this fraction of requests fail in the engine (default: 0.05)")
-    gen.add_argument("--validate", choices=LEVELS,
-                     help="task validators after parsing: strict (form and answer: span, options, yes/no), basic "
-                          "(form: truncated, degenerate, passage missing), off (keep all that parses) (default: strict)")
-    gen.add_argument("--validator", dest="validators", action="append",
-                     help="your own validator, module:function (repeatable); runs after --validate's")
-    gen.add_argument("--no-task-dedup", dest="task_dedup", action="store_const", const=False,
-                     help="keep exact and near-duplicate generated tasks (default: dropped as duplicate_task)")
-    gen.add_argument("--rows-per-file", type=int, help="target rows per output Parquet file (default: 50000)")
-    gen.add_argument("--n", type=int, help="samples per prompt (default: 1)")
-    gen.add_argument("--max-tokens", type=int, help="max generated tokens (default: 256)")
-    gen.add_argument("--temperature", type=float, help="sampling temperature, 0 = greedy (default: 0.5)")
-    gen.add_argument("--top-p", type=float, help="nucleus sampling mass (default: 0.95)")
-    gen.add_argument("--seed", type=int, help="seed for reproducible sampling (default: unseeded)")
-    gen.add_argument("--num-replicas", type=int, help="engine replicas, one model each (default: 1)")
-    gen.add_argument("--batch-size", type=int, help="rows per engine batch (default: 16)")
-    gen.add_argument("--max-concurrent-batches", type=int, help="vllm: batches in flight per replica (default: 8)")
-    gen.add_argument("--engine-kwargs", help='vllm: engine arguments as JSON, e.g. \'{"max_model_len": 4096}\'')
-    gen.add_argument("--device", choices=DEVICES,
-                     help="vllm: where replicas run: auto (GPUs when the cluster has them), gpu, cpu (default: auto)")
-    gen.add_argument("--placement-group-config",
-                     help='vllm: Ray placement group of one replica as JSON, e.g. '
-                          '\'{"bundles": [{"GPU": 1, "CPU": 4}, {"GPU": 1}], "strategy": "STRICT_PACK"}\'')
-    gen.add_argument("--accelerator-type", help="accelerator type to schedule replicas on, e.g. A100, H100")
-    gen.add_argument("--cpus-per-replica", type=float, help="CPUs per replica (hf; vllm on CPUs) (default: 1)")
-    gen.add_argument("--gpus-per-replica", type=float, help="hf: GPUs per replica (default: 0)")
-    gen.add_argument("--ray-address",
-                     help="Ray cluster: an address, `auto` (join the one running on this machine) or `local` "
-                          "(start a private one) (default: RAY_ADDRESS, as `ray job submit` sets it, else local)")
+    add_config_flags(gen, GenerateConfig)
     gen.add_argument("--overwrite", action="store_true",
                      help="replace the bonito-ray dataset at --output (only files bonito-ray wrote are deleted; "
                           "an output holding anything else is refused)")
-    gen.add_argument("--license", help="the dataset card's license field (default: other)")
-    gen.add_argument("--card-samples", type=int,
-                     help="examples per task type shown in the dataset card; they hold passage text (default: 0)")
-    gen.add_argument("--verbose", action="store_const", const=True,
-                     help="also show Ray's own logs and Ray Data's progress (default: bonito-ray's lines only)")
     gen.add_argument("--preview", type=int, metavar="N",
                      help="generate for N passages and print the tasks with their verdicts; writes nothing "
                           "(--output is not needed, and is left untouched)")
@@ -108,21 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def register_self_guide(commands) -> None:
-    """``self-guide``: one flag per configuration key (``bonito_ray.self_guide.config.HELP``), None when not given."""
-    import dataclasses
-
-    from bonito_ray.self_guide.config import HELP, SelfGuideConfig
+    """``self-guide``: one flag per configuration key (``bonito_ray.config.option``), None when not given."""
+    from bonito_ray.self_guide.config import SelfGuideConfig
 
     sub = commands.add_parser("self-guide", help="SELF-GUIDE: the model writes training data for one task from "
                                                  "its instruction and a few demonstrations (docs/self_guide.md)")
     sub.add_argument("--config", help="YAML file with the same keys as these flags (flags override it)")
-    for f in dataclasses.fields(SelfGuideConfig):
-        flag, kind = "--" + f.name.replace("_", "-"), str(f.type)
-        if kind.startswith("bool"):
-            sub.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=HELP[f.name])
-        else:
-            convert = int if kind.startswith("int") else float if kind.startswith("float") else str
-            sub.add_argument(flag, type=convert, help=HELP[f.name])
+    add_config_flags(sub, SelfGuideConfig)
     sub.add_argument("--overwrite", action="store_true",
                      help="replace the bonito-ray dataset at --output (only files bonito-ray wrote are deleted)")
     sub.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
@@ -144,6 +77,41 @@ def run_self_guide(args: argparse.Namespace) -> int:
     finally:
         plan.release()
     return 0
+
+
+def add_config_flags(parser: argparse.ArgumentParser, config_class: type) -> None:
+    """One flag per field of ``config_class`` that has help (``bonito_ray.config.option``); each defaults to
+    None, so that a flag not given leaves the config file's value or the field's default."""
+    hints = typing.get_type_hints(config_class)
+    for f in dataclasses.fields(config_class):
+        if "help" not in f.metadata:
+            continue
+        meta, hint = f.metadata, hints[f.name]
+        kinds = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+        kind = next((k for k in kinds if k is not type(None)), str)
+        options: dict = {"dest": f.name, "help": meta["help"] + _default_text(f)}
+        if kind is bool and meta.get("switch"):
+            options.update(action=argparse.BooleanOptionalAction)
+        elif kind is bool:
+            options.update(action="store_const", const=not f.default)
+        elif meta.get("action"):
+            options.update(action=meta["action"])
+        else:
+            options.update(type=kind if kind in (int, float) else str, choices=meta.get("choices"))
+        parser.add_argument(cli_flag(f), **options)
+
+
+def _default_text(f: dataclasses.Field) -> str:
+    """" (default: ...)" for the help of a field's flag; an on-or-off flag's help says it in its own words."""
+    if (f.default is True or f.default is False) and not f.metadata.get("switch"):
+        return ""
+    if "default_text" in f.metadata:
+        text = f.metadata["default_text"]
+        return "" if text is None else f" (default: {text})"
+    default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    shown = (",".join(default) if isinstance(default, list) else "none" if default is None
+             else f"{default:g}" if isinstance(default, float) else default)
+    return f" (default: {shown})"
 
 
 def config_overrides(args: argparse.Namespace) -> dict:
@@ -192,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
-    except _USER_ERRORS as err:
+    except UserError as err:
         print(f"bonito-ray: error: {err}", file=sys.stderr)
         return 2
 

@@ -37,6 +37,7 @@ import pyarrow.dataset as pds
 import pyarrow.fs as pafs
 
 from bonito_ray import card, ledger
+from bonito_ray.errors import UserError
 from bonito_ray.report import RunSummary, read_manifest, summarize, write_manifest
 from bonito_ray.schema import (COMMIT_FILE, EXAMPLE_REJECT_DIRS, MANIFEST_FILE, PROGRESS_FILE,
                                RUN_FILE, STAGING_DIR, SUCCESS_FILE, TEMPORARY_PREFIX, is_accepted_file,
@@ -50,7 +51,7 @@ CRASH_ENV = "BONITO_RAY_CRASH_AT"
 CRASH_EXIT_CODE = 137
 
 
-class ResumeMismatchError(ValueError):
+class ResumeMismatchError(UserError, ValueError):
     """The output holds an unfinished run that was asked to do something else."""
 
 

@@ -5,86 +5,132 @@ from __future__ import annotations
 import dataclasses
 import json
 import shlex
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from bonito_ray.engines import ENGINE_HELP, ENGINE_NAMES, check_engine_settings
+from bonito_ray.errors import UserError
 from bonito_ray.storage import EndpointError, check_endpoint
 from bonito_ray.tasks import resolve_task_types
 from bonito_ray.validators import DEFAULT_LEVEL, LEVELS, validators_for
 
-ENGINES = ("hf", "vllm", "echo")
 DEVICES = ("auto", "gpu", "cpu")  # where engine replicas run; auto: GPUs when the cluster has them
 DEMO_MODEL = str(Path(__file__).parent / "demo_model")
 DEFAULT_TASK_TYPES = ["ynqa", "exqa", "nli"]
 
 
-_NUMBERS = {
-    "n": int, "max_tokens": int, "seed": int, "num_replicas": int, "batch_size": int,
-    "max_concurrent_batches": int, "temperature": float, "top_p": float,
-    "cpus_per_replica": float, "gpus_per_replica": float, "passage_tokens": int, "passage_overlap": int,
-    "min_passage_chars": int, "max_passage_chars": int, "rows_per_file": int, "max_error_rate": float,
-    "card_samples": int,
-}
 _IDENTITY = {
     "input", "task_types", "engine", "model", "context_column", "n", "max_tokens", "temperature", "top_p", "seed",
     "engine_kwargs", "passage_overlap", "min_passage_chars", "max_passage_chars", "dedup", "incremental",
-    "validate", "validators", "task_dedup",
+    "validate", "validators", "task_dedup", "served_model_name",
 }
-_OPTIONAL = {"seed", "passage_tokens", "max_passage_chars"}
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A configuration value is missing or invalid."""
+
+
+def option(default: Any = dataclasses.MISSING, *, help: str, default_factory: Any = dataclasses.MISSING,
+           **cli: Any) -> Any:
+    """A configuration field with what its CLI flag needs (``bonito_ray.cli`` builds the flags from these):
+    ``help``; optionally ``choices``, ``flag`` and ``action`` (a flag other than ``--<name>``), ``switch``
+    (a yes/no setting with both ``--<name>`` and ``--no-<name>``) and ``default_text`` (what the help says
+    of the default; None: nothing)."""
+    return field(default=default, default_factory=default_factory, metadata={"help": help, **cli})
+
+
+def cli_flag(f: dataclasses.Field) -> str:
+    """The flag of a configuration field: ``--<name>``, or ``--no-<name>`` for a switch that is on by default."""
+    if "flag" in f.metadata:
+        return f.metadata["flag"]
+    name = f.name.replace("_", "-")
+    return f"--no-{name}" if f.default is True and not f.metadata.get("switch") else f"--{name}"
 
 
 @dataclass
 class GenerateConfig:
     """Everything a generation job needs. Field names double as YAML keys and CLI flags."""
 
-    input: str = ""
-    output: str = ""
-    task_types: list[str] = field(default_factory=lambda: list(DEFAULT_TASK_TYPES))
-    engine: str = "hf"
-    model: str = DEMO_MODEL
-    context_column: str = "text"
-    s3_endpoint: str | None = None
+    input: str = option("", help="corpus file or directory/prefix (JSONL, .jsonl.gz/.zst, Parquet)", default_text=None)
+    output: str = option("", help="output directory/prefix for the Parquet dataset", default_text=None)
+    task_types: list[str] = option(default_factory=lambda: list(DEFAULT_TASK_TYPES),
+                                   help="comma-separated short or full task names")
+    engine: str = option("hf", help=ENGINE_HELP, choices=ENGINE_NAMES)
+    model: str = option(DEMO_MODEL, help="model directory or hub id", default_text="the bundled CPU demo model")
+    context_column: str = option("text", help="column holding the passage text")
+    s3_endpoint: str | None = option(None, help="S3-compatible endpoint URL (MinIO, Ceph, R2)",
+                                     default_text="AWS_ENDPOINT_URL")
     # Passages: token-aware chunking (None: fit prompt + max_tokens in the model's window), cleaning.
-    passage_tokens: int | None = None
-    passage_overlap: int = 0
-    min_passage_chars: int = 20
-    max_passage_chars: int | None = None
-    dedup: bool = True
-    rows_per_file: int = 50_000
-    incremental: bool = False  # process only input files new or changed since the last run (ledger)
-    max_error_rate: float = 0.05  # fraction of requests the engine may refuse before the job fails
+    passage_tokens: int | None = option(None, help="max tokens per passage; longer documents are chunked",
+                                        default_text="fits the model window")
+    passage_overlap: int = option(0, help="tokens shared by consecutive chunks")
+    min_passage_chars: int = option(20, help="drop shorter passages")
+    max_passage_chars: int | None = option(None, help="drop longer passages")
+    dedup: bool = option(True, help="keep exact duplicate passages (default: dropped)")
+    rows_per_file: int = option(50_000, help="target rows per output Parquet file")
+    incremental: bool = option(False, help="scheduled runs: generate only for input files new or changed since the "
+                                           "last run, and add to the dataset (a ledger is kept next to it)")
+    max_error_rate: float = option(0.05, help="fail the job when more than this fraction of requests fail in the engine")
     # Quality: validators after parsing (bonito_ray.validators), the user's own, generated-task dedup.
-    validate: str = DEFAULT_LEVEL
-    validators: list[str] = field(default_factory=list)  # "module:function" names
-    task_dedup: bool = True
+    validate: str = option(DEFAULT_LEVEL, choices=LEVELS,
+                           help="task validators after parsing: strict (form and answer: span, options, yes/no), basic "
+                                "(form: truncated, degenerate, passage missing), off (keep all that parses)")
+    validators: list[str] = option(default_factory=list, flag="--validator", action="append", default_text=None,
+                                   help="your own validator, module:function (repeatable); runs after --validate's")
+    task_dedup: bool = option(True, help="keep exact and near-duplicate generated tasks (default: dropped as "
+                                         "duplicate_task)")
     # Sampling: the Bonito authors' settings (Nayak et al., 2024, arXiv:2402.18334; the reference package's README).
-    n: int = 1
-    max_tokens: int = 256
-    temperature: float = 0.5
-    top_p: float = 0.95
-    seed: int | None = None
+    n: int = option(1, help="samples per prompt")
+    max_tokens: int = option(256, help="max generated tokens")
+    temperature: float = option(0.5, help="sampling temperature, 0 = greedy")
+    top_p: float = option(0.95, help="nucleus sampling mass")
+    seed: int | None = option(None, help="seed for reproducible sampling", default_text="unseeded")
     # Engine resources.
-    num_replicas: int = 1
-    batch_size: int = 16
-    max_concurrent_batches: int = 8
-    engine_kwargs: dict[str, Any] = field(default_factory=dict)
-    accelerator_type: str | None = None
-    device: str = "auto"
-    placement_group_config: dict[str, Any] | None = None  # vllm: Ray placement group of one replica (TP/PP)
-    cpus_per_replica: float = 1.0
-    gpus_per_replica: float = 0.0
-    ray_address: str | None = None
+    num_replicas: int = option(1, help="engine replicas, one model each")
+    batch_size: int = option(16, help="rows per engine batch")
+    max_concurrent_batches: int = option(8, help="vllm: batches in flight per replica")
+    engine_kwargs: dict[str, Any] = option(default_factory=dict, default_text=None,
+                                           help='vllm: engine arguments as JSON, e.g. \'{"max_model_len": 4096}\'')
+    accelerator_type: str | None = option(None, default_text=None,
+                                          help="accelerator type to schedule replicas on, e.g. A100, H100")
+    device: str = option("auto", choices=DEVICES,
+                         help="vllm: where replicas run: auto (GPUs when the cluster has them), gpu, cpu")
+    placement_group_config: dict[str, Any] | None = option(
+        None, default_text=None, help='vllm: Ray placement group of one replica (tensor/pipeline parallel) as JSON, '
+                                      'e.g. \'{"bundles": [{"GPU": 1, "CPU": 4}, {"GPU": 1}], "strategy": "STRICT_PACK"}\'')
+    cpus_per_replica: float = option(1.0, help="CPUs per replica (hf; openai; vllm on CPUs)")
+    gpus_per_replica: float = option(0.0, help="hf: GPUs per replica")
+    # The openai engine: an OpenAI-compatible completions server in the cluster (bonito_ray.engines.openai).
+    endpoint: str | None = option(None, default_text=None,
+                                  help="openai: the server's base URL, e.g. http://10.0.0.5:8000/v1 (vllm serve, Ray "
+                                       "Serve LLM); it must be inside the cluster unless --allow-external-endpoint")
+    served_model_name: str | None = option(None, default_text="--model, which stays the tokenizer",
+                                           help="openai: the model name the server serves")
+    api_key_env: str = option("OPENAI_API_KEY", help="openai: the environment variable holding the API key, sent as "
+                                                     "a Bearer header; unset: no header (the key is never config)")
+    max_concurrent_requests: int = option(16, help="openai: requests in flight per replica, at most --batch-size")
+    requests_per_second: float | None = option(None, default_text="no limit",
+                                               help="openai: most requests sent per second, job-wide, retries included")
+    max_retries: int = option(5, help="openai: retries of a request on HTTP 408, 429, 5xx, timeouts and connection "
+                                      "errors")
+    retry_backoff_s: float = option(1.0, help="openai: the first retry's wait in seconds, doubled at each retry")
+    request_timeout_s: float = option(300.0, help="openai: seconds to wait for an answer")
+    allow_external_endpoint: bool = option(False, help="openai: accept an endpoint outside the cluster (a public "
+                                                       "address or name); passages are sent there")
+    ray_address: str | None = option(None, default_text="RAY_ADDRESS, as `ray job submit` sets it, else local",
+                                     help="Ray cluster: an address, `auto` (join the one running on this machine) or "
+                                          "`local` (start a private one)")
     # The dataset card (bonito_ray.card) and the console: how the dataset is described, not what it holds.
-    license: str = "other"  # the card's license field (the corpus's and the generator's terms decide it)
-    card_samples: int = 0  # examples per task type shown in the card: 0 keeps passage text out of it
-    verbose: bool = False  # Ray's own logs and progress bars on the console (bonito_ray.console)
+    license: str = option("other", help="the dataset card's license field (the corpus's and the generator's terms "
+                                        "decide it)")
+    card_samples: int = option(0, help="examples per task type shown in the dataset card; they hold passage text")
+    verbose: bool = option(False, help="also show Ray's own logs and Ray Data's progress (default: bonito-ray's "
+                                       "lines only)")
 
     def __post_init__(self) -> None:
         if not self.input:
@@ -92,8 +138,8 @@ class GenerateConfig:
         if not self.output:
             raise ConfigError("output is required (--output PATH or 'output:' in the config file)")
         self.task_types = resolve_task_types(self.task_types)
-        if self.engine not in ENGINES:
-            raise ConfigError(f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+        if self.engine not in ENGINE_NAMES:
+            raise ConfigError(f"engine must be one of {', '.join(ENGINE_NAMES)}, got {self.engine!r}")
         if isinstance(self.engine_kwargs, str):
             self.engine_kwargs = _parse_json_object("engine_kwargs", self.engine_kwargs)
         if not isinstance(self.engine_kwargs, dict):
@@ -126,6 +172,12 @@ class GenerateConfig:
         _check(self.max_concurrent_batches >= 1, "max_concurrent_batches must be >= 1")
         _check(self.cpus_per_replica > 0, "cpus_per_replica must be > 0")
         _check(self.gpus_per_replica >= 0, "gpus_per_replica must be >= 0")
+        _check(self.max_concurrent_requests >= 1, "max_concurrent_requests must be >= 1")
+        _check(self.requests_per_second is None or self.requests_per_second > 0, "requests_per_second must be > 0")
+        _check(self.max_retries >= 0, "max_retries must be >= 0")
+        _check(self.retry_backoff_s >= 0, "retry_backoff_s must be >= 0")
+        _check(self.request_timeout_s > 0, "request_timeout_s must be > 0")
+        _check(isinstance(self.allow_external_endpoint, bool), "allow_external_endpoint must be true or false")
         _check(bool(self.context_column), "context_column must not be empty")
         _check(self.passage_tokens is None or self.passage_tokens >= 16, "passage_tokens must be >= 16")
         _check(self.passage_overlap >= 0, "passage_overlap must be >= 0")
@@ -148,6 +200,7 @@ class GenerateConfig:
             validators_for(self.validate, self.validators)  # a validator that cannot be loaded fails here
         except ValueError as err:
             raise ConfigError(str(err)) from None
+        check_engine_settings(self)  # e.g. openai's endpoint: a base URL, inside the cluster (or opted out)
 
     @property
     def sampling_params(self) -> dict[str, Any]:
@@ -155,61 +208,85 @@ class GenerateConfig:
         return {"max_tokens": self.max_tokens, "temperature": self.temperature, "top_p": self.top_p}
 
     def identity(self) -> dict[str, Any]:
-        """The settings that decide what a run generates (not how fast): a resumed run must match them."""
-        return {k: v for k, v in self.to_dict().items() if k in _IDENTITY}
+        """The settings that decide what a run generates (not how fast): a resumed run must match them.
+        A setting added since a dataset was made is left out while unset, so that its identity holds."""
+        return {k: v for k, v in self.to_dict().items() if k in _IDENTITY
+                and not (k == "served_model_name" and v is None)}
 
     def command(self) -> str:
-        """The ``bonito-ray generate`` command that runs this job (defaults left out; the Ray address and
-        console settings too, which do not change what it makes)."""
-        words = ["bonito-ray", "generate"]
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-            if f.name in ("ray_address", "verbose") or value == default:
-                continue
-            flag = "--" + f.name.replace("_", "-")
-            if f.name == "dedup":
-                words.append("--no-dedup")
-            elif isinstance(value, bool):
-                words.append(flag)
-            elif isinstance(value, dict):
-                words += [flag, shlex.quote(json.dumps(value, sort_keys=True))]
-            else:
-                words += [flag, shlex.quote(",".join(value) if isinstance(value, list) else str(value))]
-        return " ".join(words)
+        """The ``bonito-ray generate`` command that runs this job (``command_line``)."""
+        return command_line(self, "generate")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable view of the configuration."""
         return dataclasses.asdict(self)
 
 
-def field_names() -> list[str]:
+def _field_types() -> tuple[dict[str, type], set[str]]:
+    """(the number fields and their type, the fields that may be None), from GenerateConfig's annotations."""
+    numbers, optional = {}, set()
+    for name, hint in typing.get_type_hints(GenerateConfig).items():
+        kinds = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+        if type(None) in kinds:
+            optional.add(name)
+        kind = next((k for k in kinds if k in (int, float)), None)
+        if kind is not None:
+            numbers[name] = kind
+    return numbers, optional
+
+
+_NUMBERS, _OPTIONAL = _field_types()
+
+
+def field_names(config_class: type = GenerateConfig) -> list[str]:
     """The configuration keys."""
-    return [f.name for f in dataclasses.fields(GenerateConfig)]
+    return [f.name for f in dataclasses.fields(config_class)]
 
 
-def load_config(path: str | None, overrides: dict[str, Any]) -> GenerateConfig:
-    """Build a config from an optional YAML file, with non-None ``overrides`` (CLI flags) on top."""
+def load_config(path: str | None, overrides: dict[str, Any], config_class: type = GenerateConfig) -> Any:
+    """Build a config (a ``config_class``) from an optional YAML file, with non-None ``overrides`` (CLI flags)
+    on top."""
     values: dict[str, Any] = {}
     if path:
         try:
             loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
         except OSError as err:
-            raise ConfigError(f"cannot read config file {path}: {err}") from err
+            raise ConfigError(f"cannot read config file {path}: {err.strerror or err}") from err
         except yaml.YAMLError as err:
-            raise ConfigError(f"config file {path} is not valid YAML: {err}") from err
+            raise ConfigError(f"config file {path} is not valid YAML: {str(err).splitlines()[0]}") from err
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping of keys to values")
         values.update({str(k).replace("-", "_"): v for k, v in loaded.items()})
     values.update({k: v for k, v in overrides.items() if v is not None})
-    unknown = sorted(set(values) - set(field_names()))
+    names = field_names(config_class)
+    unknown = sorted(set(values) - set(names))
     if unknown:
-        raise ConfigError(
-            f"unknown configuration key(s) {', '.join(unknown)}; valid keys: {', '.join(field_names())}"
-        )
-    return GenerateConfig(**values)
+        raise ConfigError(f"unknown configuration key(s) {', '.join(unknown)}; valid keys: {', '.join(names)}")
+    return config_class(**values)
+
+
+def command_line(config: Any, subcommand: str) -> str:
+    """The ``bonito-ray <subcommand>`` command that runs the job of ``config`` (a configuration dataclass whose
+    fields have flags): settings at their default left out, and the Ray address and console settings, which
+    do not change what a job makes."""
+    words = ["bonito-ray", subcommand]
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if f.name in ("ray_address", "verbose") or value == default:
+            continue
+        flag = cli_flag(f)
+        if isinstance(value, bool):
+            words.append(flag if value or not f.metadata.get("switch") else flag.replace("--", "--no-", 1))
+        elif f.metadata.get("action") == "append":
+            words += [w for item in value for w in (flag, shlex.quote(item))]
+        elif isinstance(value, dict):
+            words += [flag, shlex.quote(json.dumps(value, sort_keys=True))]
+        else:
+            words += [flag, shlex.quote(",".join(value) if isinstance(value, list) else str(value))]
+    return " ".join(words)
 
 
 def _parse_json_object(name: str, text: str) -> dict[str, Any]:

@@ -44,14 +44,33 @@ def ray_logging_config(verbose: bool) -> ray.LoggingConfig | None:
 # trainer still runs; on a cluster without a dashboard (the private one) every try, once a second, is
 # a WARNING. What it would clean after a crashed driver goes away with a private cluster anyway.
 TRAIN_CLEANER_LOGGER = "ray.train.v2._internal.execution.controller.placement_group_cleaner"
+# Ray Train logs each report() of a training worker ("Reporting training result ...") at INFO on a logger
+# named by its file's path, outside the ray.train loggers its LoggingConfig sets.
+TRAIN_REPORT_MODULE = "ray.train.v2._internal.execution.context"
+
+
+def train_report_logger() -> str:
+    """The name of the logger of Ray Train's "Reporting training result" line (its module's file path)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(TRAIN_REPORT_MODULE)
+    return spec.origin if spec and spec.origin else TRAIN_REPORT_MODULE
 
 
 def quiet_private_cluster_workers() -> None:
     """Run in every worker process of a private cluster's job (``worker_process_setup_hook``) unless
-    verbose: model-loading bars off, the cleaner's retries (above) silent. (Ray Train's own INFO lines
-    follow its ``LoggingConfig``, which ``finetune`` sets: Train configures its loggers after this hook.)"""
+    verbose: model-loading bars off, the cleaner's retries and the report lines (above) silent. (Ray
+    Train's other INFO lines follow its ``LoggingConfig``, which ``finetune`` sets: Train configures its
+    loggers after this hook.)"""
+    import ray
+
     os.environ.update(worker_env(verbose=False))
+    # The cleaner finds "the" cluster by RAY_ADDRESS, else by looking for Ray on this machine: with
+    # another one running there (a second job, a test suite) it raised "Found multiple active Ray
+    # instances" and printed its traceback. Its own cluster is the one to ask.
+    os.environ.setdefault("RAY_ADDRESS", ray.get_runtime_context().gcs_address)
     logging.getLogger(TRAIN_CLEANER_LOGGER).setLevel(logging.ERROR)
+    logging.getLogger(train_report_logger()).setLevel(QUIET_LEVEL)
 
 
 def worker_env(verbose: bool) -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""Corpus reading: files -> documents, with every record that cannot be a document quarantined.
+"""Corpus reading: files -> documents, with every record that cannot be a document rejected.
 
 The reader is a Ray Data datasource, so files stream through the cluster and the corpus is never
 materialised. Formats (suffixes matched case-insensitively): JSONL (``.jsonl``, ``.json``, also
@@ -9,7 +9,7 @@ Nothing under the input is dropped silently:
 
 - a file the listing does not read (unsupported format, hidden or ``_``-prefixed, a second path to
   a file or directory already listed, a broken link) is a :class:`SkippedFile`, written by
-  :func:`quarantine_skipped` to ``_rejects/stage=corpus/`` with its reason; bonito-ray's own
+  :func:`reject_skipped` to ``_rejects/stage=corpus/`` with its reason; bonito-ray's own
   outputs (``_rejects``, ``_manifest.json``, ...) are the one exception;
 - a record that cannot be read (invalid JSON or UTF-8, a missing, null, empty or non-string
   context) goes there too, with its reason and line;
@@ -38,8 +38,11 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 from ray.data.datasource import FileBasedDatasource
 
-from bonito_ray.quarantine import CORPUS_STAGE, write_rejects
-from bonito_ray.schema import DOCUMENT_SCHEMA, OWNED_ENTRIES, stable_id, table_from_rows
+from bonito_ray.errors import UserError
+from bonito_ray.rejects import (DUPLICATE_PATH, EMPTY_CONTEXT, HIDDEN_FILE, INVALID_JSON, INVALID_UTF8,
+                                MISSING_CONTEXT_COLUMN, MISSING_FILE, NON_STRING_CONTEXT, NOT_AN_OBJECT, NULL_CONTEXT,
+                                TRUNCATED_FILE, UNREADABLE_FILE, UNSUPPORTED_FORMAT, write_rejects)
+from bonito_ray.schema import CORPUS_STAGE, DOCUMENT_SCHEMA, OWNED_ENTRIES, stable_id, table_from_rows
 from bonito_ray.storage import display_uri, resolve_filesystem
 
 logger = logging.getLogger(__name__)
@@ -58,24 +61,9 @@ _RAW_CHUNK_BYTES = 1 << 16
 _PEEK_LINES = 100  # lines the up-front column check looks at
 _BOM = b"\xef\xbb\xbf"
 
-# Reasons a corpus record is quarantined.
-INVALID_JSON = "invalid_json"
-INVALID_UTF8 = "invalid_utf8"
-NOT_AN_OBJECT = "not_an_object"
-MISSING_CONTEXT_COLUMN = "missing_context_column"
-NULL_CONTEXT = "null_context"
-NON_STRING_CONTEXT = "non_string_context"
-EMPTY_CONTEXT = "empty_context"
-UNREADABLE_FILE = "unreadable_file"  # corrupt, or not a file the listing could open
-TRUNCATED_FILE = "truncated_file"  # a compressed stream cut short: the records before the cut are kept
-MISSING_FILE = "missing_file"  # listed, then gone when read
-# Reasons a file under the input is not read at all.
-UNSUPPORTED_FORMAT = "unsupported_format"
-HIDDEN_FILE = "hidden_file"  # a name starting with "." or "_" (a directory: with all it holds)
-DUPLICATE_PATH = "duplicate_path"  # a link to a file or directory already listed (symlink loops included)
 
 
-class CorpusError(ValueError):
+class CorpusError(UserError, ValueError):
     """The corpus cannot be read at all (missing input, no files, wrong context column)."""
 
 
@@ -238,9 +226,9 @@ def _is_own_output(name: str) -> bool:
     return _is_hidden(name) and any(fnmatch.fnmatchcase(name, pattern) for pattern in OWNED_ENTRIES)
 
 
-def quarantine_skipped(input_uri: str, skipped: tuple[SkippedFile, ...] | list[SkippedFile], output_uri: str,
+def reject_skipped(input_uri: str, skipped: tuple[SkippedFile, ...] | list[SkippedFile], output_uri: str,
                        s3_endpoint: str | None = None) -> None:
-    """Record the entries under the input that are not read as corpus rejects of the run at ``output_uri``."""
+    """ReadRecord the entries under the input that are not read as corpus rejects of the run at ``output_uri``."""
     if not skipped:
         return
     logger.warning("corpus: %d file(s) under %s not read: %s", len(skipped), input_uri, _describe(list(skipped)))
@@ -252,7 +240,7 @@ def quarantine_skipped(input_uri: str, skipped: tuple[SkippedFile, ...] | list[S
 def check_context_column(fs: pafs.FileSystem, path: str, column: str, source: str) -> None:
     """Fail fast, before any cluster work, when the first file has no ``column`` at all.
 
-    A file that cannot be read is left to the reader, which quarantines it with the reason.
+    A file that cannot be read is left to the reader, which rejects it with the reason.
     """
     if _format_of(path) == TEXT:
         return  # a text file is one document; there are no columns
@@ -281,7 +269,7 @@ def _first_record_keys(fs: pafs.FileSystem, path: str) -> list[str] | None:
             try:
                 record = json.loads(line)
             except ValueError:
-                continue  # quarantined at read time; look a little further for a readable record
+                continue  # rejected at read time; look a little further for a readable record
             if isinstance(record, dict):
                 return list(record)
     return None
@@ -312,7 +300,7 @@ class CorpusDatasource(FileBasedDatasource):
             raise CorpusError(f"every corpus file listed under {input_uri} is gone: {err}") from None
         gone = sorted(set(paths) - set(self._paths()))
         for path in gone:
-            self._quarantine(display_uri(input_uri, path), [_missing_file(input_uri, path, "when the read began")])
+            self._reject(display_uri(input_uri, path), [_missing_file(input_uri, path, "when the read began")])
 
 
     def _open_input_source(self, filesystem: Any, path: str, **open_args: Any) -> pa.NativeFile | _MissingFile:
@@ -331,7 +319,7 @@ class CorpusDatasource(FileBasedDatasource):
         rejects: list[dict] = []
         position = 0
         if isinstance(f, _MissingFile):
-            self._quarantine(source, [_missing_file(self._input_uri, path, "when read")])
+            self._reject(source, [_missing_file(self._input_uri, path, "when read")])
             return
         try:
             for position, context, reason, detail, raw in _records(f, path, self._context_column):
@@ -349,16 +337,16 @@ class CorpusDatasource(FileBasedDatasource):
         except (OSError, EOFError, pa.ArrowException) as err:
             if _is_transient(err):
                 raise  # Ray Data retries the whole file (DataContext.retried_io_errors)
-            # A file cut short or corrupt: keep what was read, quarantine the rest with the reason.
+            # A file cut short or corrupt: keep what was read, reject the rest with the reason.
             rejects.append({"source": source, "position": position + 1, "reason": UNREADABLE_FILE,
                             "detail": f"{type(err).__name__}: {err} (after record {position})"})
         if documents:
             yield table_from_rows(documents, DOCUMENT_SCHEMA)
-        self._quarantine(source, rejects)
+        self._reject(source, rejects)
 
-    def _quarantine(self, source: str, rejects: list[dict]) -> None:
+    def _reject(self, source: str, rejects: list[dict]) -> None:
         if rejects:
-            logger.warning("%s: %d record(s) quarantined (%s)", source, len(rejects),
+            logger.warning("%s: %d record(s) rejected (%s)", source, len(rejects),
                            ", ".join(sorted({r["reason"] for r in rejects})))
             write_rejects(self._output_uri, CORPUS_STAGE, rejects, self._s3_endpoint)
 
@@ -391,10 +379,10 @@ def read_documents(input_uri: str, fs: pafs.FileSystem, files: list[str], contex
         CorpusDatasource(input_uri, files, fs, context_column, output_uri, s3_endpoint))
 
 
-Record = tuple[int, str | None, str | None, str | None, str | None]  # position, context, reason, detail, raw
+ReadRecord = tuple[int, str | None, str | None, str | None, str | None]  # position, context, reason, detail, raw
 
 
-def _records(f: pa.NativeFile, path: str, column: str) -> Iterator[Record]:
+def _records(f: pa.NativeFile, path: str, column: str) -> Iterator[ReadRecord]:
     kind = _format_of(path)
     if kind == PARQUET:
         parquet = pq.ParquetFile(f)
@@ -526,7 +514,7 @@ def _lines(chunks: Iterator[bytes]) -> Iterator[tuple[int, bytes]]:
         yield number + 1, buffer
 
 
-def _jsonl_records(lines: Iterator[tuple[int, bytes]], column: str) -> Iterator[Record]:
+def _jsonl_records(lines: Iterator[tuple[int, bytes]], column: str) -> Iterator[ReadRecord]:
     for number, line in lines:
         try:
             text = line.decode("utf-8")
@@ -547,7 +535,7 @@ def _jsonl_records(lines: Iterator[tuple[int, bytes]], column: str) -> Iterator[
             yield number, context, reason, detail, None if reason is None else text
 
 
-def _table_records(names: list[str], batches: Any, column: str) -> Iterator[Record]:
+def _table_records(names: list[str], batches: Any, column: str) -> Iterator[ReadRecord]:
     if column not in names:
         yield 1, None, MISSING_CONTEXT_COLUMN, f"no column {column!r}; columns: {', '.join(names)}", None
         return
@@ -559,11 +547,11 @@ def _table_records(names: list[str], batches: Any, column: str) -> Iterator[Reco
             yield number, context, reason, detail, None if reason is None else repr(value)
 
 
-def _text_record(chunks: Iterator[bytes]) -> Iterator[Record]:
+def _text_record(chunks: Iterator[bytes]) -> Iterator[ReadRecord]:
     parts: list[bytes] = []
     try:
         parts.extend(chunks)
-    except StreamError as err:  # a text file is one document: a cut one is quarantined whole
+    except StreamError as err:  # a text file is one document: a cut one is rejected whole
         err.partial = b"".join(parts)
         raise
     data = b"".join(parts)

@@ -19,9 +19,9 @@ import pyarrow as pa
 import ray
 
 from bonito_ray.cluster import on_driver_node
-from bonito_ray.quarantine import CLEAN_STAGE, write_rejects
+from bonito_ray.rejects import DUPLICATE, write_rejects
+from bonito_ray.schema import CLEAN_STAGE
 
-DUPLICATE = "duplicate"
 SHARD_INPUT_BYTES = 1 << 30
 MAX_SHARDS = 64
 _EXISTING = 0  # the owner of texts already in the dataset: smaller than any passage id prefix
@@ -101,7 +101,7 @@ def offer_passages(passages: pa.Table, *, shards: list, existing: bool = False) 
 
 
 def drop_duplicates(passages: pa.Table, *, shards: list, output_uri: str, s3_endpoint: str | None) -> pa.Table:
-    """Second pass: keep the passages that own their text; quarantine the others as duplicates."""
+    """Second pass: keep the passages that own their text; reject the others as duplicates."""
     if passages.num_rows == 0:
         return passages
     keys, owners = _keys_and_owners(passages)

@@ -37,6 +37,7 @@ from urllib.parse import urlparse
 import pyarrow.fs as pafs
 
 from bonito_ray.config import ConfigError
+from bonito_ray.errors import UserError
 from bonito_ray.schema import LEASE_FILE, LEASE_TTL_ENV, LEASE_TTL_SECONDS, TEMPORARY_PREFIX
 from bonito_ray.storage import join
 
@@ -45,11 +46,11 @@ logger = logging.getLogger(__name__)
 RENEWALS_PER_TTL = 5
 
 
-class LeaseHeldError(RuntimeError):
+class LeaseHeldError(UserError, RuntimeError):
     """Another live run holds the output."""
 
 
-class LeaseLostError(RuntimeError):
+class LeaseLostError(UserError, RuntimeError):
     """This run's lease was taken over (it stopped renewing it for a TTL): it must not go on writing."""
 
 

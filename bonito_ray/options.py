@@ -47,6 +47,9 @@ _HEADER = re.compile(r"^\s*(?:options|choices|answer choices|possible answers|ca
                      re.IGNORECASE)
 _INLINE = re.compile(r"\b(?:(?:the|your) )?(?:options|choices|categories|labels)(?: are)?\s*(?::|-|are)\s*"
                      r"(.+?)(?:[?.](?:\s|$)|\n|$)", re.IGNORECASE)
+# A listed "item" starting with one of these is the question itself ("Is that correct, ..."), not an option.
+_QUESTION_WORDS = frozenset("is are am was were do does did can could will would should shall may might must has have "
+                            "had which what who whom whose where when why how".split())
 _BULLET = re.compile(r"^\s*[-*•]\s+(.+?)\s*$")
 _LETTER = re.compile(r"(?:^|(?<=\s))(?:\(([A-Ha-h1-8])\)|([A-Ha-h1-8])[.)]|option\s*([1-8]):)\s+", re.IGNORECASE)
 _SENTENCE_END = re.compile(r"(?<=[?.!:])\s+|\n+")
@@ -100,6 +103,8 @@ def _choice_sentences(question: str) -> Options | None:
     for sentence in _SENTENCE_END.split(question):
         match = _CHOICE_SENTENCE.match(sentence.strip())
         listed = _split(match.group(1)) if match else ()
+        if listed and listed[0].split()[0] in _QUESTION_WORDS:
+            continue  # "Is that correct, incorrect, or inconclusive?": a question; its tail lists the options
         # "Is rent due or not?" is a question, not a list: two items need a lead or a label word
         led = bool(match) and bool(match.string[: match.start(1)].strip("( "))  # "Answer ..." before the list
         if len(listed) >= 3 or (len(listed) == 2 and (led or set(listed) & LABEL_WORDS)):

@@ -41,6 +41,7 @@ import numpy as np
 import pyarrow.fs as pafs
 
 from bonito_ray import commit, ledger
+from bonito_ray.errors import UserError
 from bonito_ray.lease import Lease
 from bonito_ray.report import RunSummary, read_manifest
 from bonito_ray.schema import LEASE_FILE, OWNED_ENTRIES, RUN_FILE, STAGING_DIR
@@ -51,7 +52,7 @@ logger = logging.getLogger(__name__)
 _SHOWN = 5  # foreign entries named in a refusal
 
 
-class OutputError(ValueError):
+class OutputError(UserError, ValueError):
     """The output location cannot be used as asked."""
 
 

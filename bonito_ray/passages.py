@@ -1,7 +1,7 @@
 """Passage preparation: Unicode/whitespace normalisation, token-aware chunking, length filters.
 
 Documents of any length become passages that fit the generator: chunks of at most
-``max_tokens`` tokens of the generator's own tokenizer, cut preferably at a paragraph break,
+``passage_tokens`` tokens of the generator's own tokenizer, cut preferably at a paragraph break,
 else a sentence end, else a line break or a space; a short last chunk is merged into the one before
 it (counted under ``_rejects/stage=chunk``, reason ``merged_tail``). Long documents are tokenised a window at a
 time, so a 50 MB document needs memory for one window, not for the whole document's tokens.
@@ -17,21 +17,17 @@ from typing import Any
 
 import pyarrow as pa
 
-from bonito_ray.quarantine import CHUNK_STAGE, CLEAN_STAGE, write_rejects
-from bonito_ray.schema import PASSAGE_SCHEMA, stable_id
+from bonito_ray.rejects import (CONTROL_MARKER, MERGED_TAIL, NO_VISIBLE_TEXT, SPECIAL_TOKEN, TOO_LONG, TOO_SHORT,
+                                write_rejects)
+from bonito_ray.schema import CHUNK_STAGE, CLEAN_STAGE, PASSAGE_SCHEMA, stable_id
 
-TOO_SHORT = "too_short"
-TOO_LONG = "too_long"
-CONTROL_MARKER = "control_marker"
 # Bonito's markers. A passage holding one could forge or break a task (a fake <|task|> section,
 # a <|pipe|> the model copies into its answer, a {{context}} expanded into the passage itself), so
-# such passages are quarantined with the marker named, never silently rewritten.
+# such passages are rejected with the marker named, never silently rewritten.
 CONTROL_MARKERS = ("<|tasktype|>", "<|context|>", "<|task|>", "<|pipe|>", "{{context}}")
 # A passage holding one of the generator's special-token strings (</s>, <s>, <pad>, ...) would be
 # encoded as that special id by the engine (vLLM tokenises on its own), so an EOS could end the
-# prompt mid-passage: quarantined with the token named, for every engine alike.
-SPECIAL_TOKEN = "special_token"
-NO_VISIBLE_TEXT = "no_visible_text"  # only whitespace and control/format characters
+# prompt mid-passage: rejected with the token named, for every engine alike.
 
 _SPACES = re.compile(r"[^\S\n]+")
 _BLANK_LINES = re.compile(r"\n{3,}")
@@ -40,7 +36,6 @@ _CHARS_PER_TOKEN_GUESS = 4.0  # first guess; then measured on each window
 # A last chunk under this many tokens (or a quarter of the chunk size, if less) is merged into the
 # chunk before it: a closing sentence ("This lease is governed by the laws of ...") alone makes junk tasks.
 MIN_TAIL_TOKENS = 64
-MERGED_TAIL = "merged_tail"  # the reason a tail chunk is recorded under _rejects/stage=chunk (counted, not lost)
 
 
 def normalize(text: str) -> str:
@@ -51,7 +46,7 @@ def normalize(text: str) -> str:
 
 
 @functools.lru_cache(maxsize=4)
-def load_tokenizer(source: str) -> Any:
+def cached_tokenizer(source: str) -> Any:
     """The tokenizer of a model directory or hub id, loaded once per worker process."""
     from transformers import AutoTokenizer
 
@@ -66,7 +61,7 @@ def special_tokens(source: str) -> tuple[str, ...]:
     one (planning loads every other engine's tokenizer), and it encodes nothing.
     """
     try:
-        tokenizer = load_tokenizer(source)
+        tokenizer = cached_tokenizer(source)
     except OSError:
         return ()
     added = getattr(tokenizer, "added_tokens_decoder", {}).values()
@@ -79,59 +74,59 @@ def has_visible_text(text: str) -> bool:
     return any(not ch.isspace() and unicodedata.category(ch)[0] != "C" for ch in text)
 
 
-def chunk(text: str, get_tokenizer: Callable[[], Any], max_tokens: int, overlap: int = 0) -> Iterator[str]:
-    """Split ``text`` into chunks of at most ``max_tokens`` tokens, preferring natural breaks.
+def chunk(text: str, get_tokenizer: Callable[[], Any], passage_tokens: int, overlap: int = 0) -> Iterator[str]:
+    """Split ``text`` into chunks of at most ``passage_tokens`` tokens, preferring natural breaks.
 
     A short tail is merged into the chunk before it (see ``chunk_document``).
     """
-    yield from chunk_document(text, get_tokenizer, max_tokens, overlap)[0]
+    yield from chunk_document(text, get_tokenizer, passage_tokens, overlap)[0]
 
 
-def min_tail_tokens(max_tokens: int) -> int:
+def min_tail_tokens(passage_tokens: int) -> int:
     """The fewest tokens a last chunk may hold: less is too little context for a task of its own."""
-    return min(MIN_TAIL_TOKENS, max_tokens // 4)
+    return min(MIN_TAIL_TOKENS, passage_tokens // 4)
 
 
-def chunk_document(text: str, get_tokenizer: Callable[[], Any], max_tokens: int,
+def chunk_document(text: str, get_tokenizer: Callable[[], Any], passage_tokens: int,
                    overlap: int = 0) -> tuple[list[str], int]:
-    """(chunks, tail tokens merged): ``text`` in chunks of at most ``max_tokens`` tokens.
+    """(chunks, tail tokens merged): ``text`` in chunks of at most ``passage_tokens`` tokens.
 
     Chunks are cut preferably at natural breaks. A last chunk of fewer than ``min_tail_tokens``
     tokens (a closing sentence after a long clause) is not kept alone: it joins the chunk before
-    it when both fit in ``max_tokens``, else the two are cut again near their middle. The second
+    it when both fit in ``passage_tokens``, else the two are cut again near their middle. The second
     value is the merged tail's token count (0 when nothing was merged). ``get_tokenizer`` is called
     only when ``text`` may be too long, so short passages never load one.
     """
-    if len(text.encode("utf-8")) + 1 < max_tokens:  # every token covers at least one byte
+    if len(text.encode("utf-8")) + 1 < passage_tokens:  # every token covers at least one byte
         return [text], 0
     tokenizer = get_tokenizer()
-    pieces = list(_chunks(text, tokenizer, max_tokens, overlap))
+    pieces = list(_chunks(text, tokenizer, passage_tokens, overlap))
     if len(pieces) < 2:
         return [piece for _, piece in pieces], 0
     (last_start, _), (tail_start, tail) = pieces[-2:]
     tail_tokens = _count(tokenizer, tail)
-    if tail_tokens >= min_tail_tokens(max_tokens):
+    if tail_tokens >= min_tail_tokens(passage_tokens):
         return [piece for _, piece in pieces], 0
-    merged = _merge_tail(text[last_start:], tokenizer, max_tokens, overlap)
+    merged = _merge_tail(text[last_start:], tokenizer, passage_tokens, overlap)
     if merged is None:
         return [piece for _, piece in pieces], 0
     return [piece for _, piece in pieces[:-2]] + merged, tail_tokens
 
 
-def _merge_tail(region: str, tokenizer: Any, max_tokens: int, overlap: int) -> list[str] | None:
+def _merge_tail(region: str, tokenizer: Any, passage_tokens: int, overlap: int) -> list[str] | None:
     """The last chunk and a short tail (``region``) as one chunk, or cut again near the middle; None if
     neither fits (the caller keeps them as they were)."""
     offsets = tokenizer(region, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
-    if len(offsets) <= max_tokens:
+    if len(offsets) <= passage_tokens:
         return [region.strip()]
     # Cut no later than min_tail tokens before the end; _best_break cuts in the second half before it.
-    cut = _best_break(region, offsets[len(offsets) - min_tail_tokens(max_tokens)][0])
+    cut = _best_break(region, offsets[len(offsets) - min_tail_tokens(passage_tokens)][0])
     second = cut
     if overlap:
         starts = [s for s, _ in offsets if s < cut]
         second = starts[max(0, len(starts) - overlap)]
     halves = [region[:cut].strip(), region[second:].strip()]
-    if not all(halves) or any(_count(tokenizer, h) > max_tokens for h in halves):
+    if not all(halves) or any(_count(tokenizer, h) > passage_tokens for h in halves):
         return None
     return halves
 
@@ -140,18 +135,18 @@ def _count(tokenizer: Any, text: str) -> int:
     return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def _chunks(text: str, tokenizer: Any, max_tokens: int, overlap: int) -> Iterator[tuple[int, str]]:
-    """(start offset in ``text``, chunk) for each chunk of at most ``max_tokens`` tokens."""
+def _chunks(text: str, tokenizer: Any, passage_tokens: int, overlap: int) -> Iterator[tuple[int, str]]:
+    """(start offset in ``text``, chunk) for each chunk of at most ``passage_tokens`` tokens."""
     start = 0
     chars_per_token = _CHARS_PER_TOKEN_GUESS
     while start < len(text):
-        segment, offsets = _tokenized_window(text, start, tokenizer, max_tokens, chars_per_token)
-        if len(offsets) <= max_tokens:  # the rest of the text fits
+        segment, offsets = _tokenized_window(text, start, tokenizer, passage_tokens, chars_per_token)
+        if len(offsets) <= passage_tokens:  # the rest of the text fits
             if segment.strip():
                 yield start, segment.strip()
             return
-        chars_per_token = offsets[max_tokens][0] / max_tokens  # size the next window on what this one held
-        cut = _best_break(segment, offsets[max_tokens][0])
+        chars_per_token = offsets[passage_tokens][0] / passage_tokens  # size the next window on what this one held
+        cut = _best_break(segment, offsets[passage_tokens][0])
         piece = segment[:cut].strip()
         if piece:
             yield start, piece
@@ -163,14 +158,14 @@ def _chunks(text: str, tokenizer: Any, max_tokens: int, overlap: int) -> Iterato
         start += advance
 
 
-def _tokenized_window(text: str, start: int, tokenizer: Any, max_tokens: int,
+def _tokenized_window(text: str, start: int, tokenizer: Any, passage_tokens: int,
                       chars_per_token: float) -> tuple[str, list]:
-    """The shortest window of ``text`` from ``start`` holding more than ``max_tokens`` tokens (or the rest)."""
-    size = int(max_tokens * chars_per_token * 1.1) + 16
+    """The shortest window of ``text`` from ``start`` holding more than ``passage_tokens`` tokens (or the rest)."""
+    size = int(passage_tokens * chars_per_token * 1.1) + 16
     while True:
         segment = text[start : start + size]
         offsets = tokenizer(segment, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
-        if len(offsets) > max_tokens or start + size >= len(text):
+        if len(offsets) > passage_tokens or start + size >= len(text):
             return segment, offsets
         size *= 2
 
@@ -209,14 +204,14 @@ def passage_token_budget(tokenizer: Any, window: int | None, max_tokens: int) ->
     return budget
 
 
-def prepare_passages(documents: pa.Table, *, tokenizer_source: str, max_tokens: int, overlap: int,
+def prepare_passages(documents: pa.Table, *, tokenizer_source: str, passage_tokens: int, overlap: int,
                      min_chars: int, max_chars: int | None, output_uri: str, s3_endpoint: str | None) -> pa.Table:
-    """Documents -> normalised, chunked passages; passages that cannot make a task are quarantined."""
-    get_tokenizer = functools.partial(load_tokenizer, tokenizer_source)
+    """Documents -> normalised, chunked passages; passages that cannot make a task are rejected."""
+    get_tokenizer = functools.partial(cached_tokenizer, tokenizer_source)
     specials = special_tokens(tokenizer_source)
     passages, dropped, merged = [], [], []
     for doc in documents.to_pylist():
-        pieces, tail_tokens = chunk_document(normalize(doc["context"]), get_tokenizer, max_tokens, overlap)
+        pieces, tail_tokens = chunk_document(normalize(doc["context"]), get_tokenizer, passage_tokens, overlap)
         for index, text in enumerate(pieces):
             row = {"passage_id": stable_id(doc["source"], doc["position"], index), "source": doc["source"],
                    "position": doc["position"], "chunk": index, "context": text}

@@ -23,11 +23,11 @@ from bonito_ray import budget, commit, console, ledger, progress
 from bonito_ray.cluster import on_driver_node
 from bonito_ray.config import DEMO_MODEL, ConfigError, GenerateConfig
 from bonito_ray.corpus import (SkippedFile, check_context_column, input_fingerprint, list_corpus_files,
-                               quarantine_skipped, read_documents)
+                               reject_skipped, read_documents)
 from bonito_ray.dedup import create_shards, drop_duplicates, offer_passages, shard_count
-from bonito_ray.engines import build_engine_stage
+from bonito_ray.engines import ENGINES, build_engine_stage, generation_window
 from bonito_ray.output import Output, OutputExistsError, open_output  # noqa: F401 - OutputExistsError: API
-from bonito_ray.passages import load_tokenizer, passage_token_budget, prepare_passages
+from bonito_ray.passages import cached_tokenizer, passage_token_budget, prepare_passages
 from bonito_ray.report import RunSummary, summarize
 from bonito_ray.schema import STAGING_DIR
 from bonito_ray.stages import drop_done, to_examples, to_requests, validate_examples
@@ -113,51 +113,47 @@ def generate(config: GenerateConfig, overwrite: bool = False, plan: JobPlan | No
 
 
 def _generate(config: GenerateConfig, plan: JobPlan, started: float) -> RunSummary:
-    output, identity = plan.output, plan.identity
-    if plan.overwrite:
-        output.clear()
-    resumed = output.begin(identity)
-    done = output.done_ids(plan.changed) if resumed else np.empty(0, dtype="S16")
-    if resumed:
-        logger.info("resuming: %d examples already written are skipped", len(done))
+    resumed, done = _prepare_output(plan)
     if plan.files:
         _run_pipeline(config, plan, done)
-    manifest = {"config": config.to_dict(), "identity": identity,
+    return _commit(config, plan, resumed, len(done), started)
+
+
+def _prepare_output(plan: JobPlan) -> tuple[bool, np.ndarray]:
+    """Clear (``--overwrite``) or resume the output; returns (resumed, ids of the examples already written)."""
+    if plan.overwrite:
+        plan.output.clear()
+    resumed = plan.output.begin(plan.identity)
+    done = plan.output.done_ids(plan.changed) if resumed else np.empty(0, dtype="S16")
+    if resumed:
+        logger.info("resuming: %d examples already written are skipped", len(done))
+    return resumed, done
+
+
+def _commit(config: GenerateConfig, plan: JobPlan, resumed: bool, skipped_done: int, started: float) -> RunSummary:
+    """Move the staged dataset into place with its manifest (``bonito_ray.commit``); returns its summary."""
+    manifest = {"config": config.to_dict(), "identity": plan.identity,
                 "examples_per_passage": len(config.task_types) * config.n,
-                "run": {"resumed": resumed, "skipped_done": len(done),
+                "run": {"resumed": resumed, "skipped_done": skipped_done,
                         "wall_seconds": round(time.monotonic() - started, 3)},
-                "run_id": output.lease.run_id, "command": config.command()}
-    return output.commit(stale_sources=plan.changed + plan.removed,
-                         ledger_entries=plan.signatures if config.incremental else None, manifest=manifest)
+                "run_id": plan.output.lease.run_id, "command": config.command()}
+    return plan.output.commit(stale_sources=plan.changed + plan.removed,
+                              ledger_entries=plan.signatures if config.incremental else None, manifest=manifest)
 
 
 def _run_pipeline(config: GenerateConfig, plan: JobPlan, done: np.ndarray) -> None:
     """Generate for ``plan.files`` into the output's staging dir; fails if the error budget is spent."""
-    fs, root, passage_tokens = plan.output.fs, plan.output.root, plan.passage_tokens
+    fs, root = plan.output.fs, plan.output.root
     if config.model == DEMO_MODEL:
         logger.warning("using the small CPU demo model: its tasks are for trying bonito-ray out. "
                        "For real data use --engine vllm --model BatsResearch/bonito-v1 on GPUs.")
-    _configure_fault_tolerance()
+    configure_fault_tolerance()
     console.quiet_ray_data(config.verbose)
-    storage = {"output_uri": config.output, "s3_endpoint": config.s3_endpoint}
     counter = progress.ProgressCounter.options(scheduling_strategy=on_driver_node()).remote()
     reporter = progress.Reporter(counter, fs, root, plan.output.lease.run_id).start()
     state = "failed"
     try:
-        documents = read_documents(config.input, plan.input_fs, plan.files, config.context_column, **storage)
-        quarantine_skipped(config.input, plan.skipped, **storage)
-        passages = prepared_passages(config, documents, passage_tokens)
-        if config.dedup:
-            shards = create_shards(shard_count(ledger.total_size(plan.signatures)))
-            if config.incremental:  # passages already in the dataset keep their text
-                _existing_passages(fs, root, plan.changed + plan.removed).map_batches(
-                    offer_passages, batch_format="pyarrow", fn_kwargs={"shards": shards, "existing": True}).take_all()
-            passages.map_batches(offer_passages, batch_format="pyarrow", fn_kwargs={"shards": shards}).take_all()
-            new_passages = sum(ray.get([shard.new_texts.remote() for shard in shards]))
-            counter.set_total.remote(new_passages * len(config.task_types) * config.n)
-            passages = passages.map_batches(drop_duplicates, batch_format="pyarrow",
-                                            fn_kwargs={"shards": shards, **storage})
-        examples = progress.observe(generated_examples(config, passages, done, counter), counter)
+        examples = progress.observe(example_chain(config, plan, done, counter), counter)
         error_budget = budget.ErrorBudget.options(scheduling_strategy=on_driver_node()).remote(config.max_error_rate)
         _write(examples, SyntheticDatasetSink(config.output, config.rows_per_file, config.s3_endpoint, error_budget))
         if config.task_dedup:
@@ -172,11 +168,34 @@ def _run_pipeline(config: GenerateConfig, plan: JobPlan, done: np.ndarray) -> No
     budget.check(staged.prompts, staged.engine_errors, config.max_error_rate)
 
 
+def example_chain(config: GenerateConfig, plan: JobPlan, done: np.ndarray, counter):
+    """The dataset chain from ``plan.files`` to validated examples: documents -> passages (clean, chunk,
+    dedup) -> requests -> engine -> examples. Lazy, except dedup's first pass, which runs here."""
+    storage = {"output_uri": config.output, "s3_endpoint": config.s3_endpoint}
+    documents = read_documents(config.input, plan.input_fs, plan.files, config.context_column, **storage)
+    reject_skipped(config.input, plan.skipped, **storage)
+    passages = prepared_passages(config, documents, plan.passage_tokens)
+    if config.dedup:
+        shards = create_shards(shard_count(ledger.total_size(plan.signatures)))
+        if config.incremental:  # passages already in the dataset keep their text
+            _existing_passages(plan.output.fs, plan.output.root, plan.changed + plan.removed).map_batches(
+                offer_passages, batch_format="pyarrow", fn_kwargs={"shards": shards, "existing": True}).take_all()
+        passages.map_batches(offer_passages, batch_format="pyarrow", fn_kwargs={"shards": shards}).take_all()
+        new_passages = sum(ray.get([shard.new_texts.remote() for shard in shards]))
+        counter.set_total.remote(new_passages * len(config.task_types) * config.n)
+        # The second pass reads and chunks the corpus again rather than keeping the first pass's
+        # passages: held, they would fill the object store in proportion to the corpus (and spill);
+        # streamed twice, memory stays flat whatever its size, for the cost of a second read.
+        passages = passages.map_batches(drop_duplicates, batch_format="pyarrow",
+                                        fn_kwargs={"shards": shards, **storage})
+    return generated_examples(config, passages, done, counter)
+
+
 def prepared_passages(config: GenerateConfig, documents, passage_tokens: int):
-    """Documents -> clean passages of at most ``passage_tokens`` tokens (drops quarantined under the output)."""
+    """Documents -> clean passages of at most ``passage_tokens`` tokens (drops rejected under the output)."""
     return documents.map_batches(
         prepare_passages, batch_format="pyarrow",
-        fn_kwargs={"tokenizer_source": config.model, "max_tokens": passage_tokens, "overlap": config.passage_overlap,
+        fn_kwargs={"tokenizer_source": config.model, "passage_tokens": passage_tokens, "overlap": config.passage_overlap,
                    "min_chars": config.min_passage_chars, "max_chars": config.max_passage_chars,
                    "output_uri": config.output, "s3_endpoint": config.s3_endpoint})
 
@@ -226,7 +245,7 @@ def _write(examples, sink) -> None:
         raise
 
 
-def _configure_fault_tolerance() -> None:
+def configure_fault_tolerance() -> None:
     """Retry what fails transiently; never drop a block silently."""
     context = DataContext.get_current()
     context.max_errored_blocks = 0
@@ -234,20 +253,24 @@ def _configure_fault_tolerance() -> None:
     context.max_map_retries = MAP_RETRIES
 
 
+def model_tokenizer(config: GenerateConfig) -> Any:
+    """The tokenizer of ``config.model``, loaded now: a model that cannot be loaded fails in one line."""
+    try:
+        return cached_tokenizer(config.model)
+    except (OSError, ValueError) as err:  # ValueError: a folder that holds no tokenizer
+        raise ConfigError(f"cannot load model {config.model!r}: {str(err).splitlines()[0]}") from err
+
+
 def settle_passage_tokens(config: GenerateConfig) -> int:
     """The passage length: the user's, or the longest that keeps prompt + max_tokens inside the window.
 
     The model and its window are checked either way (a model that cannot be loaded, a vLLM
-    ``max_model_len`` beyond the model's window), except for the model-free echo engine.
+    ``max_model_len`` beyond the model's window, an openai server that cannot be reached or does not
+    serve the model), except for the model-free echo engine.
     """
-    from bonito_ray.engines.window import generation_window
-
-    if config.engine == "echo" and config.passage_tokens:
+    if config.passage_tokens and not ENGINES[config.engine].needs_model:
         return config.passage_tokens
-    try:
-        tokenizer = load_tokenizer(config.model)
-    except (OSError, ValueError) as err:  # ValueError: a folder that holds no tokenizer
-        raise ConfigError(f"cannot load model {config.model!r}: {err}") from err
+    tokenizer = model_tokenizer(config)
     window = generation_window(config, tokenizer)
     if config.passage_tokens:
         return config.passage_tokens

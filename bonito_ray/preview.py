@@ -2,7 +2,7 @@
 
 ``preview`` runs the job's own stages (read, clean, chunk, prompt, engine, parse) on the first N
 passages of the input and returns the examples with their verdicts. It writes nothing anywhere:
-no output folder, no lease, no staging, no rejects (passages it would quarantine are just not
+no output folder, no lease, no staging, no rejects (passages it would reject are just not
 shown), and it skips the corpus-wide dedup pass.
 
 ``stats`` prints a committed dataset's card figures (``bonito_ray.card``) and N examples per task type,
@@ -33,7 +33,7 @@ def preview(config: GenerateConfig, passages: int) -> list[dict[str, Any]]:
     from bonito_ray.pipeline import generated_examples, prepared_passages, settle_passage_tokens
 
     quiet = copy.copy(config)
-    quiet.output = ""  # no side output: quarantined rows are dropped, not written (bonito_ray.quarantine)
+    quiet.output = ""  # no side output: rejected rows are dropped, not written (bonito_ray.rejects)
     console.quiet_ray_data(config.verbose)
     listing = list_corpus_files(config.input, config.s3_endpoint)
     documents = read_documents(config.input, listing.fs, listing.files, config.context_column, output_uri="",
@@ -75,7 +75,7 @@ def format_stats(output_uri: str, s3_endpoint: str | None, examples: int, seed: 
     lines += [f"  {what}: {value.replace('`', '')}" for what, value in card.provenance(manifest)]
     lines += [""] + _aligned([[cell.strip() for cell in line.strip("|").split("|")]
                               for line in card.figures_table(figures) if "---" not in line])
-    lines += ["", f"corpus records quarantined: {card._counts(summary['corpus_rejected'])}; "
+    lines += ["", f"corpus records rejected: {card._counts(summary['corpus_rejected'])}; "
                   f"passages dropped: {card._counts(summary['passages_dropped'])}"]
     seed = random.randrange(2**31) if seed is None else seed
     for task_type in figures:

@@ -1,12 +1,12 @@
 """Live progress of a generation job: one console line and a small JSON file for monitoring.
 
 How it is observed: the last map stage before the writer (``observe``) tells one small actor
-(``ProgressCounter``, 0 CPUs) the rows of each block it passes: accepted, rejected by reason,
+(``ProgressCounter``, 0 CPUs) the rows of each block it passes: accepted, not accepted by reason,
 generated tokens. ``drop_done`` tells it the requests an earlier attempt already wrote. The cost:
-per block (hundreds to thousands of rows) one 0-CPU Ray task that passes the block on unchanged
-(one more object-store hop) and one fire-and-forget actor call; on the driver, one call per
-refresh. It runs as its own tasks because, fused into the write, it would see blocks only when the
-writer has bundled ``--rows-per-file`` rows; for the same reason the Parquet files cannot be watched.
+one fire-and-forget actor call per block (hundreds to thousands of rows), nothing per row; on the
+driver, one call per refresh. The count is fused into the write task, so blocks are counted as each
+file's rows are bundled (every ``--rows-per-file`` rows; see ``observe`` for why not sooner); for the
+same reason the Parquet files cannot be watched instead.
 
 The total is known once the dedup pass has counted the distinct passages (passages x task types
 x n); with ``--no-dedup`` it is not known before the end, and the line shows no ETA. A block a
@@ -19,7 +19,8 @@ The driver (``Reporter``) refreshes every ``BONITO_RAY_PROGRESS_SECONDS`` (defau
 
     {"state": "running" | "generated" | "failed", "run_id", "started_at", "updated_at" (UTC ISO 8601),
      "elapsed_seconds", "prompts_total" (null: not known yet), "prompts_done" (generated + skipped),
-     "prompts_skipped" (written by an earlier attempt), "accepted", "rejected", "rejected_by_reason",
+     "prompts_skipped" (written by an earlier attempt), "accepted", "rejected" (generations that did not
+     parse, requests the engine refused), "filtered" (tasks a validator rejected), "by_reason" (both),
      "generated_tokens", "tokens_per_second", "prompts_per_second" (over the last minute),
      "eta_seconds" (null: not known)}
 """
@@ -40,6 +41,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import ray
 
+from bonito_ray.rejects import GENERATION_REASONS
 from bonito_ray.schema import PROGRESS_FILE, STAGING_DIR
 from bonito_ray.storage import join, write_bytes
 
@@ -58,7 +60,7 @@ class ProgressCounter:
 
     def __init__(self) -> None:
         self.counts: dict[str, Any] = {"prompts_total": None, "prompts_done": 0, "prompts_skipped": 0,
-                                       "accepted": 0, "rejected": 0, "rejected_by_reason": {},
+                                       "accepted": 0, "rejected": 0, "filtered": 0, "by_reason": {},
                                        "generated_tokens": 0}
 
     def set_total(self, total: int) -> None:
@@ -68,14 +70,16 @@ class ProgressCounter:
         self.counts["prompts_skipped"] += rows
         self.counts["prompts_done"] += rows
 
-    def record(self, accepted: int, rejected: dict[str, int], generated_tokens: int) -> None:
+    def record(self, accepted: int, not_accepted: dict[str, int], generated_tokens: int) -> None:
+        """``not_accepted``: rows by reason, generation rejects and validators' alike (split here as the
+        summary splits them: rejected, filtered)."""
         counts = self.counts
         counts["accepted"] += accepted
-        counts["rejected"] += sum(rejected.values())
-        counts["prompts_done"] += accepted + sum(rejected.values())
+        for reason, rows in not_accepted.items():
+            counts["rejected" if reason in GENERATION_REASONS else "filtered"] += rows
+            counts["by_reason"][reason] = counts["by_reason"].get(reason, 0) + rows
+        counts["prompts_done"] += accepted + sum(not_accepted.values())
         counts["generated_tokens"] += generated_tokens
-        for reason, rows in rejected.items():
-            counts["rejected_by_reason"][reason] = counts["rejected_by_reason"].get(reason, 0) + rows
 
     def snapshot(self) -> dict[str, Any]:
         return json.loads(json.dumps(self.counts))
@@ -177,7 +181,7 @@ class Reporter:
 
 
 def format_line(report: dict[str, Any]) -> str:
-    """The one-line view: prompts done / total, accepted / rejected, generated tokens/s, ETA."""
+    """The one-line view: prompts done / total, accepted / rejected / filtered, generated tokens/s, ETA."""
     total = report["prompts_total"]
     done = report["prompts_done"]
     of = f"{done:,}/{total:,} ({done / total:.0%})" if total else f"{done:,}/?"
@@ -185,6 +189,7 @@ def format_line(report: dict[str, Any]) -> str:
     when = {"generated": "done", "failed": "failed"}.get(report["state"],
                                                          f"ETA {_duration(eta)}" if eta is not None else "ETA ?")
     return (f"bonito-ray: prompts {of}  accepted {report['accepted']:,}  rejected {report['rejected']:,}  "
+            f"filtered {report['filtered']:,}  "
             f"{report['tokens_per_second']:,.0f} tok/s  {when}  [{_duration(report['elapsed_seconds'])}]")
 
 

@@ -9,16 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bonito_ray.rejects import EMPTY_INPUT, EMPTY_OUTPUT, MULTIPLE_SEPARATORS, NO_SEPARATOR
 from bonito_ray.tasks import full_task_name
 
 SEPARATOR = "<|pipe|>"
 CONTEXT_PLACEHOLDER = "{{context}}"
 
-# Reasons a generation is rejected at parse time.
-NO_SEPARATOR = "no_separator"
-MULTIPLE_SEPARATORS = "multiple_separators"
-EMPTY_INPUT = "empty_input"
-EMPTY_OUTPUT = "empty_output"
 
 
 def build_prompt(context: str, task_type: str) -> str:

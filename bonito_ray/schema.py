@@ -29,6 +29,7 @@ when is decided in ``bonito_ray.output``.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 
 import pyarrow as pa
@@ -104,28 +105,38 @@ REJECTS_SUFFIX = ".pq"  # reject files: Parquet, outside the `OUTPUT/**/*.parque
 DATA_SUFFIXES = (PARQUET_SUFFIX, REJECTS_SUFFIX)
 LEGACY_ACCEPTED_DIRS = "task_type=*"  # the hive-style folders of earlier versions: --overwrite still clears them
 REJECTS_DIR = "_rejects"
-GENERATION_REJECTS_DIR = f"{REJECTS_DIR}/stage=generation"
-VALIDATION_REJECTS_DIR = f"{REJECTS_DIR}/stage=validation"  # bonito_ray.validators
-TASK_DEDUP_REJECTS_DIR = f"{REJECTS_DIR}/stage=task_dedup"  # bonito_ray.task_dedup
+# The stages that set rows aside, each in its folder (``rejects_dir``); bonito_ray.rejects names their reasons.
+CORPUS_STAGE = "corpus"  # input records and files that could not be read
+CLEAN_STAGE = "clean"  # passages filtered out or duplicate
+CHUNK_STAGE = "chunk"  # not a drop: a short last chunk merged into the chunk before it (its text is kept)
+GENERATION_STAGE = "generation"  # generations that did not parse, requests the engine refused
+VALIDATION_STAGE = "validation"  # parsed tasks a validator rejected (bonito_ray.validators)
+TASK_DEDUP_STAGE = "task_dedup"  # duplicate generated tasks (bonito_ray.task_dedup)
+SELF_GUIDE_INPUT_STAGE = "self_guide_input"  # SELF-GUIDE: generated inputs filtered out
+SELF_GUIDE_SAMPLE_STAGE = "self_guide_sample"  # SELF-GUIDE: annotation samples filtered out
+SELF_GUIDE_VOTE_STAGE = "self_guide_vote"  # SELF-GUIDE: inputs whose vote kept no answer, or balanced out
+SELF_GUIDE_STAGES = (SELF_GUIDE_INPUT_STAGE, SELF_GUIDE_SAMPLE_STAGE, SELF_GUIDE_VOTE_STAGE)
+
+
+# The stages whose rows are drops (a merged chunk is counted, its text kept).
+DROP_STAGES = (CORPUS_STAGE, CLEAN_STAGE, GENERATION_STAGE, VALIDATION_STAGE, TASK_DEDUP_STAGE, *SELF_GUIDE_STAGES)
+
+
+def rejects_dir(stage: str) -> str:
+    """The folder (relative to the output root) of ``stage``'s rejects."""
+    return f"{REJECTS_DIR}/stage={stage}"
+
+
+GENERATION_REJECTS_DIR = rejects_dir(GENERATION_STAGE)
+VALIDATION_REJECTS_DIR = rejects_dir(VALIDATION_STAGE)
+TASK_DEDUP_REJECTS_DIR = rejects_dir(TASK_DEDUP_STAGE)
+SELF_GUIDE_REJECTS_DIRS = tuple(rejects_dir(stage) for stage in SELF_GUIDE_STAGES)
 # Every folder of generated rows that did not become examples: resume counts them as done.
 EXAMPLE_REJECT_DIRS = (GENERATION_REJECTS_DIR, VALIDATION_REJECTS_DIR, TASK_DEDUP_REJECTS_DIR)
-
-# Reasons a parsed task is rejected (stage=validation; see bonito_ray.validators) or dropped as a
-# duplicate (stage=task_dedup; see bonito_ray.task_dedup). A user's own validator may add others.
-TRUNCATED = "truncated"  # the generation hit --max-tokens (or the window) without ending
-DEGENERATE = "degenerate"  # an output with no letter or digit, or a long run of one repeated token
-PASSAGE_MISSING = "passage_missing"  # the input does not hold the passage ({{context}} was not there)
-NOT_A_SPAN = "not_a_span"  # an extractive answer that is not a span of the passage
-NOT_AN_OPTION = "not_an_option"  # an answer that is none of the options its input offers
-NOT_YES_NO = "not_yes_no"  # a yes-no task answered with something else
-DUPLICATE_TASK = "duplicate_task"  # the same (or a near-identical) task as one kept before it
-VALIDATION_REASONS = (TRUNCATED, DEGENERATE, PASSAGE_MISSING, NOT_A_SPAN, NOT_AN_OPTION, NOT_YES_NO)
 # SELF-GUIDE (bonito_ray.self_guide): one task, synthesised by the student model from its instruction and
-# demonstrations. Its accepted examples are one more task folder; its drops have stages of their own:
-# generated inputs filtered out, annotation samples filtered out, inputs whose vote kept no answer.
+# demonstrations. Its accepted examples are one more task folder (stages above: self_guide_*).
 SELF_GUIDE_TASK = "self_guide"
 SELF_GUIDE_DIR = "_self_guide"  # the kept generated inputs, one file per round (what a resumed run skips)
-SELF_GUIDE_REJECTS_DIRS = tuple(f"{REJECTS_DIR}/stage=self_guide_{s}" for s in ("input", "sample", "vote"))
 # Every folder of accepted examples: Bonito's task types and SELF-GUIDE's task.
 ACCEPTED_DIRS = (*TASK_TYPES, SELF_GUIDE_TASK)
 MANIFEST_FILE = "_manifest.json"
@@ -171,6 +182,14 @@ def is_accepted_file(relative: str) -> bool:
     folder, _, name = relative.partition("/")
     return folder in ACCEPTED_DIRS and name.startswith(ACCEPTED_FILE_PREFIX) and "/" not in name \
         and name.endswith(PARQUET_SUFFIX)
+
+
+def is_legacy_accepted_file(relative: str) -> bool:
+    """Whether ``relative`` is a file of accepted examples in a dataset of an earlier version
+    (``task_type=<t>/train-*.parquet``, hive-style folders)."""
+    folder, _, name = relative.partition("/")
+    return fnmatch.fnmatchcase(folder, LEGACY_ACCEPTED_DIRS) and "/" not in name \
+        and name.startswith(ACCEPTED_FILE_PREFIX) and name.endswith(PARQUET_SUFFIX)
 
 
 def stable_id(*parts: object) -> str:

@@ -12,13 +12,9 @@ import numpy as np
 import pyarrow as pa
 
 from bonito_ray import validators
-from bonito_ray.prompt import (EMPTY_INPUT, EMPTY_OUTPUT, MULTIPLE_SEPARATORS, NO_SEPARATOR, Task, build_prompt,
-                               parse_generation)
+from bonito_ray.prompt import Task, build_prompt, parse_generation
+from bonito_ray.rejects import ENGINE_ERROR
 from bonito_ray.schema import stable_id
-
-ENGINE_ERROR = "engine_error"
-# The reasons of _rejects/stage=generation; every other reason of an example row is a validator's.
-GENERATION_REASONS = (NO_SEPARATOR, MULTIPLE_SEPARATORS, EMPTY_INPUT, EMPTY_OUTPUT, ENGINE_ERROR)
 
 SAMPLING_PARAMS_TYPE = pa.struct(
     [("max_tokens", pa.int64()), ("temperature", pa.float64()), ("top_p", pa.float64()), ("seed", pa.int64()),

@@ -15,8 +15,10 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from bonito_ray.errors import UserError
 
-class EndpointError(ValueError):
+
+class EndpointError(UserError, ValueError):
     """An object-store endpoint that cannot be used as given (credentials written into it)."""
 
 

@@ -46,7 +46,7 @@ a shuffle, which is most of a small job's dedup time.
 computed once per block), plus the shuffle of ``BANDS`` keys (about 60 bytes each) per task. Memory:
 the signing and the shuffle stream in blocks; a type's decision holds its candidates' records (about
 1 KB each with the index) in one worker, so a corpus where most tasks have a near twin costs about
-1 GB per million tasks of one type there. Measured with ``jobs/benchmark_pipeline.py``: see the
+1 GB per million tasks of one type there. Measured with ``jobs/dev/benchmark_pipeline.py``: see the
 README's benchmark table.
 """
 
@@ -64,8 +64,9 @@ import pyarrow.dataset as pds
 import pyarrow.parquet as pq
 
 from bonito_ray.prompt import CONTEXT_PLACEHOLDER
-from bonito_ray.schema import (DUPLICATE_TASK, PARQUET_SUFFIX, REJECT_SCHEMA, REJECTS_SUFFIX, STAGING_DIR,
-                               TASK_DEDUP_REJECTS_DIR, accepted_dir, conform, is_accepted_file)
+from bonito_ray.rejects import DUPLICATE_TASK
+from bonito_ray.schema import (PARQUET_SUFFIX, REJECT_SCHEMA, REJECTS_SUFFIX, STAGING_DIR, TASK_DEDUP_REJECTS_DIR,
+                               accepted_dir, conform, is_accepted_file)
 from bonito_ray.storage import join, list_files, resolve_filesystem, write_parquet
 
 NEAR = 0.8  # estimated Jaccard similarity, per part, from which two tasks are near duplicates

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from bonito_ray.errors import UserError
+
 # Short name -> full name. The full name is what goes into the prompt (the reference package's SHORTFORM_TO_FULL_TASK_TYPES).
 TASK_TYPES: dict[str, str] = {
     "exqa": "extractive question answering",
@@ -27,7 +29,7 @@ TASK_TYPES: dict[str, str] = {
 _FULL_TO_SHORT = {full: short for short, full in TASK_TYPES.items()}
 
 
-class UnknownTaskTypeError(ValueError):
+class UnknownTaskTypeError(UserError, ValueError):
     """A task type that is neither a short nor a full Bonito task name."""
 
 

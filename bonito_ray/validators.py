@@ -34,8 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bonito_ray.options import normalise, offered_options
-from bonito_ray.schema import (DEGENERATE, NOT_A_SPAN, NOT_AN_OPTION, NOT_YES_NO, PASSAGE_MISSING,
-                               TRUNCATED)
+from bonito_ray.rejects import DEGENERATE, NOT_A_SPAN, NOT_AN_OPTION, NOT_YES_NO, PASSAGE_MISSING, TRUNCATED
 
 LEVEL_NAMES = ("off", "basic", "strict")
 DEFAULT_LEVEL = "strict"

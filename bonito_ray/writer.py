@@ -18,8 +18,8 @@ from ray.data.block import BlockAccessor
 from bonito_ray.schema import (ACCEPTED_FILE_PREFIX, ACCEPTED_SCHEMA, GENERATION_REJECTS_DIR, PARQUET_SUFFIX,
                                REJECT_SCHEMA, REJECTS_SUFFIX, STAGING_DIR, VALIDATION_REJECTS_DIR, accepted_dir,
                                conform)
+from bonito_ray.rejects import ENGINE_ERROR, GENERATION_REASONS
 from bonito_ray.tasks import TASK_TYPES
-from bonito_ray.stages import ENGINE_ERROR, GENERATION_REASONS
 from bonito_ray.storage import join, resolve_filesystem, write_parquet
 
 class SyntheticDatasetSink(Datasink):

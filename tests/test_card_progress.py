@@ -15,7 +15,7 @@ from bonito_ray.cli import main
 from bonito_ray.config import GenerateConfig
 from bonito_ray.engines import hf
 from bonito_ray.pipeline import generate
-from bonito_ray.quarantine import write_rejects
+from bonito_ray.rejects import write_rejects
 from bonito_ray.schema import PROGRESS_FILE, STAGING_DIR
 from tests.corpus_files import write_jsonl
 from tests.faults import gated_hf_generator
@@ -60,16 +60,16 @@ def test_progress_line_on_a_terminal_is_rewritten_in_place(ray_cluster, tmp_path
 
     counter = progress.ProgressCounter.remote()
     counter.set_total.remote(10)
-    counter.record.remote(3, {"no_separator": 1}, 120)
+    counter.record.remote(3, {"no_separator": 1, "not_a_span": 2}, 120)
     shown = Terminal()
     reporter = progress.Reporter(counter, pafs.LocalFileSystem(), str(tmp_path), "run-1", stream=shown).start()
     time.sleep(1.5)
     final = reporter.stop("generated")
     assert shown.getvalue().startswith("\r\x1b[K") and shown.getvalue().endswith("\n")
     assert shown.getvalue().count("\n") == 1  # one line, redrawn
-    assert "prompts 4/10 (40%)  accepted 3  rejected 1" in shown.getvalue()
+    assert "prompts 6/10 (60%)  accepted 3  rejected 1  filtered 2" in shown.getvalue()  # as the summary splits them
     written = json.loads((tmp_path / STAGING_DIR / PROGRESS_FILE).read_text())
-    assert written["state"] == "generated" and written["rejected_by_reason"] == {"no_separator": 1}
+    assert written["state"] == "generated" and written["by_reason"] == {"no_separator": 1, "not_a_span": 2}
     assert written == final
 
 
@@ -115,7 +115,7 @@ def test_progress_file_follows_a_running_job(ray_cluster, random_model, tmp_path
     assert any(0 < s["prompts_done"] < 6 for s in running), states
     done = [s["prompts_done"] for s in seen]
     assert done == sorted(done)
-    assert all(s["accepted"] + s["rejected"] == s["prompts_done"] for s in seen)
+    assert all(s["accepted"] + s["rejected"] + s["filtered"] == s["prompts_done"] for s in seen)
     assert not (out / STAGING_DIR).exists()  # gone with the staging dir at commit
     assert "bonito-ray: prompts 6/6 (100%)" in caplog.text and "done" in caplog.text  # not a terminal: plain line
 
@@ -158,3 +158,23 @@ def card_samples(out: Path) -> list[str]:
 @pytest.mark.parametrize("rows, category", [(0, "n<1K"), (999, "n<1K"), (1000, "1K<n<10K"), (2_000_000, "1M<n<10M")])
 def test_size_categories_are_the_hubs(rows, category):
     assert card.size_category(rows) == category
+
+
+@pytest.mark.static
+def test_every_reason_bonito_ray_writes_is_in_the_one_list():
+    """``bonito_ray.rejects.REASONS`` is the one list of reasons: a reason string written anywhere else in the
+    library (a ``"reason": "..."`` literal or a module constant of its own) would bypass it."""
+    import re
+    from pathlib import Path
+
+    from bonito_ray import rejects
+
+    library = Path(rejects.__file__).parent
+    for path in library.rglob("*.py"):
+        if path.name == "rejects.py":
+            continue
+        text = path.read_text()
+        assert not re.findall(r'"reason":\s*"', text), f"{path.name}: a literal reason; name it in bonito_ray.rejects"
+        own = set(re.findall(r'^([A-Z_]+) = "([a-z_]+)"', text, re.M))
+        assert not {value for _, value in own} & set(rejects.REASONS), f"{path.name} defines a reason of its own"
+    assert all(r.meaning and r.stage for r in rejects.REASONS.values())

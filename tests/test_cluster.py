@@ -30,9 +30,15 @@ from bonito_ray.cluster import PRIVACY_ENV, connect
 
 connect(sys.argv[1] or None)
 worker_env = ray.get(ray.remote(lambda: {k: os.environ.get(k) for k in PRIVACY_ENV}).remote())
+worker_address = ray.get(ray.remote(lambda: os.environ.get("RAY_ADDRESS")).remote())
 cleaner = ray.get(ray.remote(lambda: __import__("logging").getLogger(
     "ray.train.v2._internal.execution.controller.placement_group_cleaner").getEffectiveLevel()).remote())
-print(json.dumps({"gcs": ray.get_runtime_context().gcs_address, "worker_env": worker_env, "cleaner_level": cleaner}))
+# The logger of Ray Train's "Reporting training result" line is named by its module's file path.
+report = ray.get(ray.remote(lambda: __import__("logging").getLogger(
+    __import__("ray.train.v2._internal.execution.context").train.v2._internal.execution.context.__file__
+    ).level).remote())
+print(json.dumps({"gcs": ray.get_runtime_context().gcs_address, "worker_env": worker_env, "cleaner_level": cleaner,
+                  "report_level": report, "worker_address": worker_address}))
 ray.shutdown()
 """
 
@@ -80,6 +86,9 @@ def test_a_driver_with_no_address_gets_a_private_cluster_with_privacy_on(ray_clu
     assert landed["worker_env"] == PRIVACY_ENV
     # Ray Train's placement-group cleaner cannot reach a private cluster's state API: its retries are silenced.
     assert landed["cleaner_level"] == logging.ERROR
+    assert landed["report_level"] == logging.WARNING  # and each training report's INFO line (set, not inherited)
+    # Ray Train's state lookups in its workers find their own cluster, not "one of several" on this machine.
+    assert landed["worker_address"] == landed["gcs"]
 
 
 def test_a_submitted_driver_joins_the_cluster_in_ray_address(ray_cluster):
@@ -87,3 +96,4 @@ def test_a_submitted_driver_joins_the_cluster_in_ray_address(ray_cluster):
     landed = run_driver(None, session)
     assert landed["gcs"] == session
     assert landed["cleaner_level"] < logging.ERROR  # a cluster that may run a dashboard keeps Ray Train's warnings
+    assert landed["report_level"] == logging.NOTSET  # left to the cluster's own logging

@@ -81,3 +81,68 @@ def test_a_model_that_cannot_be_loaded_fails_before_any_cluster_work(tmp_path, c
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("bonito-ray: error: cannot load model") and "not-a-model" in err[0]
+
+
+INTERNAL_ERRORS = {"StreamError"}  # corpus.py: a compressed stream cut short, caught where it is read
+
+
+@pytest.mark.static
+def test_every_error_a_user_can_cause_is_a_user_error():
+    """The CLI shows ``UserError``s in one line (bonito_ray.errors); an error class of bonito-ray's own that
+    is not one would reach the user as a traceback."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import bonito_ray
+    from bonito_ray.errors import UserError
+
+    found = {}
+    for module in pkgutil.walk_packages(bonito_ray.__path__, "bonito_ray."):
+        if module.name in ("bonito_ray.engines.vllm", "bonito_ray.engines.hf") or module.name.endswith("train_loop"):
+            continue  # they import vLLM or torch, and raise no user errors
+        for name, value in inspect.getmembers(importlib.import_module(module.name), inspect.isclass):
+            if issubclass(value, Exception) and value.__module__ == module.name:
+                found[name] = value
+    assert {"ConfigError", "OutputExistsError", "AdaptError", "LeaseHeldError"} <= found.keys()
+    assert sorted(n for n, c in found.items() if not issubclass(c, UserError)) == sorted(INTERNAL_ERRORS)
+
+
+@pytest.mark.static
+def test_the_engine_registry_is_the_one_place_engines_are_told_apart():
+    import re
+    from pathlib import Path
+
+    import bonito_ray
+    from bonito_ray import engines
+
+    for engine in engines.ENGINES.values():
+        targets = [engine.stage, engine.window] + ([engine.check] if engine.check else [])
+        assert all(callable(engines._load(t)) for t in targets), engine
+    library = Path(bonito_ray.__file__).parent
+    asked = [f"{p.relative_to(library)}: {m}" for p in library.rglob("*.py") if "engines" not in p.parts
+             for m in re.findall(r"engine\s*(?:==|!=|in \()\s*\S+", p.read_text())]
+    assert asked == [], "outside bonito_ray/engines, engines are told apart by the registry's fields only"
+
+
+def test_every_setting_has_a_flag_and_the_manifests_command_gives_the_job_back():
+    """The flags come from the configuration's fields (``bonito_ray.config.option``): every field has one, and
+    ``command()`` (written to the manifest) parses back to the same configuration, switches and lists included."""
+    import dataclasses
+    import shlex
+
+    from bonito_ray.config import GenerateConfig, cli_flag
+
+    parser = build_parser()
+    generate_flags = {a for action in parser._subparsers._group_actions[0].choices["generate"]._actions
+                      for a in action.option_strings}
+    fields = dataclasses.fields(GenerateConfig)
+    assert all(f.metadata.get("help") and cli_flag(f) in generate_flags for f in fields)
+    config = GenerateConfig(input="in.jsonl", output="out", task_types=["ynqa", "nli"], dedup=False, task_dedup=False,
+                            incremental=True, validators=["bonito_ray.validators:degenerate",
+                                                         "bonito_ray.validators:truncated"],
+                            engine_kwargs={"max_model_len": 512}, seed=3, temperature=0.25, passage_tokens=300,
+                            license="cc-by-4.0", allow_external_endpoint=False)
+    again = load_config(None, config_overrides(parser.parse_args(shlex.split(config.command())[1:])))
+    assert again == config
+    assert "--no-task-dedup" in config.command() and "--validator bonito_ray.validators:truncated" in config.command()

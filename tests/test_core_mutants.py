@@ -1,4 +1,4 @@
-"""Unit tests of the pure core that kill the mutants the broader tests let live (jobs/mutation_test.sh).
+"""Unit tests of the pure core that kill the mutants the broader tests let live (jobs/dev/mutation_test.sh).
 
 Every expected value is computed independently here (hashlib, plain Python) rather than read back
 from the code under test. Nothing here starts Ray: the dedup shard's logic runs on the plain class

@@ -1,4 +1,4 @@
-"""Corpus reading on a real local Ray cluster: formats, quarantine with reasons, up-front errors."""
+"""Corpus reading on a real local Ray cluster: formats, rejects with reasons, up-front errors."""
 
 import gzip
 
@@ -27,7 +27,7 @@ def rejects(output):
     return sorted(pds.dataset(str(path)).to_table().to_pylist(), key=lambda r: (r["source"], r["position"] or 0))
 
 
-def test_jsonl_bad_records_are_quarantined_with_reason_and_line(ray_cluster, tmp_path):
+def test_jsonl_bad_records_are_rejected_with_reason_and_line(ray_cluster, tmp_path):
     corpus = tmp_path / "in" / "a.jsonl"
     corpus.parent.mkdir()
     corpus.write_bytes(
@@ -66,7 +66,7 @@ def test_directory_of_jsonl_gz_and_parquet_with_custom_column(ray_cluster, tmp_p
     assert got == {("b.parquet", 2, "null_context"), ("c.parquet", 1, "missing_context_column")}
 
 
-def test_truncated_gzip_keeps_what_was_read_and_quarantines_the_rest(ray_cluster, tmp_path):
+def test_truncated_gzip_keeps_what_was_read_and_rejects_the_rest(ray_cluster, tmp_path):
     data = gzip.compress(b"".join(b'{"text": "passage %d"}\n' % i for i in range(200_000)))
     corpus = tmp_path / "in" / "cut.jsonl.gz"
     corpus.parent.mkdir()

@@ -22,7 +22,7 @@ import pytest
 import ray
 
 from bonito_ray.config import ConfigError, GenerateConfig
-from bonito_ray.corpus import CorpusError, list_corpus_files, quarantine_skipped, read_documents
+from bonito_ray.corpus import CorpusError, list_corpus_files, reject_skipped, read_documents
 from bonito_ray.passages import prepare_passages, special_tokens
 from bonito_ray.pipeline import generate, plan_job
 from bonito_ray.storage import EndpointError, resolve_filesystem
@@ -103,7 +103,7 @@ def test_a_zstd_file_cut_short_keeps_the_records_before_the_cut(ray_cluster, tmp
     assert (reject["reason"], reject["position"]) == ("truncated_file", len(rows) + 1)
 
 
-def test_a_truncated_text_file_is_quarantined_whole_with_what_was_read(ray_cluster, tmp_path):
+def test_a_truncated_text_file_is_rejected_whole_with_what_was_read(ray_cluster, tmp_path):
     text = " ".join(sample_passages(400)).encode()
     whole = zlib.compress(text, wbits=16 + zlib.MAX_WBITS)
     corpus = tmp_path / "in" / "doc.txt.gz"
@@ -145,7 +145,7 @@ def test_files_not_read_are_listed_with_their_reason(ray_cluster, tmp_path):
     assert [f.rsplit("/", 1)[1] for f in listing.files] == ["Mixed.Parquet", "UPPER.JSONL", "b.jsonl.bz2"]
     assert {(s.path.rsplit("/", 1)[1], s.reason) for s in listing.skipped} == expected_skips
     out = tmp_path / "out"
-    quarantine_skipped(str(corpus), listing.skipped, str(out))
+    reject_skipped(str(corpus), listing.skipped, str(out))
     assert {(r["source"].rsplit("/", 1)[1], r["reason"]) for r in corpus_rejects(out)} == expected_skips
     rows = read_documents(str(corpus), listing.fs, listing.files, "text", str(out)).take_all()
     assert sorted(r["context"] for r in rows) == ["bzip2 one", "bzip2 two", "mixed case parquet", "upper case suffix"]
@@ -160,7 +160,7 @@ def test_skipped_files_show_in_the_summary_and_the_manifest(ray_cluster, random_
                                       task_types=["ynqa"]))
     expected = {"unsupported_format": 2, "hidden_file": 3}
     assert summary.corpus_rejected == expected
-    assert "corpus records quarantined: 5" in summary.format()
+    assert "corpus records rejected: 5" in summary.format()
     assert json.loads((out / "_manifest.json").read_text())["summary"]["corpus_rejected"] == expected
 
 
@@ -241,13 +241,13 @@ def test_an_existing_path_with_glob_characters_is_read_as_itself(ray_cluster, tm
 def clean(model, texts, out):
     documents = ray.data.from_items([{"source": "s", "position": i + 1, "context": t} for i, t in enumerate(texts)])
     kept = documents.map_batches(prepare_passages, batch_format="pyarrow", fn_kwargs={
-        "tokenizer_source": model, "max_tokens": 400, "overlap": 0, "min_chars": 20, "max_chars": None,
+        "tokenizer_source": model, "passage_tokens": 400, "overlap": 0, "min_chars": 20, "max_chars": None,
         "output_uri": str(out), "s3_endpoint": None}).take_all()
     dropped = pds.dataset(str(out / ".staging" / "_rejects" / "stage=clean")).to_table().to_pylist()
     return kept, {r["position"]: (r["reason"], r["detail"]) for r in dropped}
 
 
-def test_control_only_passages_and_special_tokens_are_quarantined(ray_cluster, random_model, tmp_path):
+def test_control_only_passages_and_special_tokens_are_rejected(ray_cluster, random_model, tmp_path):
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(random_model)

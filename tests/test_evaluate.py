@@ -15,7 +15,8 @@ from bonito_ray.adapt.errors import EvalSetError, PromptFormatError
 from bonito_ray.adapt.evalsets import load_eval_set
 from bonito_ray.adapt.evaluate import EvaluateConfig, evaluate, format_table
 from bonito_ray.adapt.metrics import macro_f1, squad_scores
-from bonito_ray.adapt.models import load_tokenizer, lora_config
+from bonito_ray.adapt.models import lora_config
+from bonito_ray.hf_models import padded_tokenizer
 from bonito_ray.adapt.prompts import encode_answer, encode_prompt
 from bonito_ray.adapt.scoring import continuation_logprobs, greedy_generate
 from bonito_ray.adapt.train_loop import ADAPTER_METADATA_FILE
@@ -82,7 +83,7 @@ def test_zero_shot_and_adapted_match_direct_scoring(ray_cluster, target, tmp_pat
     assert by_name["exqa"]["kind"] == "generation" and by_name["exqa"]["metric"] == "f1"
     assert by_name["ynqa"]["examples"] == len(YNQA) and by_name["exqa"]["examples"] == len(EXQA)
 
-    tokenizer = load_tokenizer(model_dir)
+    tokenizer = padded_tokenizer(model_dir)
     base = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     assert (by_name["ynqa"]["zero_shot"]["macro_f1"], by_name["exqa"]["zero_shot"]["f1"]) == direct_scores(
         base, tokenizer)

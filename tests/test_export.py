@@ -77,3 +77,13 @@ def test_bad_inputs_name_the_path(dataset, tmp_path, capsys):
         export(str(tmp_path / "missing"), str(tmp_path / "x"))
     assert main(["export", "--input", str(tmp_path), "--output", str(tmp_path / "x")]) == 2
     assert f"{tmp_path} holds no accepted examples" in capsys.readouterr().err
+
+
+def test_a_dataset_of_an_earlier_version_is_read_from_its_hive_style_folders(dataset, tmp_path):
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(dataset, old)
+    for folder in [p for p in old.iterdir() if p.is_dir() and not p.name.startswith(("_", "."))]:
+        folder.rename(old / f"task_type={folder.name}")  # the layout datasets had before the plain folders
+    assert load_examples(str(old)).to_pylist() == load_examples(str(dataset)).to_pylist()

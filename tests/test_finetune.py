@@ -17,7 +17,7 @@ from bonito_ray.cli import main
 from bonito_ray.adapt.data import load_examples, split
 from bonito_ray.adapt.errors import DatasetError, FinetuneConfigError, PromptFormatError
 from bonito_ray.adapt.finetune import CONFIG_FILE, FinetuneConfig, _claim_output, finetune
-from bonito_ray.adapt.models import load_tokenizer
+from bonito_ray.hf_models import padded_tokenizer
 from bonito_ray.adapt.prompts import encode_prompt
 from bonito_ray.schema import ACCEPTED_SCHEMA
 from tests.adapt_fixtures import CHAT_TEMPLATE, build_target_model, synthetic_examples, write_generated_dataset
@@ -64,7 +64,7 @@ def test_finetune_lowers_training_loss(ray_cluster, target, dataset, tmp_path):
                                                                                    "checkpoint_000008"]
     assert json.loads((out / "finetune_summary.json").read_text())["steps"] == 8
 
-    tokenizer = load_tokenizer(target)
+    tokenizer = padded_tokenizer(target)
     base = AutoModelForCausalLM.from_pretrained(target).eval()
     before = training_loss(base, tokenizer, dataset)
     adapted = PeftModel.from_pretrained(base, str(out / "adapter")).eval()
@@ -169,7 +169,7 @@ def test_bad_settings_are_clear_errors(target, dataset, tmp_path, capsys):
 
 def test_chat_prompt_format_uses_the_template(tmp_path):
     model = build_target_model(tmp_path / "instruct", chat_template=CHAT_TEMPLATE)
-    tokenizer = load_tokenizer(model)
+    tokenizer = padded_tokenizer(model)
     ids = encode_prompt(tokenizer, "Is rent due?", "chat")
     assert tokenizer.decode(ids) == "<s>[INST] Is rent due? [/INST]"
     assert ids.count(tokenizer.bos_token_id) == 1  # the template's BOS, not a second one from the tokenizer

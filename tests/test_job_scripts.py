@@ -19,7 +19,7 @@ def run_script(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_benchmark_runs_at_a_tiny_size(random_model, tmp_path):
-    done = run_script("jobs/benchmark_pipeline.py", "--sizes", "300", "--model", random_model,
+    done = run_script("jobs/dev/benchmark_pipeline.py", "--sizes", "300", "--model", random_model,
                       "--workdir", str(tmp_path))
     assert done.returncode == 0, done.stderr[-3000:]
     figures = json.loads(done.stdout.strip().splitlines()[-1])
@@ -27,7 +27,7 @@ def test_benchmark_runs_at_a_tiny_size(random_model, tmp_path):
 
 
 def test_demo_model_evaluation_runs_at_a_tiny_size():
-    done = run_script("jobs/evaluate_demo_model.py", "--limit", "2", "--max-new-tokens", "48", "--threads", "1")
+    done = run_script("jobs/dev/evaluate_demo_model.py", "--limit", "2", "--max-new-tokens", "48", "--threads", "1")
     assert done.returncode in (0, 1), done.stderr[-3000:]  # 1: under the quality bar, which 2 passages may be
     assert "2 passages x 3 task types" in done.stdout and "parse rate: " in done.stdout
     assert ("PASS: " in done.stdout) == (done.returncode == 0)
@@ -38,7 +38,7 @@ HANDWRITTEN = ROOT / "jobs" / "examples" / "handwritten_passages.jsonl"
 
 def test_demo_model_evaluation_runs_on_another_corpus_without_the_bar(tmp_path):
     dump = tmp_path / "generations.jsonl"
-    done = run_script("jobs/evaluate_demo_model.py", "--corpus", str(HANDWRITTEN), "--limit", "3",
+    done = run_script("jobs/dev/evaluate_demo_model.py", "--corpus", str(HANDWRITTEN), "--limit", "3",
                       "--max-new-tokens", "48", "--threads", "1", "--dump", str(dump))
     assert done.returncode == 0, done.stderr[-3000:]  # 0 whatever the figures: no bar off the held-out corpus
     assert "3 passages x 3 task types" in done.stdout and "exact span" in done.stdout

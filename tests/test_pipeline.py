@@ -44,7 +44,7 @@ def test_echo_engine_end_to_end(ray_cluster, random_model, tmp_path):
     summary = generate(GenerateConfig(input=str(corpus), output=str(out), engine="echo", model=random_model,
                                       task_types=["ynqa", "extractive question answering"],
                                       n=2))
-    # 30 good passages x 2 task types x 2 samples; the null and the empty context are quarantined.
+    # 30 good passages x 2 task types x 2 samples; the null and the empty context are rejected.
     assert (summary.passages, summary.prompts) == (30, 120)
     assert summary.accepted == {"ynqa": 60, "exqa": 60} and summary.rejected == {}
     assert summary.corpus_rejected == {"null_context": 1, "empty_context": 1}
@@ -229,7 +229,7 @@ def test_cli_reports_bad_input_path_without_traceback(tmp_path):
     assert f"input {tmp_path / 'nope'} does not exist" in done.stderr and "Traceback" not in done.stderr
 
 
-def test_cleaning_drops_are_quarantined_and_counted(ray_cluster, random_model, tmp_path):
+def test_cleaning_drops_are_rejected_and_counted(ray_cluster, random_model, tmp_path):
     texts = sample_passages(8)
     write_jsonl(tmp_path / "in" / "a.jsonl", texts + ["Too short."])
     # The same passages again in another file, one with different spacing: exact duplicates once normalised.
@@ -265,7 +265,7 @@ def test_a_short_tail_chunk_is_merged_into_its_neighbour_and_counted(ray_cluster
 
 def test_a_single_10mb_document_is_chunked_not_lost(ray_cluster, random_model, tmp_path):
     # Ten of the reader's 1 MB reads and thousands of tokenizer windows in one record; memory at 50
-    # and 200 MB is measured by `jobs/benchmark_pipeline.py --document-mb` (README), not here.
+    # and 200 MB is measured by `jobs/dev/benchmark_pipeline.py --document-mb` (README), not here.
     sentences = [f"Clause {i}: the tenant pays {100 + i % 900} euros on day {i % 28 + 1}." for i in range(200_000)]
     paragraphs = ["\n\n".join(" ".join(sentences[j : j + 5]) for j in range(i, i + 50, 5))
                   for i in range(0, len(sentences), 50)]

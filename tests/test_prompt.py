@@ -2,8 +2,8 @@
 
 import pytest
 
-from bonito_ray.prompt import (EMPTY_INPUT, EMPTY_OUTPUT, MULTIPLE_SEPARATORS, NO_SEPARATOR, Rejection, Task,
-                               build_prompt, parse_generation)
+from bonito_ray.prompt import Rejection, Task, build_prompt, parse_generation
+from bonito_ray.rejects import EMPTY_INPUT, EMPTY_OUTPUT, MULTIPLE_SEPARATORS, NO_SEPARATOR
 from bonito_ray.tasks import TASK_TYPES, UnknownTaskTypeError, full_task_name, resolve_task_type, resolve_task_types
 
 

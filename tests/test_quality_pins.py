@@ -1,6 +1,6 @@
 """Pins for the validators, option detection and task dedup that the broader tests leave loose.
 
-Each test here was written against a mutant that survived `jobs/mutation_test.sh` (docs/mutation.md):
+Each test here was written against a mutant that survived `jobs/dev/mutation_test.sh` (docs/mutation.md):
 the exact detail a rejected row carries, boundaries (two options, a similarity of exactly 0.8), and
 branches no template reached. Pure functions only: no Ray.
 """

@@ -73,7 +73,7 @@ def test_no_dedup_keeps_exact_duplicates(cli_run):
     assert dropped[0]["reason"] == "duplicate_task" and dropped[0]["detail"].startswith("same task as example")
 
 
-def test_passages_over_max_chars_are_quarantined_as_too_long(cli_run):
+def test_passages_over_max_chars_are_rejected_as_too_long(cli_run):
     _, out, _ = cli_run
     dropped = pds.dataset(str(out / "_rejects" / "stage=clean")).to_table().to_pylist()
     assert [(r["reason"], r["detail"].endswith(f"chars > {MAX_CHARS}")) for r in dropped] == [("too_long", True)]

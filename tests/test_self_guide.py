@@ -348,13 +348,14 @@ def test_hf_run_killed_after_its_rounds_resumes_without_losing_or_repeating_rows
 
 
 def test_the_shipped_example_loads_and_the_docs_name_every_setting():
-    from bonito_ray.self_guide.config import field_names, load_config
+    from bonito_ray.config import field_names
+    from bonito_ray.self_guide.config import SelfGuideConfig, load_config
 
     config = load_config(str(ROOT / "jobs" / "examples" / "self_guide.yaml"), {})
     spec = load_spec(str(ROOT / config.spec))
     assert spec.is_classification and config.rounds(spec) == 40 and len(spec.demonstrations) >= 3
     docs = (ROOT / "docs" / "self_guide.md").read_text()
-    assert [name for name in field_names() if f"`{name}`" not in docs] == []
+    assert [name for name in field_names(SelfGuideConfig) if f"`{name}`" not in docs] == []
 
 
 def test_the_recorded_command_gives_back_the_same_config():

@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "jobs"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "jobs" / "dev"))
 
 import train_demo_model as recipe  # noqa: E402
 from make_demo_corpus import build_corpus  # noqa: E402

@@ -234,3 +234,10 @@ def test_validate_switch_on_the_cli_in_yaml_and_in_the_config(tmp_path):
         GenerateConfig(input="i", output="o", validate="loose")
     with pytest.raises(ConfigError, match="cannot load validator 'nowhere:f'"):
         GenerateConfig(input="i", output="o", validators=["nowhere:f"])
+
+
+def test_a_question_that_ends_in_its_options_offers_those_and_not_itself():
+    nli = offered_options("Premise: rent is due.\nHypothesis: rent is late.\nIs that correct, incorrect, or inconclusive?")
+    assert nli.items == ("correct", "incorrect", "inconclusive")
+    assert offered_options("Is this true or false?").items == ("true", "false")
+    assert offered_options("Does it hold? Yes, no, or maybe?").items == ("yes", "no", "maybe")  # a list of its own

@@ -27,7 +27,7 @@ from bonito_ray.engines.vllm import (CPU_ENGINE_KWARGS, DEFAULT_ENGINE_KWARGS, _
                                      build_vllm_processor, engine_kwargs)
 from bonito_ray.engines.window import DEFAULT_MAX_MODEL_LEN
 from bonito_ray.pipeline import generate, plan_job
-from bonito_ray.stages import GENERATION_REASONS
+from bonito_ray.rejects import GENERATION_REASONS
 from bonito_ray.schema import DATA_SUFFIXES, EXAMPLE_REJECT_DIRS, GENERATION_REJECTS_DIR
 from bonito_ray.stages import REQUEST_SCHEMA
 from tests import tiny_models

@@ -1,22 +1,20 @@
 """The ``finetune``, ``evaluate`` and ``export`` subcommands of ``bonito-ray``.
 
 ``register`` adds them to the main parser's subparsers; each sets ``func`` (parsed args -> exit
-code). User errors are :data:`USER_ERRORS` (``ValueError`` subclasses with a one-line message).
+code). Their errors in what the user gave are ``bonito_ray.errors.UserError``s (``AdaptError`` and its
+kinds), shown in one line by the main command.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from bonito_ray.adapt.errors import AdaptError
 from bonito_ray.adapt.evaluate import PAPER_MAX_NEW_TOKENS, EvaluateConfig, evaluate, format_table
 from bonito_ray.adapt.export import FORMATS, export
 from bonito_ray.adapt.finetune import FinetuneConfig, finetune
 from bonito_ray.adapt.prompts import PROMPT_FORMATS
 from bonito_ray.schema import SELF_GUIDE_TASK
-from bonito_ray.tasks import UnknownTaskTypeError, resolve_task_types
-
-USER_ERRORS = (AdaptError, UnknownTaskTypeError)
+from bonito_ray.tasks import resolve_task_types
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

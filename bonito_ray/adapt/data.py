@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 from collections.abc import Iterator
 
 import pyarrow as pa
@@ -18,14 +17,13 @@ import pyarrow.dataset as pds
 import pyarrow.fs as pafs
 
 from bonito_ray.adapt.errors import DatasetError
-from bonito_ray.schema import SUCCESS_FILE, is_accepted_file
+from bonito_ray.schema import SUCCESS_FILE, is_accepted_file, is_legacy_accepted_file
 from bonito_ray.storage import join, list_files, resolve_filesystem
 
 logger = logging.getLogger(__name__)
 
 # Columns every consumer here needs; all are in the files (`task_type` too: the folders are not hive partitions).
 EXAMPLE_COLUMNS = ("id", "task_type", "input", "output")
-_LEGACY_ACCEPTED_FILE = re.compile(r"task_type=[^/]+/train-[^/]*\.parquet")  # relative to the root
 
 
 def accepted_files(uri: str) -> tuple[pafs.FileSystem, str, list[str]]:
@@ -40,7 +38,7 @@ def accepted_files(uri: str) -> tuple[pafs.FileSystem, str, list[str]]:
 
 
 def _is_accepted(relative: str) -> bool:
-    return is_accepted_file(relative) or _LEGACY_ACCEPTED_FILE.fullmatch(relative) is not None
+    return is_accepted_file(relative) or is_legacy_accepted_file(relative)
 
 
 def _open(uri: str, task_types: list[str] | None) -> tuple[pds.Dataset, pc.Expression | None]:

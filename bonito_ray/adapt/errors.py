@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from bonito_ray.errors import UserError
 
-class AdaptError(ValueError):
+
+class AdaptError(UserError, ValueError):
     """Base class: something the user asked for cannot be done as asked."""
 
 

@@ -17,7 +17,7 @@ from bonito_ray.adapt.errors import AdaptError, EvalSetError
 from bonito_ray.adapt.evalsets import CLASSIFICATION, GENERATION, EvalSet, load_eval_set
 from bonito_ray.adapt.fsio import read_text, write_text
 from bonito_ray.adapt.metrics import classification_scores, squad_scores
-from bonito_ray.adapt.models import load_tokenizer
+from bonito_ray.hf_models import padded_tokenizer
 from bonito_ray.adapt.prompts import check_prompt_format
 from bonito_ray.adapt.scoring import ADAPTED, ZERO_SHOT, Scorer
 from bonito_ray.adapt.train_loop import ADAPTER_METADATA_FILE
@@ -77,7 +77,7 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
         if getattr(config, flag) <= 0:
             raise AdaptError(f"--{flag.replace('_', '-')} must be positive, not {getattr(config, flag)}")
     model, prompt_format = resolve_model(config)
-    check_prompt_format(load_tokenizer(model), prompt_format, model)
+    check_prompt_format(padded_tokenizer(model), prompt_format, model)
     sets = [load_eval_set(path) for path in config.eval_sets]
     names = [s.name for s in sets]
     if len(set(names)) != len(names):

@@ -26,21 +26,21 @@ from bonito_ray.adapt.errors import AdaptError
 from bonito_ray.adapt.prompts import plain_prompt
 from bonito_ray.storage import join, resolve_filesystem
 
-Record = dict[str, object]
+ExportRecord = dict[str, object]
 
 
-def alpaca_record(row: dict) -> Record:
+def alpaca_record(row: dict) -> ExportRecord:
     """One Alpaca record: the task input is the instruction."""
     return {"instruction": row["input"], "input": "", "output": row["output"]}
 
 
-def messages_record(row: dict) -> Record:
+def messages_record(row: dict) -> ExportRecord:
     """One OpenAI chat fine-tuning record."""
     return {"messages": [{"role": "user", "content": row["input"]},
                          {"role": "assistant", "content": row["output"]}]}
 
 
-def prompt_completion_record(row: dict) -> Record:
+def prompt_completion_record(row: dict) -> ExportRecord:
     """One prompt/completion record in the paper's plain prompt format."""
     return {"prompt": plain_prompt(row["input"]), "completion": row["output"]}
 
@@ -50,7 +50,7 @@ class ExportFormat:
     """A file format: its file name, how a row becomes a record, and whether it is one JSON array."""
 
     file_name: str
-    record: Callable[[dict], Record]
+    record: Callable[[dict], ExportRecord]
     json_array: bool = False
 
 

@@ -25,7 +25,8 @@ from bonito_ray.adapt.batches import StepPlan, encode_examples
 from bonito_ray.adapt.data import load_examples, split
 from bonito_ray.adapt.errors import FinetuneConfigError
 from bonito_ray.adapt.fsio import delete, read_text, write_text
-from bonito_ray.adapt.models import bitsandbytes_available, load_tokenizer
+from bonito_ray.adapt.models import bitsandbytes_available
+from bonito_ray.hf_models import padded_tokenizer
 from bonito_ray.adapt.prompts import check_prompt_format
 from bonito_ray.adapt.train_loop import ADAPTER_DIR, MERGED_DIR, TrainingData, train_loop_per_worker
 from bonito_ray.storage import driver_path, join, resolve_filesystem
@@ -166,7 +167,7 @@ def finetune(config: FinetuneConfig, overwrite: bool = False) -> FinetuneSummary
 
     started = time.monotonic()
     config.validate()
-    tokenizer = load_tokenizer(config.model)
+    tokenizer = padded_tokenizer(config.model)
     check_prompt_format(tokenizer, config.prompt_format, config.model)
     data, dropped = prepare_data(config, tokenizer)
     cluster.connect(config.ray_address, verbose=config.verbose)

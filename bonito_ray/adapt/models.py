@@ -1,31 +1,15 @@
-"""Loading tokenizers, target models (full precision or 4-bit) and the LoRA configuration."""
+"""Loading target models (full precision or 4-bit) and the LoRA configuration (tokenizers, dtypes and
+windows: ``bonito_ray.hf_models``, shared with the engines)."""
 
 from __future__ import annotations
 
 import importlib.util
 from typing import Any
 
+from bonito_ray.hf_models import compute_dtype
+
 # LoRA on every linear layer of the transformer blocks, as Q-LoRA does (the LM head stays frozen).
 LORA_TARGET_MODULES = "all-linear"
-
-
-def load_tokenizer(model: str) -> Any:
-    """The tokenizer of ``model``, with a pad token (the EOS token when the model defines none)."""
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(model)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
-
-
-def compute_dtype(device: Any) -> Any:
-    """bfloat16 on GPUs that support it, else float32 (CPU training in half precision is slow and lossy)."""
-    import torch
-
-    if getattr(device, "type", str(device)) == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float32
 
 
 def load_causal_lm(model: str, device: Any, quantize_4bit: bool = False) -> Any:
@@ -53,8 +37,3 @@ def lora_config(rank: int, alpha: int, dropout: float) -> Any:
 
     return LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=LORA_TARGET_MODULES,
                       bias="none", task_type="CAUSAL_LM")
-
-
-def context_window(model: Any) -> int | None:
-    """The model's context window in tokens, where its config states one."""
-    return getattr(model.config, "max_position_embeddings", None)

@@ -63,11 +63,12 @@ class Scorer:
         import torch
 
         from bonito_ray.adapt.fsio import localize
-        from bonito_ray.adapt.models import context_window, load_causal_lm, load_tokenizer
+        from bonito_ray.adapt.models import load_causal_lm
+        from bonito_ray.hf_models import context_window, padded_tokenizer
 
         torch.set_num_threads(num_threads)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.tokenizer = load_tokenizer(model)
+        self.tokenizer = padded_tokenizer(model)
         self.model = load_causal_lm(model, self.device).eval()
         self.variants = [ZERO_SHOT]
         if adapter:
@@ -75,7 +76,7 @@ class Scorer:
 
             self.model = PeftModel.from_pretrained(self.model, localize(adapter, tempfile.mkdtemp())).eval()
             self.variants.append(ADAPTED)
-        self.window = context_window(self.model)
+        self.window = context_window(self.model.config)
         self.prompt_format = prompt_format
         self.max_new_tokens = max_new_tokens
 

@@ -96,9 +96,10 @@ def _build(cfg: dict[str, Any], device: Any, total_steps: int) -> tuple[Any, Any
     from peft import get_peft_model, prepare_model_for_kbit_training
     from transformers import get_linear_schedule_with_warmup
 
-    from bonito_ray.adapt.models import load_causal_lm, load_tokenizer, lora_config
+    from bonito_ray.adapt.models import load_causal_lm, lora_config
+    from bonito_ray.hf_models import padded_tokenizer
 
-    tokenizer = load_tokenizer(cfg["model"])
+    tokenizer = padded_tokenizer(cfg["model"])
     base = load_causal_lm(cfg["model"], device, quantize_4bit=cfg["qlora"])
     if cfg["qlora"]:
         base = prepare_model_for_kbit_training(base, gradient_checkpointing_kwargs={"use_reentrant": False})

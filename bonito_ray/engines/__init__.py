@@ -6,17 +6,26 @@ Out: the same rows plus ``generated_text``, ``num_input_tokens``, ``num_generate
 ``finish_reason`` (``stop``: ended by end of sequence; ``length``: cut at ``max_tokens`` or the
 window, vLLM's names) and ``engine_error`` (null unless the engine rejected that row, e.g. a
 prompt longer than the model's window). One request row gives one generation; ``n`` samples are ``n`` request rows.
+
+``ENGINES`` is the one registry: each engine names its stage builder, how it learns the window a
+request runs in (planning sizes passages from it) and the check of its own settings, each as
+``module:function`` imported only when used (vLLM and torch are heavy). Nothing outside this
+package asks which engine a job uses.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from ray.data import Dataset
+if TYPE_CHECKING:  # the configuration imports the registry: types only here
+    from ray.data import Dataset
 
-from bonito_ray.config import GenerateConfig
+    from bonito_ray.config import GenerateConfig
 
-EngineStage = Callable[[Dataset], Dataset]
+EngineStage = Callable[["Dataset"], "Dataset"]
 OUTPUT_COLUMNS = ("generated_text", "num_input_tokens", "num_generated_tokens", "finish_reason", "engine_error")
 STOP, LENGTH = "stop", "length"
 
@@ -32,16 +41,64 @@ def finish_reason(tokens: list[int], num_input_tokens: int, max_tokens: int, win
     return STOP
 
 
+@dataclass(frozen=True)
+class Engine:
+    """One engine. ``stage``: (config) -> EngineStage; ``window``: (config, tokenizer or None) -> the
+    window in tokens (None: unknown); ``check``: (config) -> None, raising ConfigError, run on every
+    configuration (an engine's own settings given to another engine are refused there)."""
+
+    name: str
+    summary: str  # for --help
+    stage: str
+    window: str = "bonito_ray.engines.window:model_window"
+    check: str | None = None
+    needs_model: bool = True  # False: runs without loading a model when the passage length is given
+    # (keywords, bonito-ray's own options) -> None: checks the keyword arguments a Python caller passes
+    # for the engine itself (vLLM's engine arguments); None: the engine takes none
+    keywords: str | None = None
+
+
+ENGINES: dict[str, Engine] = {e.name: e for e in (
+    Engine("hf", "transformers, CPU or GPU", "bonito_ray.engines.hf:build_hf_stage"),
+    Engine("vllm", "GPUs, or CPUs with vLLM's CPU build", "bonito_ray.engines.vllm:build_vllm_stage",
+           window="bonito_ray.engines.window:vllm_window", keywords="bonito_ray.engines.vllm:check_engine_args"),
+    Engine("openai", "an OpenAI-compatible completions server in the cluster: --endpoint",
+           "bonito_ray.engines.openai:build_openai_stage", window="bonito_ray.engines.openai:openai_window",
+           check="bonito_ray.engines.openai:check_openai_config"),
+    Engine("echo", "test/benchmark stand-in, no model", "bonito_ray.engines.echo:build_echo_stage", needs_model=False),
+)}
+ENGINE_NAMES = tuple(ENGINES)
+ENGINE_HELP = ", ".join(f"{e.name} ({e.summary})" for e in ENGINES.values())
+
+
+def _load(target: str) -> Any:
+    module, _, function = target.partition(":")
+    return getattr(importlib.import_module(module), function)
+
+
 def build_engine_stage(config: GenerateConfig) -> EngineStage:
     """The engine stage for ``config.engine``: a function from a request dataset to generations."""
-    if config.engine == "hf":
-        from bonito_ray.engines.hf import build_hf_stage
+    return _load(ENGINES[config.engine].stage)(config)
 
-        return build_hf_stage(config)
-    if config.engine == "vllm":
-        from bonito_ray.engines.vllm import build_vllm_stage
 
-        return build_vllm_stage(config)
-    from bonito_ray.engines.echo import build_echo_stage
+def generation_window(config: GenerateConfig, tokenizer: Any) -> int | None:
+    """The window requests of ``config``'s engine run in (checked against the model where it can be)."""
+    return _load(ENGINES[config.engine].window)(config, tokenizer)
 
-    return build_echo_stage(config)
+
+def check_engine_keywords(engine: str, keywords: dict[str, Any], ours: str) -> None:
+    """Refuse keyword arguments for ``engine`` (the Python API's ``Bonito(model, engine, **keywords)``) that
+    it does not take; ``ours`` names bonito-ray's own options, for the message."""
+    from bonito_ray.config import ConfigError
+
+    takes = ENGINES[engine].keywords if engine in ENGINES else None
+    if takes is None:
+        raise ConfigError(f"unknown option(s) {', '.join(sorted(keywords))} for engine {engine!r}; valid: {ours}")
+    _load(takes)(keywords, ours)
+
+
+def check_engine_settings(config: GenerateConfig) -> None:
+    """Every engine's check of its own settings (a ConfigError names the problem)."""
+    for engine in ENGINES.values():
+        if engine.check:
+            _load(engine.check)(config)

@@ -19,7 +19,7 @@ from bonito_ray import console
 from bonito_ray.cluster import PRIVACY_ENV
 from bonito_ray.config import GenerateConfig
 from bonito_ray.engines import LENGTH, STOP, EngineStage
-from bonito_ray.engines.window import context_window
+from bonito_ray.hf_models import compute_dtype, context_window, padded_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -48,16 +48,12 @@ class HFGenerator:
 
     def __init__(self, model: str, num_threads: int = 1) -> None:
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+        from transformers import AutoModelForCausalLM, GenerationConfig
 
         torch.set_num_threads(num_threads)
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.tokenizer = AutoTokenizer.from_pretrained(model)
-        self.tokenizer.padding_side = "left"
-        if self.tokenizer.pad_token_id is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        dtype = torch.bfloat16 if self.device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
-        self.model = AutoModelForCausalLM.from_pretrained(model, dtype=dtype).to(self.device).eval()
+        self.tokenizer = padded_tokenizer(model, padding_side="left")
+        self.model = AutoModelForCausalLM.from_pretrained(model, dtype=compute_dtype(self.device)).to(self.device).eval()
         # Sampling is SeededSampler's: the model's own sampling defaults (temperature, top_p) would be
         # merged into every greedy call and make transformers warn that they may be ignored.
         self.model.generation_config = GenerationConfig(

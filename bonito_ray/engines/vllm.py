@@ -14,6 +14,7 @@ vLLM's CPU build, each replica holding ``cpus_per_replica`` CPUs and a bounded K
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from typing import Any
@@ -22,7 +23,7 @@ from bonito_ray import console
 from bonito_ray.cluster import PRIVACY_ENV
 from bonito_ray.config import ConfigError, GenerateConfig
 from bonito_ray.engines import EngineStage, finish_reason
-from bonito_ray.engines.window import generation_window
+from bonito_ray.engines.window import vllm_window
 from bonito_ray.stages import REQUEST_SCHEMA
 
 logger = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ def _installed(distribution: str) -> bool:
 def engine_kwargs(config: GenerateConfig, device: str) -> dict[str, Any]:
     """The vLLM engine arguments: defaults, the settled window, the user's ``engine_kwargs`` on top."""
     on_device = CPU_ENGINE_KWARGS if device == "cpu" else {}
-    return {**DEFAULT_ENGINE_KWARGS, **on_device, "max_model_len": generation_window(config, None),
+    return {**DEFAULT_ENGINE_KWARGS, **on_device, "max_model_len": vllm_window(config, None),
             **config.engine_kwargs}
 
 
@@ -120,7 +121,7 @@ def build_vllm_stage(config: GenerateConfig) -> EngineStage:
     """An engine stage running ``config.model`` on vLLM through ``ray.data.llm``."""
     processor = build_vllm_processor(config)
     # ray.data.llm drops vLLM's finish reason; it is decided again from the generated token ids.
-    ending = {"max_tokens": config.max_tokens, "window": generation_window(config, None),
+    ending = {"max_tokens": config.max_tokens, "window": vllm_window(config, None),
               "eos_ids": end_of_sequence_ids(config.model)}
 
     def stage(requests):
@@ -138,9 +139,9 @@ def end_of_sequence_ids(model: str) -> frozenset[int]:
     """The ids vLLM stops on: the tokenizer's end of sequence and the generation config's."""
     from transformers import GenerationConfig
 
-    from bonito_ray.passages import load_tokenizer
+    from bonito_ray.passages import cached_tokenizer
 
-    ids = {load_tokenizer(model).eos_token_id}
+    ids = {cached_tokenizer(model).eos_token_id}
     try:
         extra = GenerationConfig.from_pretrained(model).eos_token_id
     except OSError:  # no generation_config.json
@@ -159,3 +160,16 @@ def _to_contract(row: dict[str, Any], carried: list[str], max_tokens: int, windo
         out["finish_reason"] = finish_reason(list(row["generated_tokens"]), row["num_input_tokens"],
                                              max_tokens, window, eos_ids)
     return out
+
+
+def check_engine_args(arguments: dict[str, Any], ours: str) -> None:
+    """Refuse a keyword that is no vLLM engine argument now, not when the engine starts on the cluster."""
+    try:
+        from vllm.engine.arg_utils import EngineArgs
+    except ImportError:  # vLLM only on the cluster's workers: the engine checks them when it starts
+        return
+    known = {f.name for f in dataclasses.fields(EngineArgs)}
+    unknown = sorted(set(arguments) - known)
+    if unknown:
+        raise ConfigError(f"unknown option(s) {', '.join(unknown)}: neither a bonito-ray option ({ours}) nor a "
+                          "vLLM engine argument")

@@ -28,7 +28,7 @@ from bonito_ray.self_guide import engine, filters, vote
 from bonito_ray.self_guide.config import SelfGuideConfig
 from bonito_ray.self_guide.prompts import annotation_prompt, read_slot
 from bonito_ray.self_guide.spec import TaskSpec
-from bonito_ray.stages import ENGINE_ERROR
+from bonito_ray.rejects import ENGINE_ERROR
 from bonito_ray.storage import join, write_parquet
 
 logger = logging.getLogger(__name__)

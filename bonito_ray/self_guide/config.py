@@ -2,71 +2,24 @@
 
 Every setting the paper states defaults to its value (Zhao et al., 2024, arXiv:2407.12874); ``None``
 for the temperature of input generation and for the two length filters means "as the paper does for
-this kind of task". ``HELP`` gives each key its one-line meaning (the CLI's flags are made from it).
+this kind of task". Each field's help is beside it (``bonito_ray.config.option``): the CLI's flags are made from it.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import shlex
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
-import yaml
-
-from bonito_ray.config import DEMO_MODEL, DEVICES, ENGINES, ConfigError, GenerateConfig
+from bonito_ray.config import DEMO_MODEL, DEVICES, ConfigError, GenerateConfig, command_line, option
+from bonito_ray.config import load_config as load_job_config
+from bonito_ray.engines import ENGINE_HELP, ENGINE_NAMES
 from bonito_ray.self_guide.spec import TaskSpec
 
 # Input generation's temperature by task kind (the paper: 0.7 for classification, 0.9 for generation).
 INPUT_TEMPERATURE = {"classification": 0.7, "generation": 0.9}
 
-HELP: dict[str, str] = {
-    "spec": "the task spec: YAML or JSON with instruction, kind, labels, demonstrations, examples",
-    "output": "where the dataset is committed (same layout as `generate`)",
-    "engine": f"generation engine: {', '.join(ENGINES)} (default: hf)",
-    "model": "the student model: directory or hub id (default: the bundled CPU demo model)",
-    "inputs_per_round": "inputs asked for per round (default: 10; rounds = examples / this, the paper's 40)",
-    "rounds_per_pass": "rounds sent to the engine together, each engine pass one engine start; a pass's prompts "
-                       "show the inputs kept before it (default: 1, the paper's strictly sequential rounds)",
-    "min_weak_examples": "fewest earlier generated inputs shown per prompt (default: 1)",
-    "max_weak_examples": "most earlier generated inputs shown per prompt (default: 10)",
-    "input_temperature": "input generation temperature (default: 0.7 classification, 0.9 generation)",
-    "input_top_k": "input generation top-k (default: 40)",
-    "input_top_p": "input generation top-p (default: 1.0)",
-    "input_max_tokens": "max tokens of a generated input (default: 256)",
-    "input_length_filter": "drop inputs outside mean +/- length_std std of the demonstrations' input lengths "
-                           "(default: on for classification)",
-    "samples": "annotations sampled per input for the vote (default: 10)",
-    "output_temperature": "annotation temperature (default: 0.2)",
-    "output_top_k": "annotation top-k (default: 10)",
-    "output_top_p": "annotation top-p (default: 1.0)",
-    "output_max_tokens": "max tokens of an annotation (default: 128)",
-    "output_length_filter": "drop annotations outside mean +/- length_std std of the demonstrations' output "
-                            "lengths (default: on for generation)",
-    "length_std": "standard deviations the length filters allow (default: 2)",
-    "noise_filter": "drop texts with chat phrases or template words (default: on)",
-    "consistency_threshold": "keep the majority annotation only if its share of the valid samples is at least "
-                             "this (default: 0.3)",
-    "balance_classes": "classification: cut every label down to the smallest one's count (default: on)",
-    "seed": "seeds every request and every random choice: reruns reproduce (default: unseeded)",
-    "num_replicas": "engine replicas, one model each (default: 1)",
-    "batch_size": "rows per engine batch (default: 16)",
-    "max_concurrent_batches": "vllm: batches in flight per replica (default: 8)",
-    "engine_kwargs": "vllm engine arguments as JSON (see `generate --engine-kwargs`)",
-    "device": f"vllm: where replicas run: {', '.join(DEVICES)} (default: auto)",
-    "placement_group_config": "vllm: Ray placement group of one replica as JSON",
-    "accelerator_type": "accelerator type to schedule replicas on, e.g. A100",
-    "cpus_per_replica": "CPUs per replica (default: 1)",
-    "gpus_per_replica": "hf: GPUs per replica (default: 0)",
-    "s3_endpoint": "S3-compatible endpoint URL; default: AWS_ENDPOINT_URL",
-    "ray_address": "Ray cluster: an address, `auto` or `local` (default: RAY_ADDRESS, else local)",
-    "rows_per_file": "target rows per output Parquet file (default: 50000)",
-    "license": "the dataset card's license field (default: other)",
-    "verbose": "also show Ray's own logs and Ray Data's progress",
-}
 # Settings that do not change what a run makes: a resumed run may differ in these.
 _NOT_IDENTITY = {"output", "num_replicas", "batch_size", "max_concurrent_batches", "accelerator_type",
                  "cpus_per_replica", "gpus_per_replica", "s3_endpoint", "ray_address", "rows_per_file", "license",
@@ -77,47 +30,63 @@ _NOT_IDENTITY = {"output", "num_replicas", "batch_size", "max_concurrent_batches
 class SelfGuideConfig:
     """Everything a SELF-GUIDE job needs. Field names double as YAML keys and CLI flags."""
 
-    spec: str = ""
-    output: str = ""
-    engine: str = "hf"
-    model: str = DEMO_MODEL
+    spec: str = option("", default_text=None,
+                       help="the task spec: YAML or JSON with instruction, kind, labels, demonstrations, examples")
+    output: str = option("", default_text=None, help="where the dataset is committed (same layout as `generate`)")
+    engine: str = option("hf", choices=ENGINE_NAMES, help=ENGINE_HELP)
+    model: str = option(DEMO_MODEL, default_text="the bundled CPU demo model",
+                        help="the student model: directory or hub id")
     # Input generation (the paper: rounds of 10, 1-10 earlier inputs shown, top-k 40).
-    inputs_per_round: int = 10
-    rounds_per_pass: int = 1
-    min_weak_examples: int = 1
-    max_weak_examples: int = 10
-    input_temperature: float | None = None
-    input_top_k: int = 40
-    input_top_p: float = 1.0
-    input_max_tokens: int = 256
-    input_length_filter: bool | None = None
+    inputs_per_round: int = option(10, help="inputs asked for per round (rounds: examples / this, the paper's 40)")
+    rounds_per_pass: int = option(1, help="rounds sent to the engine together, each engine pass one engine start; a "
+                                          "pass's prompts show the inputs kept before it (1: the paper's strictly "
+                                          "sequential rounds)")
+    min_weak_examples: int = option(1, help="fewest earlier generated inputs shown per prompt")
+    max_weak_examples: int = option(10, help="most earlier generated inputs shown per prompt")
+    input_temperature: float | None = option(None, default_text="0.7 classification, 0.9 generation",
+                                             help="input generation temperature")
+    input_top_k: int = option(40, help="input generation top-k")
+    input_top_p: float = option(1.0, help="input generation top-p")
+    input_max_tokens: int = option(256, help="max tokens of a generated input")
+    input_length_filter: bool | None = option(None, default_text="on for classification", switch=True,
+                                              help="drop inputs outside mean +/- length_std std of the demonstrations' "
+                                                   "input lengths")
     # Output annotation (the paper: 10 samples at temperature 0.2, top-k 10, self-consistency 0.3).
-    samples: int = 10
-    output_temperature: float = 0.2
-    output_top_k: int = 10
-    output_top_p: float = 1.0
-    output_max_tokens: int = 128
-    output_length_filter: bool | None = None
-    length_std: float = 2.0
-    noise_filter: bool = True
-    consistency_threshold: float = 0.3
-    balance_classes: bool = True
-    seed: int | None = None
+    samples: int = option(10, help="annotations sampled per input for the vote")
+    output_temperature: float = option(0.2, help="annotation temperature")
+    output_top_k: int = option(10, help="annotation top-k")
+    output_top_p: float = option(1.0, help="annotation top-p")
+    output_max_tokens: int = option(128, help="max tokens of an annotation")
+    output_length_filter: bool | None = option(None, default_text="on for generation", switch=True,
+                                               help="drop annotations outside mean +/- length_std std of the "
+                                                    "demonstrations' output lengths")
+    length_std: float = option(2.0, help="standard deviations the length filters allow")
+    noise_filter: bool = option(True, switch=True, help="drop texts with chat phrases or template words")
+    consistency_threshold: float = option(0.3, help="keep the majority annotation only if its share of the valid "
+                                                    "samples is at least this")
+    balance_classes: bool = option(True, switch=True,
+                                   help="classification: cut every label down to the smallest one's count")
+    seed: int | None = option(None, default_text="unseeded",
+                              help="seeds every request and every random choice: reruns reproduce")
     # Engine resources, as `generate`'s.
-    num_replicas: int = 1
-    batch_size: int = 16
-    max_concurrent_batches: int = 8
-    engine_kwargs: dict[str, Any] = field(default_factory=dict)
-    device: str = "auto"
-    placement_group_config: dict[str, Any] | None = None
-    accelerator_type: str | None = None
-    cpus_per_replica: float = 1.0
-    gpus_per_replica: float = 0.0
-    s3_endpoint: str | None = None
-    ray_address: str | None = None
-    rows_per_file: int = 50_000
-    license: str = "other"
-    verbose: bool = False
+    num_replicas: int = option(1, help="engine replicas, one model each")
+    batch_size: int = option(16, help="rows per engine batch")
+    max_concurrent_batches: int = option(8, help="vllm: batches in flight per replica")
+    engine_kwargs: dict[str, Any] = option(default_factory=dict, default_text=None,
+                                           help="vllm engine arguments as JSON (see `generate --engine-kwargs`)")
+    device: str = option("auto", choices=DEVICES, help="vllm: where replicas run")
+    placement_group_config: dict[str, Any] | None = option(None, default_text=None,
+                                                           help="vllm: Ray placement group of one replica as JSON")
+    accelerator_type: str | None = option(None, default_text=None,
+                                          help="accelerator type to schedule replicas on, e.g. A100")
+    cpus_per_replica: float = option(1.0, help="CPUs per replica")
+    gpus_per_replica: float = option(0.0, help="hf: GPUs per replica")
+    s3_endpoint: str | None = option(None, default_text="AWS_ENDPOINT_URL", help="S3-compatible endpoint URL")
+    ray_address: str | None = option(None, default_text="RAY_ADDRESS, else local",
+                                     help="Ray cluster: an address, `auto` or `local`")
+    rows_per_file: int = option(50000, help="target rows per output Parquet file")
+    license: str = option("other", help="the dataset card's license field")
+    verbose: bool = option(False, switch=True, help="also show Ray's own logs and Ray Data's progress")
 
     def __post_init__(self) -> None:
         if not self.spec:
@@ -197,48 +166,16 @@ class SelfGuideConfig:
                 "incremental": False}
 
     def command(self) -> str:
-        """The ``bonito-ray self-guide`` command that runs this job (defaults, the Ray address and the console
-        setting left out: they do not change what it makes)."""
-        words = ["bonito-ray", "self-guide"]
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-            if f.name in ("ray_address", "verbose") or value == default:
-                continue
-            flag = "--" + f.name.replace("_", "-")
-            if isinstance(value, bool):
-                words.append(flag if value else "--no-" + f.name.replace("_", "-"))
-            else:
-                shown = json.dumps(value, sort_keys=True) if isinstance(value, dict) else str(value)
-                words += [flag, shlex.quote(shown)]
-        return " ".join(words)
+        """The ``bonito-ray self-guide`` command that runs this job (``bonito_ray.config.command_line``)."""
+        return command_line(self, "self-guide")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-def field_names() -> list[str]:
-    return [f.name for f in dataclasses.fields(SelfGuideConfig)]
-
-
 def load_config(path: str | None, overrides: dict[str, Any]) -> SelfGuideConfig:
     """A config from an optional YAML file, with non-None ``overrides`` (CLI flags) on top."""
-    values: dict[str, Any] = {}
-    if path:
-        try:
-            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-        except OSError as err:
-            raise ConfigError(f"cannot read config file {path}: {err.strerror or err}") from err
-        except yaml.YAMLError as err:
-            raise ConfigError(f"config file {path} is not valid YAML: {str(err).splitlines()[0]}") from err
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"config file {path} must hold a mapping of keys to values")
-        values.update({str(k).replace("-", "_"): v for k, v in (loaded or {}).items()})
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    unknown = sorted(set(values) - set(field_names()))
-    if unknown:
-        raise ConfigError(f"unknown configuration key(s) {', '.join(unknown)}; valid keys: {', '.join(field_names())}")
-    return SelfGuideConfig(**values)
+    return load_job_config(path, overrides, SelfGuideConfig)
 
 
 def _check(ok: bool, message: str) -> None:

@@ -16,6 +16,8 @@ import re
 from dataclasses import dataclass
 from statistics import fmean, pstdev
 
+from bonito_ray.rejects import DUPLICATE, EMPTY_TEXT, NOISE, TOO_LONG, TOO_SHORT
+
 # Chatty assistant phrases and template words (the paper's noise filter); matched case-insensitively,
 # template words as whole words.
 NOISE_PHRASES = ("sure,", "sure!", "i'd be happy to", "i would be happy to", "happy to help", "as an ai",
@@ -24,7 +26,7 @@ NOISE_PHRASES = ("sure,", "sure!", "i'd be happy to", "i would be happy to", "ha
 TEMPLATE_WORDS = ("input", "output", "[input]", "[output]")
 _TEMPLATE_WORD = re.compile(r"(?<![\w\[])(?:\[?(?:input|output)\]?)(?![\w\]])", re.IGNORECASE)
 
-EMPTY, TOO_SHORT, TOO_LONG, NOISE, DUPLICATE = "empty", "too_short", "too_long", "noise", "duplicate"
+EMPTY = EMPTY_TEXT  # the reasons are bonito_ray.rejects'; this module names them as its filters do
 
 
 @dataclass(frozen=True)

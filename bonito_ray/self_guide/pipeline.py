@@ -20,17 +20,15 @@ import pyarrow.fs as pafs
 
 from bonito_ray import console
 from bonito_ray.commit import ResumeMismatchError
-from bonito_ray.engines import EngineStage, build_engine_stage
+from bonito_ray.engines import ENGINES, EngineStage, build_engine_stage
 from bonito_ray.output import Output, open_output
-from bonito_ray.passages import load_tokenizer
-from bonito_ray.pipeline import _configure_fault_tolerance
+from bonito_ray.pipeline import configure_fault_tolerance, model_tokenizer
 from bonito_ray.schema import (RUN_FILE, SELF_GUIDE_DIR, SELF_GUIDE_REJECTS_DIRS, SELF_GUIDE_TASK, STAGING_DIR,
                                is_data_file)
 from bonito_ray.self_guide.annotate import run_annotation
 from bonito_ray.self_guide.config import SelfGuideConfig
 from bonito_ray.self_guide.rounds import generate_inputs
 from bonito_ray.self_guide.spec import TaskSpec, load_spec
-from bonito_ray.config import ConfigError
 from bonito_ray.storage import join, list_files
 
 logger = logging.getLogger(__name__)
@@ -86,11 +84,8 @@ class SelfGuideSummary:
 def plan_self_guide(config: SelfGuideConfig, overwrite: bool = False) -> Plan:
     """Check the spec, the model and the output, and lease the output; needs no Ray cluster."""
     spec = load_spec(config.spec)
-    if config.engine != "echo":
-        try:
-            load_tokenizer(config.model)
-        except (OSError, ValueError) as err:
-            raise ConfigError(f"cannot load model {config.model!r}: {err}") from err
+    if ENGINES[config.engine].needs_model:
+        model_tokenizer(config.engine_config())
     output = open_output(config.spec, config.output, config.s3_endpoint, overwrite=overwrite)
     try:
         if not overwrite:
@@ -129,7 +124,7 @@ def _run(config: SelfGuideConfig, plan: Plan, engine_stage: EngineStage | None, 
     _refuse_other_run(fs, staging, plan.identity, output.uri)
     resumed = output.begin(plan.identity)
     console.quiet_ray_data(config.verbose)
-    _configure_fault_tolerance()  # as the generation job: retry what fails, never drop a block
+    configure_fault_tolerance()  # as the generation job: retry what fails, never drop a block
     stage = engine_stage or build_engine_stage(config.engine_config())
     logger.info("self-guide: task %r (%s), %d rounds of %d inputs, %d annotations per input", spec.name, spec.kind,
                 config.rounds(spec), config.inputs_per_round, config.samples)

@@ -30,7 +30,7 @@ from bonito_ray.self_guide import engine, filters
 from bonito_ray.self_guide.config import SelfGuideConfig
 from bonito_ray.self_guide.prompts import input_prompt, read_slot
 from bonito_ray.self_guide.spec import TaskSpec
-from bonito_ray.stages import ENGINE_ERROR
+from bonito_ray.rejects import ENGINE_ERROR
 from bonito_ray.storage import join, write_parquet
 
 logger = logging.getLogger(__name__)

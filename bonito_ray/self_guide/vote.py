@@ -15,10 +15,8 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
+from bonito_ray.rejects import CLASS_BALANCE, NO_MAJORITY, NO_VALID_OUTPUT, NOT_A_LABEL  # noqa: F401 - vote.X
 from bonito_ray.schema import stable_id
-
-NOT_A_LABEL, NO_VALID_OUTPUT, NO_MAJORITY, CLASS_BALANCE = "not_a_label", "no_valid_output", "no_majority", \
-    "class_balance"
 
 
 def to_label(text: str, labels: tuple[str, ...] | list[str]) -> str | None:

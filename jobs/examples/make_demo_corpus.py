@@ -2,7 +2,7 @@
 
 Every passage is composed procedurally from clause templates (leases, SLAs, NDAs, HR and
 insurance policies, clinical notes) with randomly drawn slot values, so the generator knows
-the facts behind each sentence. ``jobs/train_demo_model.py`` imports :func:`build_corpus` to
+the facts behind each sentence. ``jobs/dev/train_demo_model.py`` imports :func:`build_corpus` to
 turn those facts into training targets; this script only writes the passage text:
 
 - ``demo_train.jsonl``: the training passages;

@@ -17,7 +17,7 @@ of distinct training passages, so that no value repeats enough to be memorised, 
 the last layer taught where each copied output token stands in the passage
 (:class:`CopyHeadProbe`).
 
-Usage: ``python jobs/train_demo_model.py [--output-dir bonito_ray/demo_model] [--steps N] [--seed S]``
+Usage: ``python jobs/dev/train_demo_model.py [--output-dir bonito_ray/demo_model] [--steps N] [--seed S]``
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 from bonito_ray.config import DEMO_MODEL
 from bonito_ray.prompt import CONTEXT_PLACEHOLDER, SEPARATOR, build_prompt
 
-EXAMPLES = Path(__file__).resolve().parent / "examples"
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 sys.path.insert(0, str(EXAMPLES))  # make_demo_corpus lives next to the data it writes
 
 from make_demo_corpus import DEFAULT_SEED as CORPUS_SEED  # noqa: E402

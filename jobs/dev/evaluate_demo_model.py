@@ -23,7 +23,7 @@ the text they were trained for, not a claim about other text.
 ``--dump PATH`` writes every generation (passage id, task type, raw text, parsed input/output)
 as JSON lines, for reading.
 
-Usage: ``python jobs/evaluate_demo_model.py [--model-dir bonito_ray/demo_model] [--corpus PATH]
+Usage: ``python jobs/dev/evaluate_demo_model.py [--model-dir bonito_ray/demo_model] [--corpus PATH]
 [--limit N] [--seed 0] [--batch-size 16] [--dump PATH]``
 """
 
@@ -43,7 +43,7 @@ from bonito_ray.engines.hf import HFGenerator
 from bonito_ray.prompt import CONTEXT_PLACEHOLDER, SEPARATOR, Task, build_prompt, parse_generation
 from train_demo_model import NLI_LABELS, YES_NO_LABELS
 
-EXAMPLES = Path(__file__).resolve().parent / "examples"
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 TASK_TYPES = ("ynqa", "exqa", "nli")
 VALID_LABELS = {"ynqa": set(YES_NO_LABELS), "nli": set(NLI_LABELS)}
 # The quality bar is enforced on this corpus only: held-out passages of the model's own generator.

@@ -7,12 +7,12 @@ makes most passages alike enough to be candidates of task dedup: its worst case)
 the `echo` engine (a zero-cost stand-in for the model, for tests and benchmarks only) on a local
 Ray, and prints throughput and peak memory of the driver (RSS) and of the Ray workers (USS).
 
-    python jobs/benchmark_pipeline.py --sizes 100000 1000000 --model PATH_WITH_TOKENIZER
+    python jobs/dev/benchmark_pipeline.py --sizes 100000 1000000 --model PATH_WITH_TOKENIZER
 
 With ``--document-mb``, each size is instead one single-line JSONL document of that many MB (a
 worst case for a worker's memory: the whole document is one record), chunked into 400-token passages.
 
-    python jobs/benchmark_pipeline.py --document-mb 50 200
+    python jobs/dev/benchmark_pipeline.py --document-mb 50 200
 """
 
 from __future__ import annotations

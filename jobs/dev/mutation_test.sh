@@ -9,10 +9,10 @@
 # RAY_ENABLE_AUTO_CONNECT=0 keeps a mutant from starting one. Functions outside SCOPE need a
 # Ray cluster or a CLI process and are covered by the slower tests, not measured here.
 #
-# Usage: jobs/mutation_test.sh [max workers, default 2]
+# Usage: jobs/dev/mutation_test.sh [max workers, default 2]
 # Prints the survivors and "score: KILLED/TOTAL (P%)". mutants/ is scratch (git-ignored).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 workers="${1:-2}"
 
 SCOPE=(

@@ -13,7 +13,7 @@ Generated tokens per second, and each figure's ratio to raw vLLM, are printed as
 contender that is not installed (the reference package: ``pip install --no-deps bonito-llm``) is
 listed as skipped. Runs on CPUs with vLLM's CPU build, or on a GPU where vLLM is installed.
 
-    python jobs/benchmark_engine.py --passages 1000      # 3,000 prompts (3 task types)
+    python jobs/dev/benchmark_engine.py --passages 1000      # 3,000 prompts (3 task types)
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TRAIN_CORPUS = ROOT / "jobs" / "examples" / "demo_train.jsonl"
 TASK_TYPES = ["ynqa", "exqa", "nli"]
 KV_CACHE_BYTES = 1 << 30
