@@ -30,7 +30,7 @@ from bonito_ray.output import Output, OutputExistsError, open_output  # noqa: F4
 from bonito_ray.passages import cached_tokenizer, passage_token_budget, prepare_passages
 from bonito_ray.report import RunSummary, summarize
 from bonito_ray.schema import STAGING_DIR
-from bonito_ray.stages import drop_done, to_examples, to_requests, validate_examples
+from bonito_ray.engine_rows import drop_done, to_examples, to_requests, validate_examples
 from bonito_ray.task_dedup import dedup_staged
 from bonito_ray.storage import display_uri, join
 from bonito_ray.writer import SyntheticDatasetSink

@@ -56,43 +56,34 @@ PASSAGE_SCHEMA = pa.schema(
     ]
 )
 
+# Where a generated row comes from, first in every row of a job: its id, its passage and the passage's
+# place in the corpus, the task type and the sample.
+LOCATION_FIELDS = [
+    pa.field("id", pa.string()),
+    pa.field("passage_id", pa.string()),
+    pa.field("source", pa.string()),
+    pa.field("position", pa.int64()),
+    pa.field("chunk", pa.int64()),
+    pa.field("task_type", pa.string()),
+    pa.field("sample_index", pa.int64()),
+]
+TOKEN_FIELDS = [pa.field("num_input_tokens", pa.int64()), pa.field("num_generated_tokens", pa.int64())]
+
 # An accepted synthetic example, as written.
 ACCEPTED_SCHEMA = pa.schema(
-    [
-        ("id", pa.string()),
-        ("passage_id", pa.string()),
-        ("source", pa.string()),
-        ("position", pa.int64()),
-        ("chunk", pa.int64()),
-        ("task_type", pa.string()),
-        ("sample_index", pa.int64()),
-        ("input", pa.string()),
-        ("output", pa.string()),
-        ("context", pa.string()),
-        ("model", pa.string()),
-        ("num_input_tokens", pa.int64()),
-        ("num_generated_tokens", pa.int64()),
-    ]
+    LOCATION_FIELDS
+    + [pa.field("input", pa.string()), pa.field("output", pa.string()), pa.field("context", pa.string()),
+       pa.field("model", pa.string())]
+    + TOKEN_FIELDS
 )
 
 # A rejected row from any stage; fields that do not apply to a stage are null.
 REJECT_SCHEMA = pa.schema(
-    [
-        ("id", pa.string()),
-        ("passage_id", pa.string()),
-        ("source", pa.string()),
-        ("position", pa.int64()),
-        ("chunk", pa.int64()),
-        ("task_type", pa.string()),
-        ("sample_index", pa.int64()),
-        ("reason", pa.string()),
-        ("detail", pa.string()),
-        ("raw", pa.string()),  # the unreadable corpus record, or the generated text
-        ("context", pa.string()),
-        ("model", pa.string()),
-        ("num_input_tokens", pa.int64()),
-        ("num_generated_tokens", pa.int64()),
-    ]
+    LOCATION_FIELDS
+    + [pa.field("reason", pa.string()), pa.field("detail", pa.string()),
+       pa.field("raw", pa.string()),  # the unreadable corpus record, or the generated text
+       pa.field("context", pa.string()), pa.field("model", pa.string())]
+    + TOKEN_FIELDS
 )
 
 # Accepted examples: OUTPUT/<short task name>/train-*.parquet. The folder is a plain name, not a hive

@@ -15,7 +15,7 @@ import ray
 
 from bonito_ray.engines import EngineStage
 from bonito_ray.schema import ACCEPTED_SCHEMA, REJECT_SCHEMA, SELF_GUIDE_TASK, table_from_rows
-from bonito_ray.stages import REQUEST_SCHEMA, row_seed
+from bonito_ray.engine_rows import REQUEST_SCHEMA, row_seed
 
 
 def request(request_id: str, prompt: str, sampling: dict[str, Any], seed: int | None, *, source: str,
