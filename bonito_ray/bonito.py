@@ -195,15 +195,10 @@ def _check_model(config: GenerateConfig) -> None:
     """Fail now, as the reference does when it loads the model, for a model that cannot be loaded or a
     vLLM window (``max_model_len``) larger than it; the echo engine has no model."""
     from bonito_ray.engines import ENGINES, generation_window
-    from bonito_ray.passages import cached_tokenizer
+    from bonito_ray.pipeline import model_tokenizer
 
-    if not ENGINES[config.engine].needs_model:
-        return
-    try:
-        tokenizer = cached_tokenizer(config.model)
-    except (OSError, ValueError) as err:
-        raise ConfigError(f"cannot load model {config.model!r}: {str(err).splitlines()[0]}") from None
-    generation_window(config, tokenizer)
+    if ENGINES[config.engine].needs_model:
+        generation_window(config, model_tokenizer(config))
 
 
 def _columns(provenance: bool) -> dict[str, pa.Field]:

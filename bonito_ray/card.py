@@ -145,6 +145,7 @@ def render(figures: dict[str, TaskFigures], manifest: dict[str, Any], *, plots: 
     config, summary = manifest["config"], manifest["summary"]
     head = yaml.safe_dump(header(figures, config.get("license", "other")), sort_keys=False)
     lines = [f"---\n{head}---", "", "# Synthetic instruction-tuning tasks made with bonito-ray", "",
+             _SELF_GUIDE_INTRO if _is_self_guide(config) else
              "Each passage of a private corpus was crossed with task types and sent to a Bonito-style generator, "
              "which wrote a task (an input with the passage in it, and an output) for each. Every prompt is "
              "accounted for: accepted ones are the dataset (one folder per task type), the others are kept under "
@@ -171,11 +172,39 @@ def render(figures: dict[str, TaskFigures], manifest: dict[str, Any], *, plots: 
     return "\n".join(lines)
 
 
+_SELF_GUIDE_INTRO = (
+    "SELF-GUIDE (Zhao et al., 2024, arXiv:2407.12874): the model wrote new inputs for one task from its "
+    "instruction and demonstrations, answered each several times, and a self-consistency vote kept one answer. "
+    "Accepted examples are in `self_guide/`; every generated input, annotation sample and input the vote did not "
+    "keep is under `_rejects/stage=self_guide_*` with its reason.")
+
+
+def _is_self_guide(config: dict[str, Any]) -> bool:
+    return "spec_contents" in config  # bonito_ray.self_guide.pipeline records the task spec there
+
+
 def provenance(manifest: dict[str, Any]) -> list[tuple[str, str]]:
     """(what, value) rows saying how the dataset was made."""
     config, versions = manifest["config"], manifest.get("versions", {})
     seed = "none" if config.get("seed") is None else config["seed"]
     runs = manifest.get("runs", [])
+    if _is_self_guide(config):
+        spec = config["spec_contents"]
+        return [
+            ("student model", f"`{config['model']}`"),
+            ("engine", f"`{config['engine']}`"),
+            ("task", f"`{spec['name']}` ({spec['kind']}), {len(spec['demonstrations'])} demonstrations, "
+                     f"{spec['examples']} inputs aimed for"),
+            ("input generation", f"{config['inputs_per_round']} per round, temperature "
+                                 f"{config['input_temperature'] or 'by kind'}, top_k={config['input_top_k']}"),
+            ("annotation", f"{config['samples']} samples, temperature {config['output_temperature']}, "
+                           f"top_k={config['output_top_k']}, threshold {config['consistency_threshold']}, "
+                           f"seed={seed}"),
+            ("versions", ", ".join(f"{k} {v}" for k, v in sorted(versions.items())) or "unknown"),
+            ("runs", ", ".join(f"`{r['run_id']}`" + (" (resumed)" if r.get("resumed") else "") for r in runs)
+             or "unknown"),
+            ("task spec", f"`{config['spec']}`, fingerprint `{manifest.get('input_fingerprint', 'unknown')}`"),
+        ]
     return [
         ("generator model", f"`{config['model']}`"),
         ("engine", f"`{config['engine']}`"),

@@ -44,7 +44,39 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--log-level", default="WARNING", help="logging level (default: WARNING)")
     stats.set_defaults(func=run_stats)
     adapt_cli.register(commands)
+    register_self_guide(commands)
     return parser
+
+
+def register_self_guide(commands) -> None:
+    """``self-guide``: one flag per configuration key (``bonito_ray.config.option``), None when not given."""
+    from bonito_ray.self_guide.config import SelfGuideConfig
+
+    sub = commands.add_parser("self-guide", help="SELF-GUIDE: the model writes training data for one task from "
+                                                 "its instruction and a few demonstrations (docs/self_guide.md)")
+    sub.add_argument("--config", help="YAML file with the same keys as these flags (flags override it)")
+    add_config_flags(sub, SelfGuideConfig)
+    sub.add_argument("--overwrite", action="store_true",
+                     help="replace the bonito-ray dataset at --output (only files bonito-ray wrote are deleted)")
+    sub.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
+    sub.set_defaults(func=run_self_guide)
+
+
+def run_self_guide(args: argparse.Namespace) -> int:
+    """``self-guide``: plan (no cluster work), connect to Ray, run, print the summary."""
+    from bonito_ray.self_guide.config import load_config as load_self_guide_config
+    from bonito_ray.self_guide.pipeline import plan_self_guide, self_guide
+
+    overrides = {k: v for k, v in vars(args).items() if k not in _NOT_CONFIG}
+    config = load_self_guide_config(args.config, overrides)
+    plan = plan_self_guide(config, overwrite=args.overwrite)  # a bad spec, model or output fails here
+    try:
+        if plan.finished is None:
+            cluster.connect(config.ray_address, verbose=config.verbose)
+        print(self_guide(config, plan=plan).format())
+    finally:
+        plan.release()
+    return 0
 
 
 def add_config_flags(parser: argparse.ArgumentParser, config_class: type) -> None:
@@ -58,7 +90,9 @@ def add_config_flags(parser: argparse.ArgumentParser, config_class: type) -> Non
         kinds = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
         kind = next((k for k in kinds if k is not type(None)), str)
         options: dict = {"dest": f.name, "help": meta["help"] + _default_text(f)}
-        if kind is bool:
+        if kind is bool and meta.get("switch"):
+            options.update(action=argparse.BooleanOptionalAction)
+        elif kind is bool:
             options.update(action="store_const", const=not f.default)
         elif meta.get("action"):
             options.update(action=meta["action"])
@@ -68,8 +102,8 @@ def add_config_flags(parser: argparse.ArgumentParser, config_class: type) -> Non
 
 
 def _default_text(f: dataclasses.Field) -> str:
-    """" (default: ...)" for the help of a field's flag; a switch's help says it in its own words."""
-    if f.default is True or f.default is False:
+    """" (default: ...)" for the help of a field's flag; an on-or-off flag's help says it in its own words."""
+    if (f.default is True or f.default is False) and not f.metadata.get("switch"):
         return ""
     if "default_text" in f.metadata:
         text = f.metadata["default_text"]

@@ -38,8 +38,9 @@ class ConfigError(UserError, ValueError):
 def option(default: Any = dataclasses.MISSING, *, help: str, default_factory: Any = dataclasses.MISSING,
            **cli: Any) -> Any:
     """A configuration field with what its CLI flag needs (``bonito_ray.cli`` builds the flags from these):
-    ``help``; optionally ``choices``, ``flag`` and ``action`` (a flag other than ``--<name>``), and
-    ``default_text`` (what the help says of the default; None: nothing)."""
+    ``help``; optionally ``choices``, ``flag`` and ``action`` (a flag other than ``--<name>``), ``switch``
+    (a yes/no setting with both ``--<name>`` and ``--no-<name>``) and ``default_text`` (what the help says
+    of the default; None: nothing)."""
     return field(default=default, default_factory=default_factory, metadata={"help": help, **cli})
 
 
@@ -48,7 +49,7 @@ def cli_flag(f: dataclasses.Field) -> str:
     if "flag" in f.metadata:
         return f.metadata["flag"]
     name = f.name.replace("_", "-")
-    return f"--no-{name}" if f.default is True else f"--{name}"
+    return f"--no-{name}" if f.default is True and not f.metadata.get("switch") else f"--{name}"
 
 
 @dataclass
@@ -213,24 +214,8 @@ class GenerateConfig:
                 and not (k == "served_model_name" and v is None)}
 
     def command(self) -> str:
-        """The ``bonito-ray generate`` command that runs this job (defaults left out; the Ray address and
-        console settings too, which do not change what it makes)."""
-        words = ["bonito-ray", "generate"]
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-            if f.name in ("ray_address", "verbose") or value == default:
-                continue
-            flag = cli_flag(f)
-            if isinstance(value, bool):
-                words.append(flag)
-            elif f.metadata.get("action") == "append":
-                words += [w for item in value for w in (flag, shlex.quote(item))]
-            elif isinstance(value, dict):
-                words += [flag, shlex.quote(json.dumps(value, sort_keys=True))]
-            else:
-                words += [flag, shlex.quote(",".join(value) if isinstance(value, list) else str(value))]
-        return " ".join(words)
+        """The ``bonito-ray generate`` command that runs this job (``command_line``)."""
+        return command_line(self, "generate")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable view of the configuration."""
@@ -253,33 +238,55 @@ def _field_types() -> tuple[dict[str, type], set[str]]:
 _NUMBERS, _OPTIONAL = _field_types()
 
 
-def field_names() -> list[str]:
+def field_names(config_class: type = GenerateConfig) -> list[str]:
     """The configuration keys."""
-    return [f.name for f in dataclasses.fields(GenerateConfig)]
+    return [f.name for f in dataclasses.fields(config_class)]
 
 
-def load_config(path: str | None, overrides: dict[str, Any]) -> GenerateConfig:
-    """Build a config from an optional YAML file, with non-None ``overrides`` (CLI flags) on top."""
+def load_config(path: str | None, overrides: dict[str, Any], config_class: type = GenerateConfig) -> Any:
+    """Build a config (a ``config_class``) from an optional YAML file, with non-None ``overrides`` (CLI flags)
+    on top."""
     values: dict[str, Any] = {}
     if path:
         try:
             loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
         except OSError as err:
-            raise ConfigError(f"cannot read config file {path}: {err}") from err
+            raise ConfigError(f"cannot read config file {path}: {err.strerror or err}") from err
         except yaml.YAMLError as err:
-            raise ConfigError(f"config file {path} is not valid YAML: {err}") from err
+            raise ConfigError(f"config file {path} is not valid YAML: {str(err).splitlines()[0]}") from err
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping of keys to values")
         values.update({str(k).replace("-", "_"): v for k, v in loaded.items()})
     values.update({k: v for k, v in overrides.items() if v is not None})
-    unknown = sorted(set(values) - set(field_names()))
+    names = field_names(config_class)
+    unknown = sorted(set(values) - set(names))
     if unknown:
-        raise ConfigError(
-            f"unknown configuration key(s) {', '.join(unknown)}; valid keys: {', '.join(field_names())}"
-        )
-    return GenerateConfig(**values)
+        raise ConfigError(f"unknown configuration key(s) {', '.join(unknown)}; valid keys: {', '.join(names)}")
+    return config_class(**values)
+
+
+def command_line(config: Any, subcommand: str) -> str:
+    """The ``bonito-ray <subcommand>`` command that runs the job of ``config`` (a configuration dataclass whose
+    fields have flags): settings at their default left out, and the Ray address and console settings, which
+    do not change what a job makes."""
+    words = ["bonito-ray", subcommand]
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if f.name in ("ray_address", "verbose") or value == default:
+            continue
+        flag = cli_flag(f)
+        if isinstance(value, bool):
+            words.append(flag if value or not f.metadata.get("switch") else flag.replace("--", "--no-", 1))
+        elif f.metadata.get("action") == "append":
+            words += [w for item in value for w in (flag, shlex.quote(item))]
+        elif isinstance(value, dict):
+            words += [flag, shlex.quote(json.dumps(value, sort_keys=True))]
+        else:
+            words += [flag, shlex.quote(",".join(value) if isinstance(value, list) else str(value))]
+    return " ".join(words)
 
 
 def _parse_json_object(name: str, text: str) -> dict[str, Any]:

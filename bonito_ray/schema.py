@@ -10,6 +10,9 @@ Layout under the output prefix (accepted files are named ``train-*`` so that
     _rejects/stage=generation/rejects-<write id>-<task>.pq    generations that did not parse
     _rejects/stage=validation/rejects-<write id>-<task>.pq    parsed tasks a validator rejected
     _rejects/stage=task_dedup/rejects-<file>.pq               duplicate generated tasks
+    self_guide/train-*.parquet                                SELF-GUIDE's accepted examples (bonito_ray.self_guide)
+    _self_guide/inputs-round-<r>.pq                           SELF-GUIDE: the generated inputs kept, per round
+    _rejects/stage=self_guide_{input,sample,vote}/*.pq        SELF-GUIDE: inputs, annotation samples, votes dropped
 
 Only accepted examples end in ``.parquet``: DuckDB and Polars read ``OUTPUT/**/*.parquet`` without
 skipping ``_rejects/``, so reject files (Parquet too) are named ``*.pq`` to stay out of that glob.
@@ -53,43 +56,34 @@ PASSAGE_SCHEMA = pa.schema(
     ]
 )
 
+# Where a generated row comes from, first in every row of a job: its id, its passage and the passage's
+# place in the corpus, the task type and the sample.
+LOCATION_FIELDS = [
+    pa.field("id", pa.string()),
+    pa.field("passage_id", pa.string()),
+    pa.field("source", pa.string()),
+    pa.field("position", pa.int64()),
+    pa.field("chunk", pa.int64()),
+    pa.field("task_type", pa.string()),
+    pa.field("sample_index", pa.int64()),
+]
+TOKEN_FIELDS = [pa.field("num_input_tokens", pa.int64()), pa.field("num_generated_tokens", pa.int64())]
+
 # An accepted synthetic example, as written.
 ACCEPTED_SCHEMA = pa.schema(
-    [
-        ("id", pa.string()),
-        ("passage_id", pa.string()),
-        ("source", pa.string()),
-        ("position", pa.int64()),
-        ("chunk", pa.int64()),
-        ("task_type", pa.string()),
-        ("sample_index", pa.int64()),
-        ("input", pa.string()),
-        ("output", pa.string()),
-        ("context", pa.string()),
-        ("model", pa.string()),
-        ("num_input_tokens", pa.int64()),
-        ("num_generated_tokens", pa.int64()),
-    ]
+    LOCATION_FIELDS
+    + [pa.field("input", pa.string()), pa.field("output", pa.string()), pa.field("context", pa.string()),
+       pa.field("model", pa.string())]
+    + TOKEN_FIELDS
 )
 
 # A rejected row from any stage; fields that do not apply to a stage are null.
 REJECT_SCHEMA = pa.schema(
-    [
-        ("id", pa.string()),
-        ("passage_id", pa.string()),
-        ("source", pa.string()),
-        ("position", pa.int64()),
-        ("chunk", pa.int64()),
-        ("task_type", pa.string()),
-        ("sample_index", pa.int64()),
-        ("reason", pa.string()),
-        ("detail", pa.string()),
-        ("raw", pa.string()),  # the unreadable corpus record, or the generated text
-        ("context", pa.string()),
-        ("model", pa.string()),
-        ("num_input_tokens", pa.int64()),
-        ("num_generated_tokens", pa.int64()),
-    ]
+    LOCATION_FIELDS
+    + [pa.field("reason", pa.string()), pa.field("detail", pa.string()),
+       pa.field("raw", pa.string()),  # the unreadable corpus record, or the generated text
+       pa.field("context", pa.string()), pa.field("model", pa.string())]
+    + TOKEN_FIELDS
 )
 
 # Accepted examples: OUTPUT/<short task name>/train-*.parquet. The folder is a plain name, not a hive
@@ -109,10 +103,14 @@ CHUNK_STAGE = "chunk"  # not a drop: a short last chunk merged into the chunk be
 GENERATION_STAGE = "generation"  # generations that did not parse, requests the engine refused
 VALIDATION_STAGE = "validation"  # parsed tasks a validator rejected (bonito_ray.validators)
 TASK_DEDUP_STAGE = "task_dedup"  # duplicate generated tasks (bonito_ray.task_dedup)
+SELF_GUIDE_INPUT_STAGE = "self_guide_input"  # SELF-GUIDE: generated inputs filtered out
+SELF_GUIDE_SAMPLE_STAGE = "self_guide_sample"  # SELF-GUIDE: annotation samples filtered out
+SELF_GUIDE_VOTE_STAGE = "self_guide_vote"  # SELF-GUIDE: inputs whose vote kept no answer, or balanced out
+SELF_GUIDE_STAGES = (SELF_GUIDE_INPUT_STAGE, SELF_GUIDE_SAMPLE_STAGE, SELF_GUIDE_VOTE_STAGE)
 
 
 # The stages whose rows are drops (a merged chunk is counted, its text kept).
-DROP_STAGES = (CORPUS_STAGE, CLEAN_STAGE, GENERATION_STAGE, VALIDATION_STAGE, TASK_DEDUP_STAGE)
+DROP_STAGES = (CORPUS_STAGE, CLEAN_STAGE, GENERATION_STAGE, VALIDATION_STAGE, TASK_DEDUP_STAGE, *SELF_GUIDE_STAGES)
 
 
 def rejects_dir(stage: str) -> str:
@@ -123,8 +121,15 @@ def rejects_dir(stage: str) -> str:
 GENERATION_REJECTS_DIR = rejects_dir(GENERATION_STAGE)
 VALIDATION_REJECTS_DIR = rejects_dir(VALIDATION_STAGE)
 TASK_DEDUP_REJECTS_DIR = rejects_dir(TASK_DEDUP_STAGE)
+SELF_GUIDE_REJECTS_DIRS = tuple(rejects_dir(stage) for stage in SELF_GUIDE_STAGES)
 # Every folder of generated rows that did not become examples: resume counts them as done.
 EXAMPLE_REJECT_DIRS = (GENERATION_REJECTS_DIR, VALIDATION_REJECTS_DIR, TASK_DEDUP_REJECTS_DIR)
+# SELF-GUIDE (bonito_ray.self_guide): one task, synthesised by the student model from its instruction and
+# demonstrations. Its accepted examples are one more task folder (stages above: self_guide_*).
+SELF_GUIDE_TASK = "self_guide"
+SELF_GUIDE_DIR = "_self_guide"  # the kept generated inputs, one file per round (what a resumed run skips)
+# Every folder of accepted examples: Bonito's task types and SELF-GUIDE's task.
+ACCEPTED_DIRS = (*TASK_TYPES, SELF_GUIDE_TASK)
 MANIFEST_FILE = "_manifest.json"
 SUCCESS_FILE = "_SUCCESS"
 # Everything is written here first and moved into place at commit. The leading dot hides it
@@ -144,7 +149,7 @@ LEASE_FILE = "_lease.json"
 TEMPORARY_PREFIX = ".tmp-"  # a file being written (renamed into place when whole; see bonito_ray.storage)
 # Every entry bonito-ray writes at the top of an output (glob patterns): --overwrite deletes these
 # and nothing else, and an output holding anything else is refused.
-OWNED_ENTRIES = (*TASK_TYPES, LEGACY_ACCEPTED_DIRS, REJECTS_DIR, MANIFEST_FILE, SUCCESS_FILE, LEDGER_FILE, STAGING_DIR,
+OWNED_ENTRIES = (*ACCEPTED_DIRS, SELF_GUIDE_DIR, LEGACY_ACCEPTED_DIRS, REJECTS_DIR, MANIFEST_FILE, SUCCESS_FILE, LEDGER_FILE, STAGING_DIR,
                  CARD_DIR, HF_YAML_FILE, LEASE_FILE, f"{LEASE_FILE}.*", f"{TEMPORARY_PREFIX}*")
 # The output lease: a run renews it every TTL/5 seconds; one not renewed for TTL seconds is taken over.
 LEASE_TTL_SECONDS = 300.0
@@ -166,7 +171,7 @@ def is_data_file(path: str) -> bool:
 def is_accepted_file(relative: str) -> bool:
     """Whether ``relative`` (a path under an output or staging root) is a file of accepted examples."""
     folder, _, name = relative.partition("/")
-    return folder in TASK_TYPES and name.startswith(ACCEPTED_FILE_PREFIX) and "/" not in name \
+    return folder in ACCEPTED_DIRS and name.startswith(ACCEPTED_FILE_PREFIX) and "/" not in name \
         and name.endswith(PARQUET_SUFFIX)
 
 

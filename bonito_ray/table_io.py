@@ -32,7 +32,7 @@ def context_table(text_dataset: Any, context_col: str) -> pa.Table:
     """The ``context_col`` column of ``text_dataset`` as a one-column table (``CORPUS_COLUMN``), in row order.
 
     Raises ``ConfigError`` (one line) for another kind of dataset, a missing column, or a column
-    that does not hold text. Nulls are kept: the job quarantines them (``null_context``).
+    that does not hold text. Nulls are kept: the job rejects them (``null_context``).
     """
     columns, select = _reader(text_dataset)
     if context_col not in columns:

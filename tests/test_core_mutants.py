@@ -19,7 +19,7 @@ import pytest
 import ray
 from pyarrow.fs import LocalFileSystem, SubTreeFileSystem
 
-from bonito_ray import commit, dedup, output, schema, stages
+from bonito_ray import commit, dedup, engine_rows, output, schema
 from bonito_ray.prompt import build_prompt
 from bonito_ray.report import RunSummary
 from bonito_ray.tasks import TASK_TYPES, UnknownTaskTypeError, resolve_task_type, resolve_task_types
@@ -85,18 +85,18 @@ def test_table_from_rows_nulls_missing_fields():
     assert schema.table_from_rows([{"a": 1}], target).schema == target  # b null in every row: still a string
 
 
-# ---- stages ---------------------------------------------------------------------------------------
+# ---- engine_rows ---------------------------------------------------------------------------------------
 
 
 def test_row_seed_is_31_bits_of_the_seeded_id_hash_and_none_when_unseeded():
-    assert stages.row_seed(None, "abc") is None
+    assert engine_rows.row_seed(None, "abc") is None
     for seed in (0, 1, 12345):
         for example_id in ("abc", "f" * 32):
             expected = int(sha256_id(seed, example_id)[:8], 16) & 0x7FFFFFFF
-            assert stages.row_seed(seed, example_id) == expected
+            assert engine_rows.row_seed(seed, example_id) == expected
     # the mask matters: find an id whose hash has its top bit set
     top_bit = next(i for i in map(str, range(100)) if int(sha256_id(3, i)[:8], 16) >= 2**31)
-    assert stages.row_seed(3, top_bit) == int(sha256_id(3, top_bit)[:8], 16) - 2**31
+    assert engine_rows.row_seed(3, top_bit) == int(sha256_id(3, top_bit)[:8], 16) - 2**31
 
 
 PASSAGES = [
@@ -108,9 +108,9 @@ PASSAGES = [
 @pytest.mark.parametrize("seed", [5, None])
 def test_to_requests_crosses_passages_task_types_and_samples(seed):
     params = {"max_tokens": 16, "temperature": 0.5, "top_p": 0.9}
-    table = stages.to_requests(pa.Table.from_pylist(PASSAGES, schema.PASSAGE_SCHEMA), task_types=["ynqa", "exqa"],
+    table = engine_rows.to_requests(pa.Table.from_pylist(PASSAGES, schema.PASSAGE_SCHEMA), task_types=["ynqa", "exqa"],
                                n=2, sampling_params=params, seed=seed, model="the-model")
-    assert table.schema == stages.REQUEST_SCHEMA
+    assert table.schema == engine_rows.REQUEST_SCHEMA
     expected = []
     for passage in PASSAGES:
         for task_type in ("ynqa", "exqa"):
@@ -119,7 +119,7 @@ def test_to_requests_crosses_passages_task_types_and_samples(seed):
                 row_seed = None if seed is None else int(sha256_id(seed, example_id)[:8], 16) & 0x7FFFFFFF
                 expected.append({**passage, "id": example_id, "task_type": task_type, "sample_index": sample,
                                  "model": "the-model", "prompt": build_prompt(passage["context"], task_type),
-                                 "sampling_params": {**params, "seed": row_seed}})
+                                 "sampling_params": {**params, "seed": row_seed, "top_k": None}})  # generate: no top-k
     assert table.to_pylist() == expected
 
 
@@ -138,8 +138,8 @@ def test_to_examples_accepts_parses_rejects_and_keeps_engine_errors():
         generation(generated_text=None, engine_error="timeout"),
         generation(generated_text=None),
     ]
-    table = stages.to_examples(pa.Table.from_pylist(rows))
-    assert table.schema == stages.EXAMPLE_SCHEMA
+    table = engine_rows.to_examples(pa.Table.from_pylist(rows))
+    assert table.schema == engine_rows.EXAMPLE_SCHEMA
     carried = {"id": "i", "passage_id": "p", "source": "s", "position": 3, "chunk": 1, "task_type": "ynqa",
                "sample_index": 0, "context": " Ctx. ", "model": "m", "num_input_tokens": 11,
                "num_generated_tokens": 5, "finish_reason": None}
@@ -154,23 +154,23 @@ def test_to_examples_accepts_parses_rejects_and_keeps_engine_errors():
 
 
 def test_to_examples_keeps_the_schema_when_a_column_is_null_in_every_row():
-    accepted = stages.to_examples(pa.Table.from_pylist([generation(generated_text="q<|pipe|>a")]))
-    assert accepted.schema == stages.EXAMPLE_SCHEMA and accepted["reason"].to_pylist() == [None]
-    empty = stages.to_examples(pa.Table.from_pylist([generation()]).slice(0, 0))
-    assert empty.schema == stages.EXAMPLE_SCHEMA and empty.num_rows == 0
+    accepted = engine_rows.to_examples(pa.Table.from_pylist([generation(generated_text="q<|pipe|>a")]))
+    assert accepted.schema == engine_rows.EXAMPLE_SCHEMA and accepted["reason"].to_pylist() == [None]
+    empty = engine_rows.to_examples(pa.Table.from_pylist([generation()]).slice(0, 0))
+    assert empty.schema == engine_rows.EXAMPLE_SCHEMA and empty.num_rows == 0
 
 
 def test_drop_done_drops_exactly_the_done_ids_wherever_they_sort():
     ids = [f"{i:032x}" for i in (1, 5, 9, 12, 20, 30)]
     requests = pa.table({"id": ids, "n": list(range(len(ids)))})
     done = np.array(sorted(bytes.fromhex(i) for i in (ids[0], ids[2], ids[5])), dtype="S16")
-    kept = stages.drop_done(requests, done=done)
+    kept = engine_rows.drop_done(requests, done=done)
     assert kept["id"].to_pylist() == [ids[1], ids[3], ids[4]]
     # done ids that are not among the requests, some sorting after every request
     done = np.array([bytes.fromhex(f"{i:032x}") for i in (2, 12, 40, 41)], dtype="S16")
-    assert stages.drop_done(requests, done=done)["id"].to_pylist() == [i for i in ids if i != ids[3]]
+    assert engine_rows.drop_done(requests, done=done)["id"].to_pylist() == [i for i in ids if i != ids[3]]
     one = np.array([bytes.fromhex(ids[4])], dtype="S16")
-    assert stages.drop_done(requests, done=one)["n"].to_pylist() == [0, 1, 2, 3, 5]
+    assert engine_rows.drop_done(requests, done=one)["n"].to_pylist() == [0, 1, 2, 3, 5]
 
 
 # ---- dedup (the logic of the shard actor and the keys; the actor plumbing needs a cluster) --------------

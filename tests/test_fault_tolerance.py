@@ -250,7 +250,7 @@ def test_a_partition_value_cannot_escape_the_output_prefix(tmp_path):
     import pyarrow as pa
 
     from bonito_ray.schema import conform
-    from bonito_ray.stages import EXAMPLE_SCHEMA
+    from bonito_ray.engine_rows import EXAMPLE_SCHEMA
     from bonito_ray.writer import SyntheticDatasetSink
 
     row = {name: None for name in EXAMPLE_SCHEMA.names} | {"id": "x", "task_type": "../../escaped"}

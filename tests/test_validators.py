@@ -9,7 +9,7 @@ import pytest
 from bonito_ray import validators as v
 from bonito_ray.engines import finish_reason
 from bonito_ray.options import offered_options
-from bonito_ray.stages import EXAMPLE_SCHEMA, validate_examples
+from bonito_ray.engine_rows import EXAMPLE_SCHEMA, validate_examples
 
 P = ("Clause 4: The tenant pays a deposit of 900 euros before moving in. The landlord returns the deposit "
      "within 30 days of the end of the lease, less the cost of any damage.")

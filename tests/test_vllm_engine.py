@@ -29,7 +29,7 @@ from bonito_ray.engines.window import DEFAULT_MAX_MODEL_LEN
 from bonito_ray.pipeline import generate, plan_job
 from bonito_ray.rejects import GENERATION_REASONS
 from bonito_ray.schema import DATA_SUFFIXES, EXAMPLE_REJECT_DIRS, GENERATION_REJECTS_DIR
-from bonito_ray.stages import REQUEST_SCHEMA
+from bonito_ray.engine_rows import REQUEST_SCHEMA
 from tests import tiny_models
 from tests.corpus_files import write_jsonl
 

@@ -13,6 +13,7 @@ from bonito_ray.adapt.evaluate import PAPER_MAX_NEW_TOKENS, EvaluateConfig, eval
 from bonito_ray.adapt.export import FORMATS, export
 from bonito_ray.adapt.finetune import FinetuneConfig, finetune
 from bonito_ray.adapt.prompts import PROMPT_FORMATS
+from bonito_ray.schema import SELF_GUIDE_TASK
 from bonito_ray.tasks import resolve_task_types
 
 
@@ -113,9 +114,20 @@ def _add_common(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
 
 
+def dataset_task_types(names: str | None) -> list[str] | None:
+    """A ``--task-types`` filter over a dataset: Bonito's task types (short or full names) and SELF-GUIDE's
+    task folder (``self_guide``); None: no filter."""
+    if not names:
+        return None
+    parts = [n.strip() for n in names.split(",") if n.strip()]
+    bonito = [n for n in parts if n != SELF_GUIDE_TASK]
+    own = [SELF_GUIDE_TASK] if SELF_GUIDE_TASK in parts else []
+    return (resolve_task_types(bonito) if bonito or not own else []) + own  # none at all: resolve's error
+
+
 def run_export(args: argparse.Namespace) -> int:
     """``export``: write the trainer files and print what was written."""
-    task_types = resolve_task_types(args.task_types) if args.task_types else None
+    task_types = dataset_task_types(args.task_types)
     print(export(args.input, args.output, args.formats, task_types, args.name).format())
     return 0
 
@@ -123,7 +135,7 @@ def run_export(args: argparse.Namespace) -> int:
 def run_finetune(args: argparse.Namespace) -> int:
     """``finetune``: train (or resume) on the Ray cluster and print the summary."""
     options = {k: v for k, v in vars(args).items() if k not in ("command", "func", "overwrite", "log_level")}
-    options["task_types"] = resolve_task_types(args.task_types) if args.task_types else None
+    options["task_types"] = dataset_task_types(args.task_types)
     print(finetune(FinetuneConfig(**options), overwrite=args.overwrite).format())
     return 0
 

@@ -1,7 +1,7 @@
 """Generation engines behind one row contract.
 
 In: rows with ``prompt`` (str) and ``sampling_params`` (``max_tokens``, ``temperature``,
-``top_p``, ``seed``); every other column is carried through untouched.
+``top_p``, ``seed``, and optionally ``top_k``: null, absent or 0 means no top-k cut); every other column is carried through untouched.
 Out: the same rows plus ``generated_text``, ``num_input_tokens``, ``num_generated_tokens``,
 ``finish_reason`` (``stop``: ended by end of sequence; ``length``: cut at ``max_tokens`` or the
 window, vLLM's names) and ``engine_error`` (null unless the engine rejected that row, e.g. a

@@ -1,7 +1,7 @@
 """The ``hf`` engine: Hugging Face transformers generation inside Ray Data actors.
 
 One model per actor, batched with left padding, any ``AutoModelForCausalLM`` on CPU or GPU.
-Sampling (temperature, top-p) is done by :class:`SeededSampler` with one random generator per
+Sampling (temperature, top-k, top-p) is done by :class:`SeededSampler` with one random generator per
 row seeded from the row's own seed, so a row's generation does not depend on which other rows
 share its batch.
 """
@@ -114,7 +114,7 @@ class HFGenerator:
 
 
 class SeededSampler:
-    """A logits processor that samples each row with its own temperature, top-p and generator.
+    """A logits processor that samples each row with its own temperature, top-k, top-p and generator.
 
     It returns scores that are -inf everywhere but at the sampled token, so that greedy
     decoding in ``generate`` picks exactly that token. Temperature 0 means greedy.
@@ -141,6 +141,8 @@ class SeededSampler:
                 sorted_probs, order = probs.sort(descending=True)
                 outside = sorted_probs.cumsum(0) - sorted_probs >= p["top_p"]  # the top token always stays
                 sorted_probs[outside] = 0
+                if p.get("top_k"):  # as vLLM: the top-k cut and the top-p cut both apply
+                    sorted_probs[int(p["top_k"]):] = 0
                 choices[i] = order[torch.multinomial(sorted_probs, 1, generator=generator)]
         forced = torch.full_like(scores, float("-inf"))
         forced[torch.arange(scores.shape[0]), choices] = 0

@@ -24,7 +24,7 @@ from bonito_ray.cluster import PRIVACY_ENV
 from bonito_ray.config import ConfigError, GenerateConfig
 from bonito_ray.engines import EngineStage, finish_reason
 from bonito_ray.engines.window import vllm_window
-from bonito_ray.stages import REQUEST_SCHEMA
+from bonito_ray.engine_rows import REQUEST_SCHEMA
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,5 @@
-"""The Ray Data map functions around the engine: passages -> requests, generations -> examples -> validated.
+"""The rows that go to the engine and come back: passages -> requests, generations -> examples -> validated
+(Ray Data map functions).
 
 Requests follow the engine row contract (see ``bonito_ray.engines``): a ``prompt`` and a
 ``sampling_params`` mapping per row, every other column carried through untouched.
@@ -14,38 +15,27 @@ import pyarrow as pa
 from bonito_ray import validators
 from bonito_ray.prompt import Task, build_prompt, parse_generation
 from bonito_ray.rejects import ENGINE_ERROR
-from bonito_ray.schema import stable_id
+from bonito_ray.schema import LOCATION_FIELDS, TOKEN_FIELDS, stable_id
 
 SAMPLING_PARAMS_TYPE = pa.struct(
-    [("max_tokens", pa.int64()), ("temperature", pa.float64()), ("top_p", pa.float64()), ("seed", pa.int64())]
+    [("max_tokens", pa.int64()), ("temperature", pa.float64()), ("top_p", pa.float64()), ("seed", pa.int64()),
+     ("top_k", pa.int64())]  # top_k null: no top-k cut
 )
+_CARRIED = [pa.field("context", pa.string()), pa.field("model", pa.string())]
 REQUEST_SCHEMA = pa.schema(
-    [
-        ("id", pa.string()),
-        ("passage_id", pa.string()),
-        ("source", pa.string()),
-        ("position", pa.int64()),
-        ("chunk", pa.int64()),
-        ("task_type", pa.string()),
-        ("sample_index", pa.int64()),
-        ("context", pa.string()),
-        ("model", pa.string()),
-        ("prompt", pa.string()),
-        ("sampling_params", SAMPLING_PARAMS_TYPE),
-    ]
+    LOCATION_FIELDS + _CARRIED + [pa.field("prompt", pa.string()), pa.field("sampling_params", SAMPLING_PARAMS_TYPE)]
 )
 EXAMPLE_SCHEMA = pa.schema(
-    [f for f in REQUEST_SCHEMA if f.name not in ("prompt", "sampling_params")]
+    LOCATION_FIELDS + _CARRIED
     + [
         pa.field("input", pa.string()),
         pa.field("output", pa.string()),
         pa.field("reason", pa.string()),  # null for an accepted example
         pa.field("detail", pa.string()),
         pa.field("raw", pa.string()),  # the generated text
-        pa.field("num_input_tokens", pa.int64()),
-        pa.field("num_generated_tokens", pa.int64()),
-        pa.field("finish_reason", pa.string()),  # the engine's: stop, length (not written out)
     ]
+    + TOKEN_FIELDS
+    + [pa.field("finish_reason", pa.string())]  # the engine's: stop, length (not written out)
 )
 
 

@@ -1,0 +1,183 @@
+"""The SELF-GUIDE job's configuration: one dataclass, filled from a YAML file and CLI flags, checked up front.
+
+Every setting the paper states defaults to its value (Zhao et al., 2024, arXiv:2407.12874); ``None``
+for the temperature of input generation and for the two length filters means "as the paper does for
+this kind of task". Each field's help is beside it (``bonito_ray.config.option``): the CLI's flags are made from it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from bonito_ray.config import DEMO_MODEL, DEVICES, ConfigError, GenerateConfig, command_line, option
+from bonito_ray.config import load_config as load_job_config
+from bonito_ray.engines import ENGINE_HELP, ENGINE_NAMES
+from bonito_ray.self_guide.spec import TaskSpec
+
+# Input generation's temperature by task kind (the paper: 0.7 for classification, 0.9 for generation).
+INPUT_TEMPERATURE = {"classification": 0.7, "generation": 0.9}
+
+# Settings that do not change what a run makes: a resumed run may differ in these.
+_NOT_IDENTITY = {"output", "num_replicas", "batch_size", "max_concurrent_batches", "accelerator_type",
+                 "cpus_per_replica", "gpus_per_replica", "s3_endpoint", "ray_address", "rows_per_file", "license",
+                 "verbose", "device", "placement_group_config"}
+
+
+@dataclass
+class SelfGuideConfig:
+    """Everything a SELF-GUIDE job needs. Field names double as YAML keys and CLI flags."""
+
+    spec: str = option("", default_text=None,
+                       help="the task spec: YAML or JSON with instruction, kind, labels, demonstrations, examples")
+    output: str = option("", default_text=None, help="where the dataset is committed (same layout as `generate`)")
+    engine: str = option("hf", choices=ENGINE_NAMES, help=ENGINE_HELP)
+    model: str = option(DEMO_MODEL, default_text="the bundled CPU demo model",
+                        help="the student model: directory or hub id")
+    # Input generation (the paper: rounds of 10, 1-10 earlier inputs shown, top-k 40).
+    inputs_per_round: int = option(10, help="inputs asked for per round (rounds: examples / this, the paper's 40)")
+    rounds_per_pass: int = option(1, help="rounds sent to the engine together, each engine pass one engine start; a "
+                                          "pass's prompts show the inputs kept before it (1: the paper's strictly "
+                                          "sequential rounds)")
+    min_weak_examples: int = option(1, help="fewest earlier generated inputs shown per prompt")
+    max_weak_examples: int = option(10, help="most earlier generated inputs shown per prompt")
+    input_temperature: float | None = option(None, default_text="0.7 classification, 0.9 generation",
+                                             help="input generation temperature")
+    input_top_k: int = option(40, help="input generation top-k")
+    input_top_p: float = option(1.0, help="input generation top-p")
+    input_max_tokens: int = option(256, help="max tokens of a generated input")
+    input_length_filter: bool | None = option(None, default_text="on for classification", switch=True,
+                                              help="drop inputs outside mean +/- length_std std of the demonstrations' "
+                                                   "input lengths")
+    # Output annotation (the paper: 10 samples at temperature 0.2, top-k 10, self-consistency 0.3).
+    samples: int = option(10, help="annotations sampled per input for the vote")
+    output_temperature: float = option(0.2, help="annotation temperature")
+    output_top_k: int = option(10, help="annotation top-k")
+    output_top_p: float = option(1.0, help="annotation top-p")
+    output_max_tokens: int = option(128, help="max tokens of an annotation")
+    output_length_filter: bool | None = option(None, default_text="on for generation", switch=True,
+                                               help="drop annotations outside mean +/- length_std std of the "
+                                                    "demonstrations' output lengths")
+    length_std: float = option(2.0, help="standard deviations the length filters allow")
+    noise_filter: bool = option(True, switch=True, help="drop texts with chat phrases or template words")
+    consistency_threshold: float = option(0.3, help="keep the majority annotation only if its share of the valid "
+                                                    "samples is at least this")
+    balance_classes: bool = option(True, switch=True,
+                                   help="classification: cut every label down to the smallest one's count")
+    seed: int | None = option(None, default_text="unseeded",
+                              help="seeds every request and every random choice: reruns reproduce")
+    # Engine resources, as `generate`'s.
+    num_replicas: int = option(1, help="engine replicas, one model each")
+    batch_size: int = option(16, help="rows per engine batch")
+    max_concurrent_batches: int = option(8, help="vllm: batches in flight per replica")
+    engine_kwargs: dict[str, Any] = option(default_factory=dict, default_text=None,
+                                           help="vllm engine arguments as JSON (see `generate --engine-kwargs`)")
+    device: str = option("auto", choices=DEVICES, help="vllm: where replicas run")
+    placement_group_config: dict[str, Any] | None = option(None, default_text=None,
+                                                           help="vllm: Ray placement group of one replica as JSON")
+    accelerator_type: str | None = option(None, default_text=None,
+                                          help="accelerator type to schedule replicas on, e.g. A100")
+    cpus_per_replica: float = option(1.0, help="CPUs per replica")
+    gpus_per_replica: float = option(0.0, help="hf: GPUs per replica")
+    s3_endpoint: str | None = option(None, default_text="AWS_ENDPOINT_URL", help="S3-compatible endpoint URL")
+    ray_address: str | None = option(None, default_text="RAY_ADDRESS, else local",
+                                     help="Ray cluster: an address, `auto` or `local`")
+    rows_per_file: int = option(50000, help="target rows per output Parquet file")
+    license: str = option("other", help="the dataset card's license field")
+    verbose: bool = option(False, switch=True, help="also show Ray's own logs and Ray Data's progress")
+
+    def __post_init__(self) -> None:
+        if not self.spec:
+            raise ConfigError("spec is required (--spec PATH or 'spec:' in the config file)")
+        if not self.output:
+            raise ConfigError("output is required (--output PATH or 'output:' in the config file)")
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            kind = f.type if isinstance(f.type, str) else ""
+            if value is None and "None" in kind:
+                continue
+            if kind.startswith("int") and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ConfigError(f"{f.name} must be an integer, got {value!r}")
+            if kind.startswith("float"):
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                    raise ConfigError(f"{f.name} must be a number, got {value!r}")
+                setattr(self, f.name, float(value))
+            if kind.startswith("bool") and not isinstance(value, bool):
+                raise ConfigError(f"{f.name} must be true or false, got {value!r}")
+        _check(self.inputs_per_round >= 1, "inputs_per_round must be >= 1")
+        _check(self.rounds_per_pass >= 1, "rounds_per_pass must be >= 1")
+        _check(0 <= self.min_weak_examples <= self.max_weak_examples,
+               "min_weak_examples must be >= 0 and <= max_weak_examples")
+        for name in ("input", "output"):
+            temperature = getattr(self, f"{name}_temperature")
+            _check(temperature is None or temperature >= 0, f"{name}_temperature must be >= 0")
+            _check(getattr(self, f"{name}_top_k") >= 0, f"{name}_top_k must be >= 0 (0: no top-k cut)")
+            _check(0 < getattr(self, f"{name}_top_p") <= 1, f"{name}_top_p must be in (0, 1]")
+            _check(getattr(self, f"{name}_max_tokens") >= 1, f"{name}_max_tokens must be >= 1")
+        _check(self.samples >= 1, "samples must be >= 1")
+        _check(self.length_std > 0, "length_std must be > 0")
+        _check(0 < self.consistency_threshold <= 1, "consistency_threshold must be in (0, 1]")
+        # The engine settings are checked by the engine's own configuration, once, here.
+        checked = self.engine_config()
+        self.engine_kwargs, self.placement_group_config = checked.engine_kwargs, checked.placement_group_config
+
+    def rounds(self, spec: TaskSpec) -> int:
+        """Rounds of input generation: enough for the spec's ``examples`` inputs."""
+        return math.ceil(spec.examples / self.inputs_per_round)
+
+    def input_sampling(self, spec: TaskSpec) -> dict[str, Any]:
+        temperature = self.input_temperature
+        if temperature is None:
+            temperature = INPUT_TEMPERATURE[spec.kind]
+        return {"max_tokens": self.input_max_tokens, "temperature": temperature, "top_p": self.input_top_p,
+                "top_k": self.input_top_k or None}
+
+    def output_sampling(self) -> dict[str, Any]:
+        return {"max_tokens": self.output_max_tokens, "temperature": self.output_temperature,
+                "top_p": self.output_top_p, "top_k": self.output_top_k or None}
+
+    def filters_input_length(self, spec: TaskSpec) -> bool:
+        return spec.is_classification if self.input_length_filter is None else self.input_length_filter
+
+    def filters_output_length(self, spec: TaskSpec) -> bool:
+        return (not spec.is_classification) if self.output_length_filter is None else self.output_length_filter
+
+    def engine_config(self) -> GenerateConfig:
+        """The engine stage's configuration (``bonito_ray.engines.build_engine_stage`` takes a GenerateConfig)."""
+        try:
+            return GenerateConfig(
+                input=self.spec, output=self.output, engine=self.engine, model=self.model,
+                max_tokens=max(self.input_max_tokens, self.output_max_tokens), num_replicas=self.num_replicas,
+                batch_size=self.batch_size, max_concurrent_batches=self.max_concurrent_batches,
+                engine_kwargs=self.engine_kwargs, device=self.device,
+                placement_group_config=self.placement_group_config, accelerator_type=self.accelerator_type,
+                cpus_per_replica=self.cpus_per_replica, gpus_per_replica=self.gpus_per_replica,
+                s3_endpoint=self.s3_endpoint, verbose=self.verbose)
+        except TypeError as err:
+            raise ConfigError(str(err)) from err
+
+    def identity(self, spec: TaskSpec) -> dict[str, Any]:
+        """What decides what a run makes: a resumed run must match it (the output's commit protocol keys)."""
+        values = {k: v for k, v in self.to_dict().items() if k not in _NOT_IDENTITY}
+        fingerprint = spec.fingerprint()
+        return {**values, "generator": "self_guide", "spec": fingerprint, "input_fingerprint": fingerprint,
+                "incremental": False}
+
+    def command(self) -> str:
+        """The ``bonito-ray self-guide`` command that runs this job (``bonito_ray.config.command_line``)."""
+        return command_line(self, "self-guide")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def load_config(path: str | None, overrides: dict[str, Any]) -> SelfGuideConfig:
+    """A config from an optional YAML file, with non-None ``overrides`` (CLI flags) on top."""
+    return load_job_config(path, overrides, SelfGuideConfig)
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)

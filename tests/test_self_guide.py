@@ -1,0 +1,372 @@
+"""SELF-GUIDE: spec checks, each filter and the vote against hand-computed cases, a whole run on a scripted
+model, a real run on the hf engine killed and resumed, and export of the result."""
+
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.dataset as pds
+import pytest
+import torch
+import yaml
+
+from bonito_ray.adapt.export import export
+from bonito_ray.cli import main
+from bonito_ray.commit import ResumeMismatchError
+from bonito_ray.config import ConfigError
+from bonito_ray.engines import STOP
+from bonito_ray.engines.hf import SeededSampler
+from bonito_ray.schema import SELF_GUIDE_REJECTS_DIRS, is_accepted_file, stable_id
+from bonito_ray.self_guide import filters, vote
+from bonito_ray.self_guide.config import SelfGuideConfig
+from bonito_ray.self_guide.pipeline import self_guide
+from bonito_ray.self_guide.prompts import annotation_prompt, input_prompt, read_slot
+from bonito_ray.self_guide.spec import load_spec, parse_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMOS = [  # input lengths 56, 69, 52, 57 characters
+    {"input": "The tenant pays the rent on the first day of each month.", "output": "tenant"},
+    {"input": "The landlord repairs the heating within five working days of notice.", "output": "landlord"},
+    {"input": "The tenant keeps the garden tidy and cuts the grass.", "output": "tenant"},
+    {"input": "The landlord insures the building against fire and storm.", "output": "landlord"},
+]
+SPEC = {"name": "clause_party", "instruction": "Say which party the lease clause obliges.",
+        "kind": "classification", "labels": ["tenant", "landlord"], "demonstrations": DEMOS}
+
+
+def write_spec(path: Path, **changes) -> str:
+    path.write_text(yaml.safe_dump({**SPEC, **changes}))
+    return str(path)
+
+
+# --- the spec -------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("changes, message", [
+    ({"demonstrations": DEMOS[:2]}, "needs at least 3 demonstrations, got 2"),
+    ({"demonstrations": DEMOS[:2] + [{"input": "The tenant pays.", "output": "both"}]},
+     "demonstration 3: output 'both' is not one of the labels"),
+    ({"labels": ["tenant"]}, "needs labels: a list of two or more"),
+    ({"kind": "regression"}, "kind must be one of classification, generation"),
+    ({"kind": "generation"}, "labels are for classification tasks only"),
+    ({"instruction": " "}, "instruction must be a non-empty string"),
+    ({"examples": 0}, "examples must be a positive integer"),
+    ({"demos": []}, "unknown key(s) demos"),
+])
+def test_a_bad_spec_fails_in_one_line_naming_the_problem(tmp_path, changes, message):
+    with pytest.raises(ConfigError, match=re.escape(message)) as caught:
+        load_spec(write_spec(tmp_path / "spec.yaml", **changes))
+    assert "\n" not in str(caught.value) and "spec.yaml" in str(caught.value)
+
+
+def test_the_cli_reports_a_bad_spec_and_a_bad_setting_without_a_traceback(tmp_path, capsys):
+    spec = write_spec(tmp_path / "spec.yaml", demonstrations=DEMOS[:1])
+    assert main(["self-guide", "--spec", spec, "--output", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.strip().endswith("needs at least 3 demonstrations, got 1")
+    assert main(["self-guide", "--spec", spec, "--output", str(tmp_path / "o"), "--samples", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "bonito-ray: error: samples must be >= 1"
+    assert not (tmp_path / "out").exists() and not (tmp_path / "o").exists()
+
+
+def test_defaults_are_the_papers():
+    config = SelfGuideConfig(spec="s.yaml", output="o")
+    spec = parse_spec(SPEC)
+    assert config.rounds(spec) == 40 and config.inputs_per_round == 10
+    assert config.input_sampling(spec) == {"max_tokens": 256, "temperature": 0.7, "top_p": 1.0, "top_k": 40}
+    assert config.input_sampling(parse_spec({**SPEC, "kind": "generation", "labels": []}))["temperature"] == 0.9
+    assert config.output_sampling() == {"max_tokens": 128, "temperature": 0.2, "top_p": 1.0, "top_k": 10}
+    assert (config.samples, config.consistency_threshold, config.length_std) == (10, 0.3, 2.0)
+    assert config.filters_input_length(spec) and not config.filters_output_length(spec)
+
+
+# --- prompts, filters and the vote ----------------------------------------------------------------------------
+
+def test_prompts_end_in_an_open_slot_and_read_back():
+    spec = parse_spec(SPEC)
+    prompt = input_prompt(spec, ['A "quoted" clause.'], label="landlord")
+    assert prompt.endswith('[input] = "') and "expected output for the new input is: landlord" in prompt
+    assert r'[input] = "A \"quoted\" clause."' in prompt  # a quote inside an example does not close its slot
+    assert annotation_prompt(spec, "X.").endswith('[input] = "X."\n[output] = "')
+    assert read_slot('The tenant pays.", then more') == "The tenant pays."
+    assert read_slot('He said \\"no\\" twice."\n[input] = "next') == 'He said "no" twice.'
+    assert read_slot("unclosed\nline two\n[input] = \"x") == "unclosed\nline two"
+    assert read_slot(None) == read_slot('"') == ""
+
+
+def test_length_bounds_are_mean_plus_minus_k_population_std():
+    bounds = filters.LengthBounds.around(["aa", "aaaa", "aaaaaa"], 2)  # mean 4, std sqrt(8/3) = 1.63299
+    assert bounds.low == pytest.approx(0.73401, abs=1e-4) and bounds.high == pytest.approx(7.26599, abs=1e-4)
+    narrow = filters.LengthBounds.around(["aa", "aaaa", "aaaaaa"], 1)  # 2.367 .. 5.633
+    assert filters.length("aa", narrow) == filters.TOO_SHORT and filters.length("a" * 6, narrow) == filters.TOO_LONG
+    assert filters.length("aaa", narrow) is None and filters.length("a" * 5, narrow) is None
+
+
+@pytest.mark.parametrize("text, dropped", [
+    ("Sure, I'd be happy to help! The tenant pays.", True), ("As an AI, I cannot say.", True),
+    ("Input: the tenant pays.", True), ("The output of the boiler is checked.", True), ("[input]", True),
+    ("The tenant inputs the meter readings.", False), ("Surely the landlord pays.", False),
+])
+def test_noise_drops_chat_phrases_and_template_words_only(text, dropped):
+    assert (filters.noise(text) == filters.NOISE) is dropped
+
+
+def test_filters_run_in_the_papers_order_and_say_why():
+    bounds = filters.LengthBounds(5, 30)
+    assert filters.first_drop("   ", bounds=bounds, use_noise=True)[0] == filters.EMPTY
+    assert filters.first_drop("Sure!", bounds=bounds, use_noise=True)[0] == filters.NOISE  # 5 chars: in bounds
+    assert filters.first_drop("Sure", bounds=bounds, use_noise=True) == (filters.TOO_SHORT,
+                                                                        "4 characters; allowed 5..30")
+    assert filters.first_drop("Sure, fine", bounds=None, use_noise=False, seen={"x"}) == (None, "")
+    assert filters.first_drop("x" * 9, bounds=bounds, use_noise=True, seen={"x" * 9})[0] == filters.DUPLICATE
+
+
+def test_majority_vote_threshold_and_ties():
+    assert vote.majority(["a", "b", "a", "c"], 0.3) == vote.Vote("a", 2, 4)
+    tie = vote.majority(["long answer", "short", "long answer", "short"], 0.3)
+    assert tie.answer == "short" and tie.count == 2  # a tie goes to the shortest answer
+    low = vote.majority(["a", "b", "c", "d"], 0.3)  # 1/4 = 0.25 < 0.3
+    assert low.answer is None and low.reason == vote.NO_MAJORITY and "1 of 4" in low.detail
+    assert vote.majority(["a", "b", "c"], 0.3).answer == "a"  # 1/3 >= 0.3; tie of equal lengths: first by name
+    assert vote.majority([], 0.3).reason == vote.NO_VALID_OUTPUT
+
+
+def test_label_mapping_takes_the_first_label_in_the_text():
+    labels = ("tenant", "landlord", "land")
+    assert vote.to_label("The Landlord, not the tenant.", labels) == "landlord"  # earliest, longer one at a tie
+    assert vote.to_label("tenants and landlords", labels) is None  # whole words only
+    assert vote.to_label("the land", labels) == "land"
+
+
+def test_class_balance_cuts_every_label_to_the_smallest():
+    rows = [{"id": f"t{i}", "label": "tenant"} for i in range(5)] + [{"id": f"l{i}", "label": "landlord"}
+                                                                     for i in range(2)]
+    kept, dropped = vote.balance(rows, "label", seed=1)
+    assert sorted(r["label"] for r in kept) == ["landlord", "landlord", "tenant", "tenant"] and len(dropped) == 3
+    again, _ = vote.balance(list(reversed(rows)), "label", seed=1)
+    assert sorted(r["id"] for r in again) == sorted(r["id"] for r in kept)  # the order they come in does not matter
+
+
+def test_hf_sampler_top_k_one_is_greedy():
+    scores = torch.randn(3, 50)
+    params = [{"temperature": 5.0, "top_p": 1.0, "top_k": 1, "seed": s} for s in range(3)]
+    forced = SeededSampler(params, "cpu")(None, scores.clone())
+    assert forced.argmax(-1).tolist() == scores.argmax(-1).tolist()
+    free = SeededSampler([{**p, "top_k": None} for p in params], "cpu")(None, scores.clone())
+    assert free.argmax(-1).tolist() != scores.argmax(-1).tolist()  # at temperature 5 it is not (seeds 0-2)
+
+
+# --- a whole run on a scripted model ---------------------------------------------------------------------------
+
+def scripted_text(row: dict) -> str:
+    """What the scripted model writes: an input by its index in the round, or an answer by the input's words."""
+    prompt = row["prompt"]
+    if prompt.endswith('[input] = "'):
+        round_, k = row["position"], row["sample_index"]
+        return {0: f"Clause {round_}: the tenant returns all keys on the last day.",  # kept
+                1: "",  # empty
+                2: "Sure, I'd be happy to help! The tenant pays for water.",  # noise, length in bounds
+                3: "Rent.",  # too short
+                4: "A fixed clause that the tenant signs every single year.",  # kept in round 0, then duplicate
+                5: f"Clause {round_}: the landlord paints the hall every five years."}[k] + '"\n'
+    text = json.loads(prompt.rsplit("[input] = ", 1)[1].split("\n")[0])
+    j = row["sample_index"]
+    if "keys" in text:  # 3 tenant, 1 landlord, 1 not a label: tenant wins 3 of 4
+        answer = ["tenant", "tenant", "tenant", "The landlord.", "maybe"][j]
+    elif "paints" in text:  # landlord, one noisy sample; round 2 says tenant
+        answer = "tenant" if text.startswith("Clause 2") else ("Sure, happy to help" if j == 1 else "landlord")
+    else:  # the fixed clause: never a label
+        answer = "unsure"
+    return answer + '"\n'
+
+
+def scripted_stage(requests):
+    def generate(batch: pa.Table) -> pa.Table:
+        texts = [scripted_text(row) for row in batch.to_pylist()]
+        n = batch.num_rows
+        return (batch.append_column("generated_text", pa.array(texts, pa.string()))
+                .append_column("num_input_tokens", pa.array([len(p) for p in batch["prompt"].to_pylist()], pa.int64()))
+                .append_column("num_generated_tokens", pa.array([len(t) for t in texts], pa.int64()))
+                .append_column("finish_reason", pa.array([STOP] * n, pa.string()))
+                .append_column("engine_error", pa.nulls(n, pa.string())))
+
+    return requests.map_batches(generate, batch_format="pyarrow", batch_size=64)
+
+
+def rows(path: Path) -> list[dict]:
+    files = [str(p) for p in sorted(path.rglob("*.p*q*")) if not p.name.startswith(".")]
+    return pds.dataset(files, format="parquet").to_table().to_pylist() if files else []
+
+
+def reasons(path: Path) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for row in rows(path):
+        counts[row["reason"]] = counts.get(row["reason"], 0) + 1
+    return counts
+
+
+@pytest.fixture(scope="module")
+def scripted_run(ray_cluster, tmp_path_factory):
+    """An uninterrupted run on the scripted model: 3 rounds of 6 inputs in two engine passes, 5 samples each."""
+    folder = tmp_path_factory.mktemp("scripted")
+    spec = write_spec(folder / "spec.yaml", examples=18)
+    config = SelfGuideConfig(spec=spec, output=str(folder / "out"), engine="echo", inputs_per_round=6,
+                             rounds_per_pass=2, samples=5, seed=7)
+    return config, self_guide(config, engine_stage=scripted_stage)
+
+
+def test_a_scripted_run_filters_votes_balances_and_exports(scripted_run, tmp_path):
+    config, summary = scripted_run
+    spec, out = config.spec, Path(config.output)
+
+    # Inputs: rounds keep k0 and k5 (and k4 in round 0 only); drop empty, noise and too_short each round.
+    assert summary.inputs_kept == 7
+    assert reasons(out / "_rejects" / "stage=self_guide_input") == {"empty": 3, "noise": 3, "too_short": 3,
+                                                                    "duplicate": 2}
+    # Samples: each 'keys' input has one non-label; round 0 and 1 'paints' one noisy; the fixed clause 5 non-labels.
+    assert reasons(out / "_rejects" / "stage=self_guide_sample") == {"not_a_label": 8, "noise": 2}
+    # Votes: tenant 4 (3 'keys' + round 2 'paints'), landlord 2: balanced to 2 + 2; the fixed clause has no answer.
+    assert reasons(out / "_rejects" / "stage=self_guide_vote") == {"no_valid_output": 1, "class_balance": 2}
+    accepted = rows(out / "self_guide")
+    assert sorted(r["output"] for r in accepted) == ["landlord", "landlord", "tenant", "tenant"]
+    assert summary.accepted == 4 and summary.labels == {"landlord": 2, "tenant": 2}
+    by_input = {r["input"]: r["output"] for r in accepted}
+    assert by_input.get("Clause 0: the landlord paints the hall every five years.") == "landlord"
+    assert all(r["task_type"] == "self_guide" and r["model"] == config.model for r in accepted)
+    # Every generated input is accounted for exactly once: kept (then accepted or a vote reject) or dropped.
+    input_ids = {stable_id(load_spec(spec).fingerprint(), "input", r, k) for r in range(3) for k in range(6)}
+    kept = {r["id"] for r in rows(out / "_self_guide")}
+    dropped = [r["id"] for r in rows(out / "_rejects" / "stage=self_guide_input")]
+    assert kept | set(dropped) == input_ids and not kept & set(dropped) and len(dropped) == 11
+    assert {r["id"] for r in accepted} | {r["id"] for r in rows(out / "_rejects" / "stage=self_guide_vote")} == kept
+
+    # The same layout and protocol as `generate`: committed, manifest, card; export reads it unchanged.
+    assert (out / "_SUCCESS").exists() and not (out / ".staging").exists()
+    assert all(is_accepted_file(str(p.relative_to(out))) for p in (out / "self_guide").iterdir())
+    manifest = json.loads((out / "_manifest.json").read_text())
+    assert manifest["summary"]["accepted"] == {"self_guide": 4}
+    assert manifest["summary"]["filtered"]["class_balance"] == 2
+    assert "SELF-GUIDE" in (out / "_card" / "README.md").read_text()
+    exported = export(str(out), str(tmp_path / "export"), "alpaca-jsonl")
+    lines = [json.loads(x) for x in (tmp_path / "export" / "alpaca.jsonl").read_text().splitlines()]
+    assert exported.rows == 4 and sorted(x["output"] for x in lines) == sorted(r["output"] for r in accepted)
+    assert main(["export", "--input", str(out), "--output", str(tmp_path / "cli"), "--formats", "messages",
+                 "--task-types", "self_guide"]) == 0
+    assert len((tmp_path / "cli" / "messages.jsonl").read_text().splitlines()) == 4
+    assert main(["export", "--input", str(out), "--output", str(tmp_path / "none"), "--task-types", "ynqa"]) == 2
+
+    # A rerun of the finished job does nothing; another setting on top of it is refused.
+    again = self_guide(config, engine_stage=scripted_stage)
+    assert again.nothing_done and again.accepted == 4
+    with pytest.raises(Exception, match="different job"):
+        self_guide(SelfGuideConfig(**{**config.to_dict(), "samples": 3}), engine_stage=scripted_stage)
+
+
+def failing_at_pass(number: int):
+    """The scripted engine, except that its ``number``-th engine pass (0-based) fails the run."""
+    calls = []
+
+    def stage(requests):
+        calls.append(1)
+        if len(calls) == number + 1:
+            raise RuntimeError(f"injected failure in engine pass {number}")
+        return scripted_stage(requests)
+    return stage
+
+
+def test_a_run_failing_mid_way_resumes_at_its_first_unstaged_round(scripted_run, tmp_path):
+    reference, _ = scripted_run
+    config = SelfGuideConfig(**{**reference.to_dict(), "output": str(tmp_path / "out")})  # passes: rounds 0-1, 2
+    with pytest.raises(RuntimeError, match="injected failure in engine pass 1"):  # the pass of round 2
+        self_guide(config, engine_stage=failing_at_pass(1))
+    staged = tmp_path / "out" / ".staging" / "_self_guide"
+    assert sorted(p.name for p in staged.iterdir()) == ["inputs-round-0000.pq", "inputs-round-0001.pq"]
+    summary = self_guide(config, engine_stage=scripted_stage)
+    assert summary.rounds_skipped == 2
+    for folder in ("self_guide", "_self_guide", *SELF_GUIDE_REJECTS_DIRS):  # as if never interrupted
+        key = lambda r: r["id"]  # noqa: E731
+        assert sorted(rows(tmp_path / "out" / folder), key=key) == sorted(rows(Path(reference.output) / folder),
+                                                                          key=key), folder
+
+
+# --- for real: the hf engine on a tiny model, killed and resumed -------------------------------------------------
+
+def test_hf_run_killed_after_its_rounds_resumes_without_losing_or_repeating_rows(ray_cluster, random_model, tmp_path):
+    from tests.test_fault_tolerance import kill_tree
+    import ray
+
+    spec = write_spec(tmp_path / "spec.yaml", kind="generation", labels=[], examples=6,
+                      demonstrations=[{"input": d["input"], "output": d["input"].split()[1]} for d in DEMOS])
+    out = tmp_path / "out"
+    settings = {"spec": spec, "output": str(out), "model": random_model, "inputs_per_round": 3, "rounds_per_pass": 2,
+                "samples": 2, "input_max_tokens": 12, "output_max_tokens": 6, "max_weak_examples": 2, "seed": 1,
+                "batch_size": 8}
+    command = [sys.executable, str(ROOT / "jobs" / "self_guide.py"), "--ray-address",
+               ray.get_runtime_context().gcs_address]  # the test's own cluster, already up
+    for key, value in settings.items():
+        command += ["--" + key.replace("_", "-"), str(value)]
+    first = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while not (out / ".staging" / "_self_guide" / "inputs-round-0001.pq").exists():  # both rounds are staged
+            assert first.poll() is None, "the first run ended before it could be killed"
+            assert time.monotonic() < deadline, "no round was staged"
+            time.sleep(0.2)
+    finally:
+        kill_tree(first.pid)
+        first.wait()
+    assert not (out / "_SUCCESS").exists()
+    staged = sorted(p.name for p in (out / ".staging" / "_self_guide").iterdir() if not p.name.startswith("."))
+    assert staged[:2] == ["inputs-round-0000.pq", "inputs-round-0001.pq"]
+    before = {p.name: p.read_bytes() for p in (out / ".staging" / "_self_guide").glob("inputs-round-*.pq")}
+
+    with pytest.raises(ResumeMismatchError, match="different samples"):  # other settings never mix in
+        self_guide(SelfGuideConfig(**{**settings, "samples": 3}))
+    summary = self_guide(SelfGuideConfig(**settings))  # the killed job's settings: resumed here
+
+    assert summary.rounds_skipped == len(before) == 2
+    for name, data in before.items():  # the rounds staged before the kill were kept, not redone
+        assert (out / "_self_guide" / name).read_bytes() == data
+    # Every one of the 6 inputs exactly once: kept, or dropped with its reason; kept ones accepted or voted out.
+    input_ids = {stable_id(load_spec(spec).fingerprint(), "input", r, k) for r in range(2) for k in range(3)}
+    kept = [r["id"] for r in rows(out / "_self_guide")]
+    dropped = rows(out / "_rejects" / "stage=self_guide_input")
+    assert sorted(kept + [r["id"] for r in dropped]) == sorted(input_ids)
+    assert kept, "no input was kept: annotation did not run on the hf engine"  # seeded: the same every run
+    voted_out = rows(out / "_rejects" / "stage=self_guide_vote")
+    assert sorted([r["id"] for r in rows(out / "self_guide")] + [r["id"] for r in voted_out]) == sorted(kept)
+    samples = rows(out / "_rejects" / "stage=self_guide_sample")
+    assert len({r["id"] for r in samples}) == len(samples) <= 2 * len(kept)
+    # A random model writes junk: whatever was dropped is counted by reason, in the summary too.
+    for stage, found in zip(summary.dropped.values(), (dropped, samples, voted_out)):
+        assert sum(stage.values()) == len(found) and all(r["reason"] and r["raw"] is not None for r in found)
+    assert summary.inputs_kept == len(kept) and (out / "_SUCCESS").exists()
+    assert set(SELF_GUIDE_REJECTS_DIRS) <= {str(p.relative_to(out)) for p in (out / "_rejects").iterdir()}
+
+
+def test_the_shipped_example_loads_and_the_docs_name_every_setting():
+    from bonito_ray.config import field_names
+    from bonito_ray.self_guide.config import SelfGuideConfig, load_config
+
+    config = load_config(str(ROOT / "jobs" / "examples" / "self_guide.yaml"), {})
+    spec = load_spec(str(ROOT / config.spec))
+    assert spec.is_classification and config.rounds(spec) == 40 and len(spec.demonstrations) >= 3
+    docs = (ROOT / "docs" / "self_guide.md").read_text()
+    assert [name for name in field_names(SelfGuideConfig) if f"`{name}`" not in docs] == []
+
+
+def test_the_recorded_command_gives_back_the_same_config():
+    import shlex
+
+    from bonito_ray.cli import build_parser
+    from bonito_ray.self_guide.config import load_config
+
+    config = SelfGuideConfig(spec="my spec.yaml", output="o", seed=3, input_length_filter=False, noise_filter=False,
+                             output_temperature=0.5, engine_kwargs={"max_model_len": 256}, rounds_per_pass=4)
+    args = build_parser().parse_args(shlex.split(config.command())[1:])
+    not_config = ("command", "func", "config", "overwrite", "log_level")
+    overrides = {k: v for k, v in vars(args).items() if k not in not_config}
+    assert load_config(None, overrides).to_dict() == config.to_dict()
