@@ -370,3 +370,9 @@ def test_the_recorded_command_gives_back_the_same_config():
     not_config = ("command", "func", "config", "overwrite", "log_level")
     overrides = {k: v for k, v in vars(args).items() if k not in not_config}
     assert load_config(None, overrides).to_dict() == config.to_dict()
+
+
+def test_an_engine_with_settings_self_guide_does_not_carry_is_refused_in_one_line(tmp_path):
+    spec = ROOT / "jobs" / "examples" / "tasks" / "clause_party.yaml"
+    with pytest.raises(ConfigError, match="engine must be one of hf, vllm, echo for self-guide, got 'openai'"):
+        SelfGuideConfig(spec=str(spec), output=str(tmp_path / "out"), engine="openai")

@@ -14,8 +14,13 @@ from typing import Any
 
 from bonito_ray.config import DEMO_MODEL, DEVICES, ConfigError, GenerateConfig, command_line, option
 from bonito_ray.config import load_config as load_job_config
-from bonito_ray.engines import ENGINE_HELP, ENGINE_NAMES
+from bonito_ray.engines import ENGINES
 from bonito_ray.self_guide.spec import TaskSpec
+
+# The engines self-guide runs on: those without settings of their own (openai's endpoint and client
+# settings are not self-guide settings yet).
+ENGINE_NAMES = tuple(e.name for e in ENGINES.values() if e.check is None)
+ENGINE_HELP = ", ".join(f"{e.name} ({e.summary})" for e in ENGINES.values() if e.name in ENGINE_NAMES)
 
 # Input generation's temperature by task kind (the paper: 0.7 for classification, 0.9 for generation).
 INPUT_TEMPERATURE = {"classification": 0.7, "generation": 0.9}
@@ -120,6 +125,8 @@ class SelfGuideConfig:
         _check(self.length_std > 0, "length_std must be > 0")
         _check(0 < self.consistency_threshold <= 1, "consistency_threshold must be in (0, 1]")
         # The engine settings are checked by the engine's own configuration, once, here.
+        _check(self.engine in ENGINE_NAMES, f"engine must be one of {', '.join(ENGINE_NAMES)} for self-guide, "
+                                            f"got {self.engine!r}")
         checked = self.engine_config()
         self.engine_kwargs, self.placement_group_config = checked.engine_kwargs, checked.placement_group_config
 
