@@ -69,11 +69,13 @@ def rows(out: Path) -> dict[str, dict]:
     return {r["id"]: r for r in accepted + rejected}
 
 
-def engine_actors() -> dict[str, dict]:
-    """The vLLM engine actors of the test's own Ray cluster (the GCS actor table: no dashboard needed)."""
+def engine_actors(state: str | None = None) -> dict[str, dict]:
+    """The vLLM engine actors of the test's own Ray cluster (the GCS actor table: no dashboard needed), those
+    in ``state`` only if given (late in a session the table holds every earlier test's dead actors)."""
     from ray._private.state import actors
 
-    return {actor_id: info for actor_id, info in actors().items() if info["ActorClassName"] == ENGINE_ACTOR}
+    return {actor_id: info for actor_id, info in actors(actor_state_name=state).items()
+            if info["ActorClassName"] == ENGINE_ACTOR}
 
 
 def staged_files(out: Path) -> list[str]:
@@ -81,20 +83,26 @@ def staged_files(out: Path) -> list[str]:
     return [str(p) for p in (out / ".staging").rglob("*") if p.suffix in DATA_SUFFIXES and not p.name.startswith(".")]
 
 
-def kill_engine_actor_once(out: Path, killed: list) -> None:
-    """SIGKILL this cluster's vLLM actor (by its actor id's pid) once it has written a first file."""
+def kill_engine_actor_once(out: Path, killed: list, finished: threading.Event) -> None:
+    """SIGKILL this cluster's vLLM actor (by its actor id's pid) once it has written a first file.
+    ``killed`` gets what the watcher saw first (polls, and how often an actor was alive, with files staged),
+    then the kill. It stops looking when the job has ``finished``."""
     deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        if staged_files(out):
-            alive = [(i, a) for i, a in engine_actors().items() if a["State"] == "ALIVE"]
-            if alive:
-                actor_id, info = alive[0]
-                victim = psutil.Process(info["Pid"])
-                staged = len(pds.dataset(staged_files(out)).to_table())
-                for proc in victim.children(recursive=True) + [victim]:  # the engine core process with it
-                    proc.send_signal(signal.SIGKILL)
-                killed.append({"actor_id": actor_id, "pid": info["Pid"], "rows_staged": staged})
-                return
+    seen = {"polls": 0, "alive": 0, "alive_and_staged": 0}
+    killed.append(seen)
+    while time.monotonic() < deadline and not finished.is_set():
+        seen["polls"] += 1
+        alive = list(engine_actors("ALIVE").items())
+        seen["alive"] += bool(alive)
+        if alive and staged_files(out):
+            seen["alive_and_staged"] += 1
+            actor_id, info = alive[0]
+            victim = psutil.Process(info["Pid"])
+            staged = len(pds.dataset(staged_files(out)).to_table())
+            for proc in victim.children(recursive=True) + [victim]:  # the engine core process with it
+                proc.send_signal(signal.SIGKILL)
+            killed.append({"actor_id": actor_id, "pid": info["Pid"], "rows_staged": staged})
+            return
         time.sleep(0.1)
 
 
@@ -110,17 +118,21 @@ def reference(ray_cluster, corpus, tmp_path_factory):
     """The reference vllm run, its engine actor SIGKILLed after the first staged file."""
     out = tmp_path_factory.mktemp("vllm-reference") / "out"
     killed: list = []
-    killer = threading.Thread(target=kill_engine_actor_once, args=(out, killed))
+    finished = threading.Event()
+    killer = threading.Thread(target=kill_engine_actor_once, args=(out, killed, finished))
     killer.start()
-    summary = generate(job(corpus, out))
-    killer.join()
+    try:
+        summary = generate(job(corpus, out))
+    finally:
+        finished.set()
+        killer.join()
     return out, summary, killed
 
 
 @needs_vllm
 def test_engine_actor_killed_mid_run_is_restarted_and_nothing_is_lost(reference):
-    out, summary, killed = reference
-    assert killed, "the engine actor was never seen alive after the first staged file"
+    out, summary, (seen, *killed) = reference
+    assert killed, f"the engine actor was never seen alive after the first staged file ({seen})"
     assert killed[0]["rows_staged"] < summary.prompts, "the kill landed after the last batch"
     victim = engine_actors()[killed[0]["actor_id"]]
     # Ray restarts the actor in place (a new process under the same actor id) or the pool starts another.
