@@ -40,8 +40,8 @@ from bonito_ray import card, ledger
 from bonito_ray.errors import UserError
 from bonito_ray.report import RunSummary, read_manifest, summarize, write_manifest
 from bonito_ray.schema import (COMMIT_FILE, EXAMPLE_REJECT_DIRS, MANIFEST_FILE, PROGRESS_FILE,
-                               RUN_FILE, STAGING_DIR, SUCCESS_FILE, TEMPORARY_PREFIX, is_accepted_file,
-                               is_data_file)
+                               RUN_FILE, SELF_GUIDE_DIR, SELF_GUIDE_REJECTS_DIRS, STAGING_DIR, SUCCESS_FILE,
+                               TEMPORARY_PREFIX, is_accepted_file, is_data_file)
 from bonito_ray.storage import join, list_files, write_bytes
 
 logger = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ def start_or_resume(fs: pafs.FileSystem, root: str, identity: dict[str, Any]) ->
         if previous == identity:
             return True
         changed = sorted(k for k in identity.keys() | previous.keys() if identity.get(k) != previous.get(k))
-        if staged_example_files(fs, root):
+        if staged_example_files(fs, root) or _staged_rounds(fs, root):
             raise ResumeMismatchError(
                 f"{root} holds an unfinished run with a different {', '.join(changed)}; "
                 "run it again as it was to resume it, or pass --overwrite to discard it")
@@ -77,6 +77,13 @@ def start_or_resume(fs: pafs.FileSystem, root: str, identity: dict[str, Any]) ->
                     root, ", ".join(changed))
     write_bytes(fs, run_file, json.dumps(identity, sort_keys=True).encode("utf-8"))
     return False
+
+
+def _staged_rounds(fs: pafs.FileSystem, root: str) -> list[str]:
+    """SELF-GUIDE's staged rounds and their rejects: a run's work too, though not example rows."""
+    staging = join(root, STAGING_DIR)
+    return [f for d in (SELF_GUIDE_DIR, *SELF_GUIDE_REJECTS_DIRS) for f in list_files(fs, join(staging, d))
+            if is_data_file(f)]
 
 
 def staged_example_files(fs: pafs.FileSystem, root: str) -> list[str]:

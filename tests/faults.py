@@ -5,6 +5,8 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import signal
+import subprocess
 import threading
 import time
 import urllib.parse
@@ -232,3 +234,34 @@ def gated_hf_generator(gate: Path, open_rows: int) -> type:
     """A GatedHFGenerator holding batches after ``open_rows`` rows until ``gate`` exists (a class: Ray Data builds the actors)."""
     gate.parent.mkdir(parents=True, exist_ok=True)
     return type("GatedHFGenerator", (GatedHFGenerator,), {"gate": str(gate), "open_rows": open_rows})
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL a process and every process under it (one that already ended: nothing to do)."""
+    import psutil
+
+    try:
+        parent = psutil.Process(pid)
+    except psutil.NoSuchProcess:  # it ended by itself: the caller's own check says why
+        return
+    for proc in parent.children(recursive=True) + [parent]:
+        try:
+            proc.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
+
+
+def start_then_kill(command: list[str], ready, timeout: float, waiting_for: str, cwd: Path) -> None:
+    """Start ``command`` (a driver) and SIGKILL it, with what it started, as soon as ``ready()``; fails if it
+    ends first or ``timeout`` seconds pass without ``waiting_for``."""
+    first = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            assert first.poll() is None, "the first run ended before it could be killed"
+            assert time.monotonic() < deadline, f"no {waiting_for} appeared"
+            time.sleep(0.2)
+    finally:
+        kill_tree(first.pid)
+        first.wait()

@@ -4,13 +4,10 @@ import dataclasses
 import json
 import os
 import signal
-import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
-import psutil
 import pyarrow.dataset as pds
 import pyarrow.parquet as pq
 import pytest
@@ -27,7 +24,7 @@ from bonito_ray.pipeline import generate
 from bonito_ray.schema import DATA_SUFFIXES, GENERATION_REJECTS_DIR, is_accepted_file, stable_id
 from bonito_ray.storage import resolve_filesystem
 from tests.corpus_files import write_jsonl
-from tests.faults import FaultyS3Proxy, blocked_victim, flaky_stage, killable_hf_generator
+from tests.faults import FaultyS3Proxy, blocked_victim, flaky_stage, killable_hf_generator, start_then_kill
 from tests.tiny_models import sample_passages
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,18 +41,6 @@ def expected_ids(corpus: Path, count: int, task_types=("ynqa",)) -> set[str]:
     return {stable_id(stable_id(str(corpus), line, 0), t, 0) for line in range(1, count + 1) for t in task_types}
 
 
-def kill_tree(pid: int) -> None:
-    try:
-        parent = psutil.Process(pid)
-    except psutil.NoSuchProcess:  # it ended by itself: the caller's own check says why
-        return
-    for proc in parent.children(recursive=True) + [parent]:
-        try:
-            proc.send_signal(signal.SIGKILL)
-        except psutil.NoSuchProcess:
-            pass
-
-
 def test_driver_killed_mid_run_then_resumed_gives_the_uninterrupted_dataset(ray_cluster, random_model, tmp_path):
     # Killed at its second staged file (8 of 60 rows): 13 batches of 4 are left to run, seconds of work.
     corpus = write_jsonl(tmp_path / "c.jsonl", sample_passages(60))
@@ -64,17 +49,8 @@ def test_driver_killed_mid_run_then_resumed_gives_the_uninterrupted_dataset(ray_
                "--model", random_model, "--task-types", "ynqa", "--max-tokens", "48", "--temperature", "1.0",
                "--seed", "3", "--batch-size", "4", "--rows-per-file", "4", "--max-error-rate", "1",
                "--ray-address", ray.get_runtime_context().gcs_address]  # the test's own cluster, already up
-    first = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             start_new_session=True)
-    try:
-        deadline = time.monotonic() + 240
-        while not list((out / ".staging").rglob("*-000001-0000.p*")):  # accepted .parquet or rejects .pq
-            assert first.poll() is None, "the first run ended before it could be killed"
-            assert time.monotonic() < deadline, "no staged files appeared"
-            time.sleep(0.2)
-    finally:
-        kill_tree(first.pid)
-        first.wait()
+    # at its second staged file: accepted .parquet or rejects .pq
+    start_then_kill(command, lambda: list((out / ".staging").rglob("*-000001-0000.p*")), 240, "staged files", ROOT)
     assert not (out / "_SUCCESS").exists()
     staged_before = len(done_ids(LocalFileSystem(), str(out)))
     assert 0 < staged_before < 60

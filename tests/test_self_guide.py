@@ -3,9 +3,7 @@ model, a real run on the hf engine killed and resumed, and export of the result.
 
 import json
 import re
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -26,6 +24,7 @@ from bonito_ray.self_guide.config import SelfGuideConfig
 from bonito_ray.self_guide.pipeline import self_guide
 from bonito_ray.self_guide.prompts import annotation_prompt, input_prompt, read_slot
 from bonito_ray.self_guide.spec import load_spec, parse_spec
+from tests.faults import start_then_kill
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMOS = [  # input lengths 56, 69, 52, 57 characters
@@ -294,7 +293,6 @@ def test_a_run_failing_mid_way_resumes_at_its_first_unstaged_round(scripted_run,
 # --- for real: the hf engine on a tiny model, killed and resumed -------------------------------------------------
 
 def test_hf_run_killed_after_its_rounds_resumes_without_losing_or_repeating_rows(ray_cluster, random_model, tmp_path):
-    from tests.test_fault_tolerance import kill_tree
     import ray
 
     spec = write_spec(tmp_path / "spec.yaml", kind="generation", labels=[], examples=6,
@@ -307,17 +305,8 @@ def test_hf_run_killed_after_its_rounds_resumes_without_losing_or_repeating_rows
                ray.get_runtime_context().gcs_address]  # the test's own cluster, already up
     for key, value in settings.items():
         command += ["--" + key.replace("_", "-"), str(value)]
-    first = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             start_new_session=True)
-    try:
-        deadline = time.monotonic() + 180
-        while not (out / ".staging" / "_self_guide" / "inputs-round-0001.pq").exists():  # both rounds are staged
-            assert first.poll() is None, "the first run ended before it could be killed"
-            assert time.monotonic() < deadline, "no round was staged"
-            time.sleep(0.2)
-    finally:
-        kill_tree(first.pid)
-        first.wait()
+    both_rounds = out / ".staging" / "_self_guide" / "inputs-round-0001.pq"
+    start_then_kill(command, both_rounds.exists, 180, "staged round", ROOT)
     assert not (out / "_SUCCESS").exists()
     staged = sorted(p.name for p in (out / ".staging" / "_self_guide").iterdir() if not p.name.startswith("."))
     assert staged[:2] == ["inputs-round-0000.pq", "inputs-round-0001.pq"]

@@ -11,7 +11,6 @@ import importlib.util
 import json
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -32,6 +31,7 @@ from bonito_ray.schema import DATA_SUFFIXES, EXAMPLE_REJECT_DIRS, GENERATION_REJ
 from bonito_ray.engine_rows import REQUEST_SCHEMA
 from tests import tiny_models
 from tests.corpus_files import write_jsonl
+from tests.faults import start_then_kill
 
 ROOT = Path(__file__).resolve().parents[1]
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
@@ -182,17 +182,8 @@ def test_driver_sigkilled_then_resumed_reproduces_the_seeded_reference(reference
                "--batch-size", "4", "--max-concurrent-batches", "2", "--passage-tokens", "20000",
                "--max-error-rate", "0.2", "--rows-per-file", "4", "--engine-kwargs", json.dumps(config.engine_kwargs),
                "--ray-address", session_address()]  # the test's own cluster: no Ray start per driver
-    first = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             start_new_session=True)
-    try:
-        deadline = time.monotonic() + 300
-        while not staged_files(out):
-            assert first.poll() is None, "the first run ended before it could be killed"
-            assert time.monotonic() < deadline, "no staged files appeared"
-            time.sleep(0.2)
-    finally:
-        os.killpg(first.pid, signal.SIGKILL)  # the driver; Ray ends its job's actors, the engine with them
-        first.wait()
+    # The driver and what it started; Ray ends its job's actors, the engine with them.
+    start_then_kill(command, lambda: staged_files(out), 300, "staged files", ROOT)
     assert not (out / "_SUCCESS").exists()
     # Resumed here, in the test's own driver: the same config the killed CLI run was given.
     summary = generate(config)

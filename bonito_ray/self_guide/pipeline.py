@@ -9,7 +9,6 @@ annotation whole.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections import Counter
@@ -19,12 +18,10 @@ import pyarrow.dataset as pds
 import pyarrow.fs as pafs
 
 from bonito_ray import console
-from bonito_ray.commit import ResumeMismatchError
 from bonito_ray.engines import ENGINES, EngineStage, build_engine_stage
 from bonito_ray.output import Output, open_output
 from bonito_ray.pipeline import configure_fault_tolerance, model_tokenizer
-from bonito_ray.schema import (RUN_FILE, SELF_GUIDE_DIR, SELF_GUIDE_REJECTS_DIRS, SELF_GUIDE_TASK, STAGING_DIR,
-                               is_data_file)
+from bonito_ray.schema import SELF_GUIDE_DIR, SELF_GUIDE_REJECTS_DIRS, SELF_GUIDE_TASK, STAGING_DIR, is_data_file
 from bonito_ray.self_guide.annotate import run_annotation
 from bonito_ray.self_guide.config import SelfGuideConfig
 from bonito_ray.self_guide.rounds import generate_inputs
@@ -121,7 +118,6 @@ def _run(config: SelfGuideConfig, plan: Plan, engine_stage: EngineStage | None, 
     fs, staging = output.fs, join(output.root, STAGING_DIR)
     if plan.overwrite:
         output.clear()
-    _refuse_other_run(fs, staging, plan.identity, output.uri)
     resumed = output.begin(plan.identity)
     console.quiet_ray_data(config.verbose)
     configure_fault_tolerance()  # as the generation job: retry what fails, never drop a block
@@ -138,21 +134,6 @@ def _run(config: SelfGuideConfig, plan: Plan, engine_stage: EngineStage | None, 
     summary = summarize(fs, output.root, config.output, spec)
     summary.rounds_skipped, summary.wall_seconds = skipped, round(time.monotonic() - started, 3)
     return summary
-
-
-def _refuse_other_run(fs: pafs.FileSystem, staging: str, identity: dict, uri: str) -> None:
-    """Refuse to mix rounds staged by a run with other settings into this one (``begin`` starts over only when
-    no Bonito example is staged, and knows nothing of SELF-GUIDE's round files)."""
-    run_file = join(staging, RUN_FILE)
-    if fs.get_file_info(run_file).type != pafs.FileType.File:
-        return
-    with fs.open_input_stream(run_file) as f:
-        previous = json.loads(f.read())
-    staged = [f for d in (SELF_GUIDE_DIR, *SELF_GUIDE_REJECTS_DIRS) for f in list_files(fs, join(staging, d))]
-    if previous != identity and staged:
-        changed = sorted(k for k in identity.keys() | previous.keys() if identity.get(k) != previous.get(k))
-        raise ResumeMismatchError(f"{uri} holds an unfinished run with a different {', '.join(changed)}; "
-                                  "run it again as it was to resume it, or pass --overwrite to discard it")
 
 
 def summarize(fs: pafs.FileSystem, root: str, output: str, spec: TaskSpec) -> SelfGuideSummary:
