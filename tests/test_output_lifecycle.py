@@ -7,6 +7,7 @@ each step of the commit protocol, and the moto S3 server for the lease's conditi
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -320,7 +321,14 @@ def test_unwritable_s3_output_is_a_clear_error(s3_endpoint):
 
 # ---- crash-safe commit: a kill at every step, then a rerun -----------------------------------------
 
-COMMIT_STEPS = ["success-removed", "stale-dropped", "move-1", "moved", "ledger", "manifest", "success"]
+COMMIT_STEPS = ["success-removed", "stale-dropped", "move-1", "moved", "ledger", "manifest", "card", "success"]
+
+
+@pytest.mark.static
+def test_the_kill_test_covers_every_crash_point_of_the_commit():
+    source = (ROOT / "bonito_ray" / "commit.py").read_text()
+    points = {step.replace("{number}", "1") for step in re.findall(r'_crash_point\(f?"([^"]+)"\)', source)}
+    assert points == {"before-journal", "journal", *COMMIT_STEPS}
 
 
 def crash(args: list[str], step: str) -> None:
@@ -338,28 +346,6 @@ def rerun(args: list[str], capsys, caplog) -> tuple[int, str, str]:
     with caplog.at_level(logging.INFO):
         code = main(["generate", *args])
     return code, capsys.readouterr().out, caplog.text
-
-
-def test_a_kill_at_any_step_of_the_commit_is_rolled_forward(ray_cluster, random_model, tmp_path, capsys, caplog):
-    corpus = write_jsonl(tmp_path / "c.jsonl", sample_passages(12))
-    snapshot = tmp_path / "journal-written"
-    crash(job_args(corpus, snapshot, random_model), "journal")  # all staged, the journal written, nothing moved
-    assert inspect(LocalFileSystem(), str(snapshot)) is State.COMMITTING
-    assert len(list((snapshot / ".staging").rglob("train-*.parquet"))) == 4  # 12 rows, 3 per file
-    for step in COMMIT_STEPS:
-        out = tmp_path / step
-        shutil.copytree(snapshot, out)
-        crash(job_args(corpus, out, random_model, ray=NO_CLUSTER), step)
-        assert not (out / "_SUCCESS").exists() or step == "success"
-        code, stdout, log = rerun(job_args(corpus, out, random_model, ray=NO_CLUSTER), capsys, caplog)
-        assert code == 0, (step, log[-3000:])  # finished in planning: no cluster
-        assert "nothing to do" in stdout and "finishing the commit of an interrupted run" in log
-        assert ids_and_sources(out) == expected({corpus: 12}), step
-        assert inspect(LocalFileSystem(), str(out)) is State.COMMITTED and not (out / ".staging").exists()
-        manifest = json.loads((out / "_manifest.json").read_text())
-        assert sum(f["rows"] for f in manifest["summary"]["files"]) == 12, step
-        # The card is part of the commit: written by the roll-forward when the kill came before it.
-        assert len(manifest["runs"]) == 1 and manifest["runs"][0]["run_id"] in (out / "_card/README.md").read_text()
 
 
 def test_a_kill_before_the_journal_resumes_without_duplicates(ray_cluster, random_model, tmp_path):
@@ -395,19 +381,29 @@ def test_incremental_kills_at_every_commit_step_give_one_full_run(ray_cluster, r
     assert resumed.resumed and resumed.skipped_done >= 21  # day1's and day4's staged rows were not made again
     assert ids_and_sources(before_journal) == want
 
+    # All staged, the journal written, nothing moved; then a kill at each step of the commit, rolled forward
+    # by the rerun's planning (no cluster). An incremental run's commit has every step: stale sources dropped
+    # and the ledger rewritten too.
     snapshot = tmp_path / "journal-written"
     shutil.copytree(base, snapshot)
     crash(job_args(corpus, snapshot, random_model, "--incremental"), "journal")
+    assert inspect(LocalFileSystem(), str(snapshot)) is State.COMMITTING
     for step in COMMIT_STEPS:
         out = tmp_path / step
         shutil.copytree(snapshot, out)
         crash(job_args(corpus, out, random_model, "--incremental", ray=NO_CLUSTER), step)
+        assert not (out / "_SUCCESS").exists() or step == "success"
         args = job_args(corpus, out, random_model, "--incremental", ray=NO_CLUSTER)
         code, stdout, log = rerun(args, capsys, caplog)
         assert code == 0, (step, log[-3000:])
-        assert "nothing to do" in stdout
+        assert "nothing to do" in stdout and "finishing the commit of an interrupted run" in log
         assert ids_and_sources(out) == want, step
+        assert inspect(LocalFileSystem(), str(out)) is State.COMMITTED and not (out / ".staging").exists()
         assert json.loads((out / "_ledger.json").read_text()).keys() == {str(day1), str(day3), str(day4)}
+        manifest = json.loads((out / "_manifest.json").read_text())
+        assert sum(f["rows"] for f in manifest["summary"]["files"]) == len(want), step
+        # The card is part of the commit: written by the roll-forward when the kill came before it.
+        assert len(manifest["runs"]) == 2 and manifest["runs"][-1]["run_id"] in (out / "_card/README.md").read_text()
 
 
 # ---- a completed rerun does nothing, and says so --------------------------------------------------
