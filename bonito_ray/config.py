@@ -65,7 +65,7 @@ class GenerateConfig:
     task_types: list[str] = option(default_factory=lambda: list(DEFAULT_TASK_TYPES),
                                    help="comma-separated short or full task names")
     generator: str = option(DEFAULT_GENERATOR, help="how tasks are asked for and read back: " + GENERATOR_HELP +
-                                                    " (docs/generators.md)", choices=GENERATOR_NAMES)
+                                                    "; see docs/generators.md", choices=GENERATOR_NAMES)
     engine: str = option("hf", help=ENGINE_HELP, choices=ENGINE_NAMES)
     model: str = option(DEMO_MODEL, help="model directory or hub id", default_text="the bundled CPU demo model")
     context_column: str = option("text", help="column holding the passage text")
