@@ -12,6 +12,10 @@ prompting, parsing, validators and reject accounting are exactly the job's. Wher
 defaults differ from the reference package, the call follows the reference (every input row is
 prompted, duplicates included; no generated-task dedup). What still differs, and why, is in the
 README's "Python API" section.
+
+It prompts with Bonito's meta-template only, as the reference does: the ``instruct`` generator
+(``bonito_ray.generators``) is a job setting (``bonito-ray generate --generator instruct``,
+``GenerateConfig(generator="instruct")``), not an option of ``Bonito``.
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ import pyarrow.dataset as pds
 import pyarrow.fs as pafs
 import yaml
 
+from bonito_ray.generators import DEFAULT_GENERATOR, GENERATORS
 from bonito_ray.schema import (ACCEPTED_FILE_PREFIX, CARD_DIR, CARD_FILE, HF_YAML_FILE, PARQUET_SUFFIX, REJECTS_DIR,
                                accepted_dir, is_accepted_file, is_data_file, stable_id)
 from bonito_ray.storage import join, list_files, write_bytes
@@ -146,8 +147,8 @@ def render(figures: dict[str, TaskFigures], manifest: dict[str, Any], *, plots: 
     head = yaml.safe_dump(header(figures, config.get("license", "other")), sort_keys=False)
     lines = [f"---\n{head}---", "", "# Synthetic instruction-tuning tasks made with bonito-ray", "",
              _SELF_GUIDE_INTRO if _is_self_guide(config) else
-             "Each passage of a private corpus was crossed with task types and sent to a Bonito-style generator, "
-             "which wrote a task (an input with the passage in it, and an output) for each. Every prompt is "
+             "Each passage of a private corpus was crossed with task types and sent to " + _generator_words(config)
+             + ", which wrote a task (an input with the passage in it, and an output) for each. Every prompt is "
              "accounted for: accepted ones are the dataset (one folder per task type), the others are kept under "
              "`_rejects/` with their reason. Load one task type with `datasets.load_dataset(OUTPUT, \"ynqa\")`, "
              "all of them with `datasets.load_dataset(OUTPUT)`.", "", "## How it was made", "",
@@ -179,6 +180,18 @@ _SELF_GUIDE_INTRO = (
     "keep is under `_rejects/stage=self_guide_*` with its reason.")
 
 
+def _generator_words(config: dict[str, Any]) -> str:
+    """The generator, as the card's introduction names it: ``the `instruct` generator (any instruction-tuned ...)``."""
+    name = _generator(config)
+    known = GENERATORS.get(name)
+    return f"the `{name}` generator" + (f" ({known.summary})" if known else "")
+
+
+def _generator(config: dict[str, Any]) -> str:
+    # Manifests from before the instruct generator name none: Bonito's meta-template made them.
+    return config.get("generator", DEFAULT_GENERATOR)
+
+
 def _is_self_guide(config: dict[str, Any]) -> bool:
     return "spec_contents" in config  # bonito_ray.self_guide.pipeline records the task spec there
 
@@ -207,6 +220,7 @@ def provenance(manifest: dict[str, Any]) -> list[tuple[str, str]]:
         ]
     return [
         ("generator model", f"`{config['model']}`"),
+        ("generator", f"`{_generator(config)}`"),
         ("engine", f"`{config['engine']}`"),
         ("task types", ", ".join(config["task_types"])),
         ("sampling", f"n={config['n']}, max_tokens={config['max_tokens']}, temperature={config['temperature']}, "

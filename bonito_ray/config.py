@@ -15,6 +15,7 @@ import yaml
 
 from bonito_ray.engines import ENGINE_HELP, ENGINE_NAMES, check_engine_settings
 from bonito_ray.errors import UserError
+from bonito_ray.generators import DEFAULT_GENERATOR, GENERATOR_HELP, GENERATOR_NAMES
 from bonito_ray.storage import EndpointError, check_endpoint
 from bonito_ray.tasks import resolve_task_types
 from bonito_ray.validators import DEFAULT_LEVEL, LEVELS, validators_for
@@ -27,8 +28,11 @@ DEFAULT_TASK_TYPES = ["ynqa", "exqa", "nli"]
 _IDENTITY = {
     "input", "task_types", "engine", "model", "context_column", "n", "max_tokens", "temperature", "top_p", "seed",
     "engine_kwargs", "passage_overlap", "min_passage_chars", "max_passage_chars", "dedup", "incremental",
-    "validate", "validators", "task_dedup", "served_model_name",
+    "validate", "validators", "task_dedup", "served_model_name", "generator",
 }
+# Settings added since datasets were made, and the value they had before: left out of the identity at that
+# value, so that an older dataset's identity holds.
+_ADDED_SINCE = {"served_model_name": None, "generator": DEFAULT_GENERATOR}
 
 
 class ConfigError(UserError, ValueError):
@@ -60,6 +64,8 @@ class GenerateConfig:
     output: str = option("", help="output directory/prefix for the Parquet dataset", default_text=None)
     task_types: list[str] = option(default_factory=lambda: list(DEFAULT_TASK_TYPES),
                                    help="comma-separated short or full task names")
+    generator: str = option(DEFAULT_GENERATOR, help="how tasks are asked for and read back: " + GENERATOR_HELP +
+                                                    "; see docs/generators.md", choices=GENERATOR_NAMES)
     engine: str = option("hf", help=ENGINE_HELP, choices=ENGINE_NAMES)
     model: str = option(DEMO_MODEL, help="model directory or hub id", default_text="the bundled CPU demo model")
     context_column: str = option("text", help="column holding the passage text")
@@ -138,6 +144,8 @@ class GenerateConfig:
         if not self.output:
             raise ConfigError("output is required (--output PATH or 'output:' in the config file)")
         self.task_types = resolve_task_types(self.task_types)
+        if self.generator not in GENERATOR_NAMES:
+            raise ConfigError(f"generator must be one of {', '.join(GENERATOR_NAMES)}, got {self.generator!r}")
         if self.engine not in ENGINE_NAMES:
             raise ConfigError(f"engine must be one of {', '.join(ENGINE_NAMES)}, got {self.engine!r}")
         if isinstance(self.engine_kwargs, str):
@@ -209,9 +217,9 @@ class GenerateConfig:
 
     def identity(self) -> dict[str, Any]:
         """The settings that decide what a run generates (not how fast): a resumed run must match them.
-        A setting added since a dataset was made is left out while unset, so that its identity holds."""
+        A setting added since a dataset was made is left out at its earlier value, so that its identity holds."""
         return {k: v for k, v in self.to_dict().items() if k in _IDENTITY
-                and not (k == "served_model_name" and v is None)}
+                and not (k in _ADDED_SINCE and v == _ADDED_SINCE[k])}
 
     def command(self) -> str:
         """The ``bonito-ray generate`` command that runs this job (``command_line``)."""

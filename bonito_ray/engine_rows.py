@@ -13,7 +13,9 @@ import numpy as np
 import pyarrow as pa
 
 from bonito_ray import validators
-from bonito_ray.prompt import Task, build_prompt, parse_generation
+from bonito_ray.generators import DEFAULT_GENERATOR, GENERATORS
+from bonito_ray.passages import cached_tokenizer
+from bonito_ray.prompt import Task
 from bonito_ray.rejects import ENGINE_ERROR
 from bonito_ray.schema import LOCATION_FIELDS, TOKEN_FIELDS, stable_id
 
@@ -47,12 +49,15 @@ def row_seed(seed: int | None, example_id: str) -> int | None:
 
 
 def to_requests(passages: pa.Table, *, task_types: list[str], n: int, sampling_params: dict[str, Any],
-                seed: int | None, model: str) -> pa.Table:
-    """Cross each passage with each task type and ``n`` samples: one request row each."""
+                seed: int | None, model: str, generator: str = DEFAULT_GENERATOR) -> pa.Table:
+    """Cross each passage with each task type and ``n`` samples: one request row each, prompted by ``generator``
+    (a chat generator renders ``model``'s chat template here, so that no engine needs to know of it)."""
+    prompter = GENERATORS[generator]
+    tokenizer = cached_tokenizer(model) if prompter.chat_template else None
     rows = []
     for passage in passages.to_pylist():
         for task_type in task_types:
-            prompt = build_prompt(passage["context"], task_type)
+            prompt = prompter.prompt(passage["context"], task_type, tokenizer)
             for sample_index in range(n):
                 example_id = stable_id(passage["passage_id"], task_type, sample_index)
                 rows.append({
@@ -67,19 +72,20 @@ def to_requests(passages: pa.Table, *, task_types: list[str], n: int, sampling_p
     return pa.Table.from_pylist(rows, REQUEST_SCHEMA)
 
 
-def to_examples(generations: pa.Table) -> pa.Table:
-    """Parse engine output rows into accepted examples and rejects (``reason`` set)."""
-    return pa.Table.from_pylist([_to_example(row) for row in generations.to_pylist()], EXAMPLE_SCHEMA)
+def to_examples(generations: pa.Table, generator: str = DEFAULT_GENERATOR) -> pa.Table:
+    """Parse engine output rows into accepted examples and rejects (``reason`` set), as ``generator`` reads them."""
+    parse = GENERATORS[generator].parse
+    return pa.Table.from_pylist([_to_example(row, parse) for row in generations.to_pylist()], EXAMPLE_SCHEMA)
 
 
-def _to_example(generations: dict[str, Any]) -> dict[str, Any]:
+def _to_example(generations: dict[str, Any], parse) -> dict[str, Any]:
     row = {name: generations.get(name) for name in EXAMPLE_SCHEMA.names}
     text = generations.get("generated_text") or ""
     row["raw"] = text
     if generations.get("engine_error"):
         row["reason"], row["detail"] = ENGINE_ERROR, generations["engine_error"]
         return row
-    parsed = parse_generation(text, generations["context"])
+    parsed = parse(text, generations["context"])
     if isinstance(parsed, Task):
         row["input"], row["output"] = parsed.input, parsed.output
     else:

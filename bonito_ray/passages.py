@@ -17,14 +17,11 @@ from typing import Any
 
 import pyarrow as pa
 
+from bonito_ray.generators import DEFAULT_GENERATOR, GENERATORS
 from bonito_ray.rejects import (CONTROL_MARKER, MERGED_TAIL, NO_VISIBLE_TEXT, SPECIAL_TOKEN, TOO_LONG, TOO_SHORT,
                                 write_rejects)
 from bonito_ray.schema import CHUNK_STAGE, CLEAN_STAGE, PASSAGE_SCHEMA, stable_id
 
-# Bonito's markers. A passage holding one could forge or break a task (a fake <|task|> section,
-# a <|pipe|> the model copies into its answer, a {{context}} expanded into the passage itself), so
-# such passages are rejected with the marker named, never silently rewritten.
-CONTROL_MARKERS = ("<|tasktype|>", "<|context|>", "<|task|>", "<|pipe|>", "{{context}}")
 # A passage holding one of the generator's special-token strings (</s>, <s>, <pad>, ...) would be
 # encoded as that special id by the engine (vLLM tokenises on its own), so an EOS could end the
 # prompt mid-passage: rejected with the token named, for every engine alike.
@@ -187,17 +184,23 @@ def _best_break(segment: str, limit: int) -> int:
     return limit
 
 
-BONITO_MAX_INPUT_TOKENS = 2048  # Bonito was trained on inputs of at most this many tokens
+# Bonito was trained on inputs of at most this many tokens; an instruct generator gets passages no longer
+# either: a task's input holds its passage, and longer ones make unwieldy training examples.
+MAX_PASSAGE_TOKENS = 2048
 
 
-def passage_token_budget(tokenizer: Any, window: int | None, max_tokens: int) -> int:
-    """The largest passage (in tokens) whose prompt plus ``max_tokens`` fits the model's window."""
-    from bonito_ray.prompt import build_prompt
-    from bonito_ray.tasks import TASK_TYPES
+def passage_token_budget(tokenizer: Any, window: int | None, max_tokens: int,
+                         sizing_prompts: list[str] | None = None) -> int:
+    """The largest passage (in tokens) whose prompt plus ``max_tokens`` fits the model's window.
 
-    longest_task = max(TASK_TYPES.values(), key=len)
-    overhead = len(tokenizer(build_prompt("x", longest_task))["input_ids"]) + 8  # +8: tokens merging at the seams
-    budget = BONITO_MAX_INPUT_TOKENS if window is None else min(BONITO_MAX_INPUT_TOKENS, window - max_tokens - overhead)
+    ``sizing_prompts``: the generator's prompts around a one-character passage (``Generator.sizing_prompts``;
+    default: Bonito's), the longest of which is what a prompt adds to its passage.
+    """
+    if sizing_prompts is None:
+        sizing_prompts = GENERATORS[DEFAULT_GENERATOR].sizing_prompts(tokenizer)
+    # +8: tokens merging at the seams
+    overhead = max(len(tokenizer(prompt)["input_ids"]) for prompt in sizing_prompts) + 8
+    budget = MAX_PASSAGE_TOKENS if window is None else min(MAX_PASSAGE_TOKENS, window - max_tokens - overhead)
     if budget < 16:
         raise ValueError(f"the model's window of {window} tokens leaves no room for a passage next to "
                          f"max_tokens={max_tokens}; lower --max-tokens or raise the window")
@@ -205,8 +208,10 @@ def passage_token_budget(tokenizer: Any, window: int | None, max_tokens: int) ->
 
 
 def prepare_passages(documents: pa.Table, *, tokenizer_source: str, passage_tokens: int, overlap: int,
-                     min_chars: int, max_chars: int | None, output_uri: str, s3_endpoint: str | None) -> pa.Table:
-    """Documents -> normalised, chunked passages; passages that cannot make a task are rejected."""
+                     min_chars: int, max_chars: int | None, markers: tuple[str, ...], output_uri: str,
+                     s3_endpoint: str | None) -> pa.Table:
+    """Documents -> normalised, chunked passages; passages that cannot make a task are rejected (``markers``:
+    the generator's, see ``passage_problem``)."""
     get_tokenizer = functools.partial(cached_tokenizer, tokenizer_source)
     specials = special_tokens(tokenizer_source)
     passages, dropped, merged = [], [], []
@@ -215,7 +220,7 @@ def prepare_passages(documents: pa.Table, *, tokenizer_source: str, passage_toke
         for index, text in enumerate(pieces):
             row = {"passage_id": stable_id(doc["source"], doc["position"], index), "source": doc["source"],
                    "position": doc["position"], "chunk": index, "context": text}
-            problem = passage_problem(text, specials, min_chars, max_chars)
+            problem = passage_problem(text, markers, specials, min_chars, max_chars)
             if problem:
                 dropped.append(row | dict(zip(("reason", "detail"), problem)))
             else:
@@ -229,12 +234,15 @@ def prepare_passages(documents: pa.Table, *, tokenizer_source: str, passage_toke
     return pa.Table.from_pylist(passages, PASSAGE_SCHEMA)
 
 
-def passage_problem(text: str, specials: tuple[str, ...], min_chars: int,
+def passage_problem(text: str, markers: tuple[str, ...], specials: tuple[str, ...], min_chars: int,
                     max_chars: int | None) -> tuple[str, str] | None:
-    """(reason, detail) when ``text`` cannot make a task, else None; the first problem found wins."""
-    markers = [m for m in CONTROL_MARKERS if m in text]
-    if markers:
-        return CONTROL_MARKER, "contains " + " ".join(markers)
+    """(reason, detail) when ``text`` cannot make a task, else None; the first problem found wins.
+
+    ``markers``: the generator's (``Generator.markers``): a passage holding one could forge or break a
+    prompt or its answer, so it is rejected with the marker named, never silently rewritten."""
+    held = [m for m in markers if m in text]
+    if held:
+        return CONTROL_MARKER, "contains " + " ".join(held)
     found = [t for t in specials if t in text]
     if found:
         return SPECIAL_TOKEN, "contains the tokenizer's special token(s) " + " ".join(found)

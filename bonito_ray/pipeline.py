@@ -26,6 +26,7 @@ from bonito_ray.corpus import (SkippedFile, check_context_column, input_fingerpr
                                reject_skipped, read_documents)
 from bonito_ray.dedup import create_shards, drop_duplicates, offer_passages, shard_count
 from bonito_ray.engines import ENGINES, build_engine_stage, generation_window
+from bonito_ray.generators import GENERATORS
 from bonito_ray.output import Output, OutputExistsError, open_output  # noqa: F401 - OutputExistsError: API
 from bonito_ray.passages import cached_tokenizer, passage_token_budget, prepare_passages
 from bonito_ray.report import RunSummary, summarize
@@ -197,7 +198,8 @@ def prepared_passages(config: GenerateConfig, documents, passage_tokens: int):
         prepare_passages, batch_format="pyarrow",
         fn_kwargs={"tokenizer_source": config.model, "passage_tokens": passage_tokens, "overlap": config.passage_overlap,
                    "min_chars": config.min_passage_chars, "max_chars": config.max_passage_chars,
-                   "output_uri": config.output, "s3_endpoint": config.s3_endpoint})
+                   "markers": GENERATORS[config.generator].markers, "output_uri": config.output,
+                   "s3_endpoint": config.s3_endpoint})
 
 
 def generated_examples(config: GenerateConfig, passages, done: np.ndarray, counter=None):
@@ -205,14 +207,15 @@ def generated_examples(config: GenerateConfig, passages, done: np.ndarray, count
     requests = passages.map_batches(
         to_requests, batch_format="pyarrow",
         fn_kwargs={"task_types": config.task_types, "n": config.n, "sampling_params": config.sampling_params,
-                   "seed": config.seed, "model": config.model})
+                   "seed": config.seed, "model": config.model, "generator": config.generator})
     if len(done):
         requests = requests.map_batches(drop_done, batch_format="pyarrow",
                                         fn_kwargs={"done": ray.put(done), "progress": counter})
     generations = build_engine_stage(config)(requests)
     # batch_size=None: each block as it comes. Ray Data's default bundles 1,024 rows, which held a small
     # job's examples back from the writer until the engine had finished them all.
-    examples = generations.map_batches(to_examples, batch_format="pyarrow", batch_size=None)
+    examples = generations.map_batches(to_examples, batch_format="pyarrow", batch_size=None,
+                                       fn_kwargs={"generator": config.generator})
     if config.validate != "off" or config.validators:
         examples = examples.map_batches(validate_examples, batch_format="pyarrow", batch_size=None,
                                         fn_kwargs={"level": config.validate, "extra": config.validators})
@@ -264,17 +267,19 @@ def model_tokenizer(config: GenerateConfig) -> Any:
 def settle_passage_tokens(config: GenerateConfig) -> int:
     """The passage length: the user's, or the longest that keeps prompt + max_tokens inside the window.
 
-    The model and its window are checked either way (a model that cannot be loaded, a vLLM
-    ``max_model_len`` beyond the model's window, an openai server that cannot be reached or does not
-    serve the model), except for the model-free echo engine.
+    The model and its window are checked either way (a model that cannot be loaded, one the generator
+    cannot prompt, a vLLM ``max_model_len`` beyond the model's window, an openai server that cannot be
+    reached or does not serve the model), except for the model-free echo engine prompted without the model.
     """
-    if config.passage_tokens and not ENGINES[config.engine].needs_model:
+    generator = GENERATORS[config.generator]
+    if config.passage_tokens and not ENGINES[config.engine].needs_model and not generator.chat_template:
         return config.passage_tokens
     tokenizer = model_tokenizer(config)
+    generator.check_model(tokenizer, config.model)  # e.g. a chat generator and a model without a chat template
     window = generation_window(config, tokenizer)
     if config.passage_tokens:
         return config.passage_tokens
     try:
-        return passage_token_budget(tokenizer, window, config.max_tokens)
+        return passage_token_budget(tokenizer, window, config.max_tokens, generator.sizing_prompts(tokenizer))
     except ValueError as err:
         raise ConfigError(str(err)) from err

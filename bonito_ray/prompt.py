@@ -14,7 +14,10 @@ from bonito_ray.tasks import full_task_name
 
 SEPARATOR = "<|pipe|>"
 CONTEXT_PLACEHOLDER = "{{context}}"
-
+# Bonito's markers. A passage holding one could forge or break a task (a fake <|task|> section,
+# a <|pipe|> the model copies into its answer, a {{context}} expanded into the passage itself), so
+# such passages are rejected with the marker named (bonito_ray.passages), never silently rewritten.
+MARKERS = ("<|tasktype|>", "<|context|>", "<|task|>", SEPARATOR, CONTEXT_PLACEHOLDER)
 
 
 def build_prompt(context: str, task_type: str) -> str:

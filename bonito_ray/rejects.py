@@ -71,15 +71,21 @@ DUPLICATE_PATH = _reason("duplicate_path", CORPUS_STAGE,
 # stage=clean: passages (bonito_ray.passages, bonito_ray.dedup)
 TOO_SHORT = _reason("too_short", CLEAN_STAGE, "a passage under --min-passage-chars")
 TOO_LONG = _reason("too_long", CLEAN_STAGE, "a passage over --max-passage-chars")
-CONTROL_MARKER = _reason("control_marker", CLEAN_STAGE, "a passage holding one of Bonito's markers, named")
+CONTROL_MARKER = _reason("control_marker", CLEAN_STAGE,
+                        "a passage holding one of the generator's markers (Bonito's, or instruct's tags), named")
 SPECIAL_TOKEN = _reason("special_token", CLEAN_STAGE, "a passage holding a special-token string of the model, named")
 NO_VISIBLE_TEXT = _reason("no_visible_text", CLEAN_STAGE, "only whitespace and control/format characters")
 DUPLICATE = _reason("duplicate", CLEAN_STAGE, "the same text as a passage kept before it")
 # stage=chunk: not a drop, counted (its text is kept in the chunk before it)
 MERGED_TAIL = _reason("merged_tail", CHUNK_STAGE, "a short last chunk merged into the chunk before it")
-# stage=generation: what the engine returned (bonito_ray.prompt, bonito_ray.engine_rows)
+# stage=generation: what the engine returned (bonito_ray.prompt, bonito_ray.generators, bonito_ray.engine_rows)
 NO_SEPARATOR = _reason("no_separator", GENERATION_STAGE, "a generation without <|pipe|> between input and output")
 MULTIPLE_SEPARATORS = _reason("multiple_separators", GENERATION_STAGE, "a generation with more than one <|pipe|>")
+NO_INPUT_TAG = _reason("no_input_tag", GENERATION_STAGE, "an instruct generation without an <input> part")
+NO_OUTPUT_TAG = _reason("no_output_tag", GENERATION_STAGE, "an instruct generation without an <output> part after its "
+                                                          "input")
+MULTIPLE_TASKS = _reason("multiple_tasks", GENERATION_STAGE, "an instruct generation with more than one <input> or "
+                                                            "<output>")
 EMPTY_INPUT = _reason("empty_input", GENERATION_STAGE, "a generation whose task input is empty")
 EMPTY_OUTPUT = _reason("empty_output", GENERATION_STAGE, "a generation whose task output is empty")
 ENGINE_ERROR = _reason("engine_error", GENERATION_STAGE, "a request the engine refused (e.g. over the window)")

@@ -13,10 +13,6 @@ from bonito_ray.schema import (ACCEPTED_SCHEMA, GENERATION_REJECTS_DIR, REJECT_S
                                table_from_rows)
 from tests import tiny_models
 
-# A chat template in the style of Mistral-Instruct: BOS, then "[INST] ... [/INST]".
-CHAT_TEMPLATE = ("{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}[INST] {{ m['content'] }} [/INST]"
-                 "{% else %}{{ m['content'] }}{{ eos_token }}{% endif %}{% endfor %}")
-
 
 def synthetic_examples(count: int) -> list[dict]:
     """Yes/no and extractive examples whose answers follow from the passage: learnable in a few steps."""

@@ -20,7 +20,8 @@ from bonito_ray.adapt.finetune import CONFIG_FILE, FinetuneConfig, _claim_output
 from bonito_ray.hf_models import padded_tokenizer
 from bonito_ray.adapt.prompts import encode_prompt
 from bonito_ray.schema import ACCEPTED_SCHEMA
-from tests.adapt_fixtures import CHAT_TEMPLATE, build_target_model, synthetic_examples, write_generated_dataset
+from tests.adapt_fixtures import build_target_model, synthetic_examples, write_generated_dataset
+from tests.tiny_models import CHAT_TEMPLATE
 
 ROOT = Path(__file__).resolve().parents[1]
 

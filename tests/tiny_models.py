@@ -9,6 +9,9 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 SPECIALS = ["<s>", "</s>", "<pad>"]
+# A chat template in the style of Mistral-Instruct: BOS, then "[INST] ... [/INST]".
+CHAT_TEMPLATE = ("{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}[INST] {{ m['content'] }} [/INST]"
+                 "{% else %}{{ m['content'] }}{{ eos_token }}{% endif %}{% endfor %}")
 
 
 def build_tokenizer(texts: list[str], vocab_size: int = 400) -> PreTrainedTokenizerFast:
@@ -50,4 +53,11 @@ def sample_passages(count: int) -> list[str]:
 def build_random_model(path: Path, window: int = 512) -> str:
     """A tiny model with random weights: it emits noise, which the parser must reject."""
     tokenizer = build_tokenizer(sample_passages(50))
+    return save(build_model(tokenizer, window=window), tokenizer, path)
+
+
+def build_chat_model(path: Path, texts: list[str], window: int = 2048) -> str:
+    """A tiny random "instruction-tuned" model: its tokenizer (trained on ``texts``) has ``CHAT_TEMPLATE``."""
+    tokenizer = build_tokenizer(texts + ["[INST] [/INST]"], vocab_size=600)
+    tokenizer.chat_template = CHAT_TEMPLATE
     return save(build_model(tokenizer, window=window), tokenizer, path)

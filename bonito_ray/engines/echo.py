@@ -1,12 +1,12 @@
 """The ``echo`` engine: a zero-cost stand-in for a model, for tests and benchmarks only.
 
-It answers every request with a fixed Bonito-format generation built from the passage's first
-words, so that the rest of the pipeline (read, prompt, parse, validate, write) can be exercised
-and measured without any model: a question on which words come first from word k of the passage
-(k: the sample index, so that samples differ), answered with six words from there (a span), or
-for the label types (``validators.OPTION_TYPES``) a yes-no question on those words answered "Yes",
-so that the strict validators and task dedup keep it. It produces no real tasks: never
-use it for a dataset.
+It answers every request with a fixed generation built from the passage's first words, in the answer
+format of the job's generator (``Generator.answer_layout``: Bonito's, or the instruct tags), so that
+the rest of the pipeline (read, prompt, parse, validate, write) can be exercised and measured
+without any model: a question on which words come first from word k of the passage (k: the sample
+index, so that samples differ), answered with six words from there (a span), or for the label types
+(``validators.OPTION_TYPES``) a yes-no question on those words answered "Yes", so that the strict
+validators and task dedup keep it. It produces no real tasks: never use it for a dataset.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ import pyarrow.compute as pc
 
 from bonito_ray.config import GenerateConfig
 from bonito_ray.engines import STOP, EngineStage
-from bonito_ray.prompt import CONTEXT_PLACEHOLDER, SEPARATOR
+from bonito_ray.generators import DEFAULT_GENERATOR, GENERATORS
+from bonito_ray.prompt import CONTEXT_PLACEHOLDER
 from bonito_ray.validators import OPTION_TYPES
 
 WORDS = r"^\s*(?:\S+\s+){{{skip}}}(?P<words>\S+(?:\s+\S+){{0,5}})"  # six words from word `skip`: a span
@@ -26,19 +27,22 @@ def build_echo_stage(config: GenerateConfig) -> EngineStage:
     """An engine stage that echoes a parseable generation for every request."""
 
     def stage(requests):
-        return requests.map_batches(echo_generations, batch_format="pyarrow", batch_size=config.batch_size * 64)
+        return requests.map_batches(echo_generations, batch_format="pyarrow", batch_size=config.batch_size * 64,
+                                    fn_kwargs={"generator": config.generator})
 
     return stage
 
 
-def echo_generations(batch: pa.Table) -> pa.Table:
-    """Add the engine output columns with a canned generation per row."""
+def echo_generations(batch: pa.Table, generator: str = DEFAULT_GENERATOR) -> pa.Table:
+    """Add the engine output columns with a canned generation per row, in ``generator``'s answer format."""
+    before, between, after = GENERATORS[generator].answer_layout
     words = _words(batch)
     span = pc.binary_join_element_wise(
-        f"{CONTEXT_PLACEHOLDER}\nWhich words of the passage above come first from word ",
-        pc.cast(pc.add(batch["sample_index"], 1), pa.string()), f" on?\n{SEPARATOR}\n", words, "")
+        f"{before}{CONTEXT_PLACEHOLDER}\nWhich words of the passage above come first from word ",
+        pc.cast(pc.add(batch["sample_index"], 1), pa.string()), f" on?{between}", words, after, "")
     yes = pc.binary_join_element_wise(
-        f'{CONTEXT_PLACEHOLDER}\nDoes the passage above hold "', words, f'"? Yes or no?\n{SEPARATOR}\nYes', "")
+        f'{before}{CONTEXT_PLACEHOLDER}\nDoes the passage above hold "', words,
+        f'"? Yes or no?{between}Yes{after}', "")
     text = pc.if_else(pc.is_in(batch["task_type"], value_set=pa.array(sorted(OPTION_TYPES))), yes, span)
     n = batch.num_rows
     return (

@@ -47,6 +47,7 @@ from bonito_ray.cluster import PRIVACY_ENV
 from bonito_ray.config import ConfigError, GenerateConfig
 from bonito_ray.engines import LENGTH, STOP, EngineStage
 from bonito_ray.engines.endpoint import EndpointURLError, endpoint_host, host_scope
+from bonito_ray.generators import GENERATORS
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +99,11 @@ def check_openai_config(config: GenerateConfig) -> None:
     if config.engine != "openai":
         raise ConfigError(f"endpoint is for --engine openai (the engine is {config.engine}); "
                           "add --engine openai, or drop --endpoint")
+    if GENERATORS[config.generator].chat_template:
+        # The server applies the chat template of the model it serves; this engine sends plain text to
+        # /completions, and a template rendered here from --model could differ from the server's.
+        raise ConfigError(f"--generator {config.generator} does not run on --engine openai: the server owns the "
+                          "model's chat template, and this engine sends plain completions; use --engine vllm or hf")
     if not config.endpoint or not isinstance(config.endpoint, str):
         raise ConfigError("--engine openai needs --endpoint, the server's base URL (e.g. http://10.0.0.5:8000/v1)")
     try:
