@@ -4,6 +4,7 @@ model, a real run on the hf engine killed and resumed, and export of the result.
 import json
 import re
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pyarrow as pa
@@ -18,7 +19,8 @@ from bonito_ray.commit import ResumeMismatchError
 from bonito_ray.config import ConfigError
 from bonito_ray.engines import STOP
 from bonito_ray.engines.hf import SeededSampler
-from bonito_ray.schema import SELF_GUIDE_REJECTS_DIRS, is_accepted_file, stable_id
+from bonito_ray.rejects import REASONS
+from bonito_ray.schema import SELF_GUIDE_REJECTS_DIRS, SELF_GUIDE_STAGES, is_accepted_file, stable_id
 from bonito_ray.self_guide import filters, vote
 from bonito_ray.self_guide.config import SelfGuideConfig
 from bonito_ray.self_guide.pipeline import self_guide
@@ -206,6 +208,29 @@ def reasons(path: Path) -> dict[str, int]:
     return counts
 
 
+def assert_accounted_for(out: Path, spec: str, summary, rounds: int, per_round: int, samples: int) -> dict:
+    """A committed SELF-GUIDE dataset accounts for everything: each generated input kept or dropped, once; each
+    kept input accepted or voted out, once; at most ``samples`` dropped samples per kept input, each once; every
+    reject's reason registered for its stage (``bonito_ray.rejects.REASONS``) with its raw text; the summary's and
+    the manifest's counts are the files'. Returns the rows read, by folder, for a test's own checks."""
+    found = {folder: rows(out / folder) for folder in ("self_guide", "_self_guide", *SELF_GUIDE_REJECTS_DIRS)}
+    dropped, sampled_out, voted_out = (found[d] for d in SELF_GUIDE_REJECTS_DIRS)
+    kept = [r["id"] for r in found["_self_guide"]]
+    input_ids = {stable_id(load_spec(spec).fingerprint(), "input", r, k) for r in range(rounds) for k in range(per_round)}
+    assert sorted(kept + [r["id"] for r in dropped]) == sorted(input_ids)
+    assert sorted([r["id"] for r in found["self_guide"]] + [r["id"] for r in voted_out]) == sorted(kept)
+    assert len({r["id"] for r in sampled_out}) == len(sampled_out) <= samples * len(kept)
+    for stage, rejects in zip(SELF_GUIDE_STAGES, (dropped, sampled_out, voted_out)):
+        unregistered = [r["reason"] for r in rejects if (stage, r["reason"]) not in REASONS]
+        assert not unregistered and all(r["raw"] is not None for r in rejects), (stage, unregistered)
+    assert summary.inputs_kept == len(kept) and summary.accepted == len(found["self_guide"])
+    assert list(summary.dropped.values()) == [dict(sorted(Counter(r["reason"] for r in rejects).items()))
+                                              for rejects in (dropped, sampled_out, voted_out)]
+    manifest = json.loads((out / "_manifest.json").read_text())
+    assert (out / "_SUCCESS").exists() and manifest["summary"]["accepted"].get("self_guide", 0) == summary.accepted
+    return found
+
+
 @pytest.fixture(scope="module")
 def scripted_run(ray_cluster, tmp_path_factory):
     """An uninterrupted run on the scripted model: 3 rounds of 6 inputs in two engine passes, 5 samples each."""
@@ -320,19 +345,9 @@ def test_hf_run_killed_after_its_rounds_resumes_without_losing_or_repeating_rows
     for name, data in before.items():  # the rounds staged before the kill were kept, not redone
         assert (out / "_self_guide" / name).read_bytes() == data
     # Every one of the 6 inputs exactly once: kept, or dropped with its reason; kept ones accepted or voted out.
-    input_ids = {stable_id(load_spec(spec).fingerprint(), "input", r, k) for r in range(2) for k in range(3)}
-    kept = [r["id"] for r in rows(out / "_self_guide")]
-    dropped = rows(out / "_rejects" / "stage=self_guide_input")
-    assert sorted(kept + [r["id"] for r in dropped]) == sorted(input_ids)
-    assert kept, "no input was kept: annotation did not run on the hf engine"  # seeded: the same every run
-    voted_out = rows(out / "_rejects" / "stage=self_guide_vote")
-    assert sorted([r["id"] for r in rows(out / "self_guide")] + [r["id"] for r in voted_out]) == sorted(kept)
-    samples = rows(out / "_rejects" / "stage=self_guide_sample")
-    assert len({r["id"] for r in samples}) == len(samples) <= 2 * len(kept)
     # A random model writes junk: whatever was dropped is counted by reason, in the summary too.
-    for stage, found in zip(summary.dropped.values(), (dropped, samples, voted_out)):
-        assert sum(stage.values()) == len(found) and all(r["reason"] and r["raw"] is not None for r in found)
-    assert summary.inputs_kept == len(kept) and (out / "_SUCCESS").exists()
+    found = assert_accounted_for(out, spec, summary, rounds=2, per_round=3, samples=2)
+    assert found["_self_guide"], "no input was kept: annotation did not run on the hf engine"  # seeded: every run
     assert set(SELF_GUIDE_REJECTS_DIRS) <= {str(p.relative_to(out)) for p in (out / "_rejects").iterdir()}
 
 
@@ -347,21 +362,50 @@ def test_the_shipped_example_loads_and_the_docs_name_every_setting():
     assert [name for name in field_names(SelfGuideConfig) if f"`{name}`" not in docs] == []
 
 
-def test_the_recorded_command_gives_back_the_same_config():
+def test_every_setting_has_a_flag_and_the_recorded_command_gives_back_the_same_config():
+    import dataclasses
     import shlex
 
     from bonito_ray.cli import build_parser
+    from bonito_ray.config import cli_flag
     from bonito_ray.self_guide.config import load_config
 
-    config = SelfGuideConfig(spec="my spec.yaml", output="o", seed=3, input_length_filter=False, noise_filter=False,
-                             output_temperature=0.5, engine_kwargs={"max_model_len": 256}, rounds_per_pass=4)
-    args = build_parser().parse_args(shlex.split(config.command())[1:])
-    not_config = ("command", "func", "config", "overwrite", "log_level")
-    overrides = {k: v for k, v in vars(args).items() if k not in not_config}
-    assert load_config(None, overrides).to_dict() == config.to_dict()
+    parser = build_parser()
+    flags = {a for action in parser._subparsers._group_actions[0].choices["self-guide"]._actions
+             for a in action.option_strings}
+    assert [f.name for f in dataclasses.fields(SelfGuideConfig) if cli_flag(f) not in flags] == []
+    for config in (SelfGuideConfig(spec="my spec.yaml", output="o", seed=3, input_length_filter=False,
+                                   noise_filter=False, output_temperature=0.5, engine_kwargs={"max_model_len": 256},
+                                   rounds_per_pass=4),
+                   SelfGuideConfig(spec="s.yaml", output="o", engine="openai", endpoint="http://10.0.0.5:8000/v1",
+                                   served_model_name="student", api_key_env="MY_KEY", requests_per_second=5,
+                                   max_retries=2, allow_external_endpoint=True)):
+        args = parser.parse_args(shlex.split(config.command())[1:])
+        not_config = ("command", "func", "config", "overwrite", "log_level")
+        overrides = {k: v for k, v in vars(args).items() if k not in not_config}
+        assert load_config(None, overrides).to_dict() == config.to_dict()
 
 
-def test_an_engine_with_settings_self_guide_does_not_carry_is_refused_in_one_line(tmp_path):
-    spec = ROOT / "jobs" / "examples" / "tasks" / "clause_party.yaml"
-    with pytest.raises(ConfigError, match="engine must be one of hf, vllm, echo for self-guide, got 'openai'"):
-        SelfGuideConfig(spec=str(spec), output=str(tmp_path / "out"), engine="openai")
+def test_openai_takes_generates_settings_and_checks(tmp_path):
+    """The openai settings are generate's (``OpenAISettings``), checked by the same code, with the same words."""
+    from bonito_ray.config import GenerateConfig, OpenAISettings
+
+    spec, out = str(ROOT / "jobs" / "examples" / "tasks" / "clause_party.yaml"), str(tmp_path / "out")
+    for values, message in (({"engine": "openai"}, "--engine openai needs --endpoint"),
+                            ({"endpoint": "http://10.0.0.5/v1"}, "endpoint is for --engine openai"),
+                            ({"engine": "openai", "endpoint": "http://8.8.8.8/v1"}, "--allow-external-endpoint"),
+                            ({"engine": "openai", "endpoint": "http://10.0.0.5/v1", "max_retries": -1},
+                             "max_retries must be >= 0")):
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            GenerateConfig(input=spec, output=out, **values)
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            SelfGuideConfig(spec=spec, output=out, **values)
+    config = SelfGuideConfig(spec=spec, output=out, engine="openai", endpoint="http://10.0.0.5:8000/v1",
+                             served_model_name="student", request_timeout_s=30)
+    assert config.engine_config().openai_settings() == config.openai_settings()
+    assert issubclass(SelfGuideConfig, OpenAISettings) and issubclass(GenerateConfig, OpenAISettings)
+    # What decides the run: the model name asked for; not where requests go or how they are paced.
+    identity = config.identity(load_spec(spec))
+    assert identity["served_model_name"] == "student" and "endpoint" not in identity
+    assert "request_timeout_s" not in identity
+    assert "served_model_name" not in SelfGuideConfig(spec=spec, output=out).identity(load_spec(spec))

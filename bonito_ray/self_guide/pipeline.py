@@ -18,7 +18,7 @@ import pyarrow.dataset as pds
 import pyarrow.fs as pafs
 
 from bonito_ray import console
-from bonito_ray.engines import ENGINES, EngineStage, build_engine_stage
+from bonito_ray.engines import ENGINES, EngineStage, build_engine_stage, generation_window
 from bonito_ray.output import Output, open_output
 from bonito_ray.pipeline import configure_fault_tolerance, model_tokenizer
 from bonito_ray.schema import SELF_GUIDE_DIR, SELF_GUIDE_REJECTS_DIRS, SELF_GUIDE_TASK, STAGING_DIR, is_data_file
@@ -79,10 +79,12 @@ class SelfGuideSummary:
 
 
 def plan_self_guide(config: SelfGuideConfig, overwrite: bool = False) -> Plan:
-    """Check the spec, the model and the output, and lease the output; needs no Ray cluster."""
+    """Check the spec, the model (and the server it is served from) and the output, and lease the output;
+    needs no Ray cluster."""
     spec = load_spec(config.spec)
-    if ENGINES[config.engine].needs_model:
-        model_tokenizer(config.engine_config())
+    if ENGINES[config.engine].needs_model:  # the model, its window and the openai server: checked now, as generate
+        engine = config.engine_config()
+        generation_window(engine, model_tokenizer(engine))
     output = open_output(config.spec, config.output, config.s3_endpoint, overwrite=overwrite)
     try:
         if not overwrite:
