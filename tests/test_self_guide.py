@@ -1,7 +1,9 @@
 """SELF-GUIDE: spec checks, each filter and the vote against hand-computed cases, a whole run on a scripted
 model, a real run on the hf engine killed and resumed, and export of the result."""
 
+import contextlib
 import json
+import logging
 import re
 import sys
 from collections import Counter
@@ -159,6 +161,54 @@ def test_hf_sampler_top_k_one_is_greedy():
     assert free.argmax(-1).tolist() != scores.argmax(-1).tolist()  # at temperature 5 it is not (seeds 0-2)
 
 
+# --- live progress ---------------------------------------------------------------------------------------------
+
+def test_progress_line_and_file_follow_the_steps(tmp_path, monkeypatch):
+    """The figures each step tells, as the file and the terminal line show them (no Ray: counted on the driver)."""
+    import io
+    import time
+
+    import pyarrow.fs as pafs
+
+    from bonito_ray.progress import INTERVAL_ENV
+    from bonito_ray.schema import PROGRESS_FILE, STAGING_DIR
+    from bonito_ray.self_guide.progress import SelfGuideProgress
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setenv(INTERVAL_ENV, "0.1")
+    shown, path = Terminal(), tmp_path / STAGING_DIR / PROGRESS_FILE
+    progress = SelfGuideProgress(pafs.LocalFileSystem(), str(tmp_path), "run-1", rounds=3, stream=shown).start()
+    progress.round_done(2, ["duplicate"], skipped=True)  # staged by an earlier attempt
+    progress.engine_pass(8)
+    progress.returned(3)
+    deadline, running = time.monotonic() + 10, {}
+    while running.get("pass_requests_done") != 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+        running = json.loads(path.read_text()) if path.exists() else {}
+    assert running["state"] == "running" and running["rounds_skipped"] == 1 and running["step"] == "inputs"
+    assert progress.line(running).startswith("bonito-ray self-guide: rounds 1/3 (pass 3/8 requests)  inputs kept 2  "
+                                             "annotation -  accepted 0  dropped 1 inputs, 0 samples, 0 by the vote  "
+                                             "inputs  [")
+    progress.returned(5)
+    progress.round_done(3, ["noise"])
+    progress.round_done(1, ["empty", "noise", "noise"])
+    progress.annotation_started(12)
+    progress.returned(12)
+    progress.annotated(4, ["not_a_label"] * 3, ["no_majority", "class_balance"])
+    final = progress.stop("generated")
+    assert json.loads(path.read_text()) == final and final["dropped"] == {
+        "self_guide_input": {"duplicate": 1, "empty": 1, "noise": 3}, "self_guide_sample": {"not_a_label": 3},
+        "self_guide_vote": {"class_balance": 1, "no_majority": 1}}
+    assert (final["rounds_done"], final["inputs_kept"], final["samples_done"], final["accepted"]) == (3, 6, 12, 4)
+    assert shown.getvalue().startswith("\r\x1b[K") and shown.getvalue().count("\n") == 1  # one line, redrawn
+    assert shown.getvalue().rsplit("\r\x1b[K", 1)[1].startswith(
+        "bonito-ray self-guide: rounds 3/3  inputs kept 6  annotation 12/12 samples  accepted 4  "
+        "dropped 5 inputs, 3 samples, 2 by the vote  done  [")
+
+
 # --- a whole run on a scripted model ---------------------------------------------------------------------------
 
 def scripted_text(row: dict) -> str:
@@ -216,7 +266,8 @@ def assert_accounted_for(out: Path, spec: str, summary, rounds: int, per_round: 
     found = {folder: rows(out / folder) for folder in ("self_guide", "_self_guide", *SELF_GUIDE_REJECTS_DIRS)}
     dropped, sampled_out, voted_out = (found[d] for d in SELF_GUIDE_REJECTS_DIRS)
     kept = [r["id"] for r in found["_self_guide"]]
-    input_ids = {stable_id(load_spec(spec).fingerprint(), "input", r, k) for r in range(rounds) for k in range(per_round)}
+    fingerprint = load_spec(spec).fingerprint()
+    input_ids = {stable_id(fingerprint, "input", r, k) for r in range(rounds) for k in range(per_round)}
     assert sorted(kept + [r["id"] for r in dropped]) == sorted(input_ids)
     assert sorted([r["id"] for r in found["self_guide"]] + [r["id"] for r in voted_out]) == sorted(kept)
     assert len({r["id"] for r in sampled_out}) == len(sampled_out) <= samples * len(kept)
@@ -231,18 +282,43 @@ def assert_accounted_for(out: Path, spec: str, summary, rounds: int, per_round: 
     return found
 
 
+@contextlib.contextmanager
+def progress_lines():
+    """The progress lines a run logs (not on a terminal: the last one when it ends), collected."""
+    lines: list[str] = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = lambda record: lines.append(record.getMessage())
+    shown = logging.getLogger("bonito_ray.progress")
+    level = shown.level
+    shown.addHandler(handler)
+    shown.setLevel(logging.INFO)
+    try:
+        yield lines
+    finally:
+        shown.removeHandler(handler)
+        shown.setLevel(level)
+
+
 @pytest.fixture(scope="module")
 def scripted_run(ray_cluster, tmp_path_factory):
-    """An uninterrupted run on the scripted model: 3 rounds of 6 inputs in two engine passes, 5 samples each."""
+    """An uninterrupted run on the scripted model: 3 rounds of 6 inputs in two engine passes, 5 samples each;
+    (config, summary, the progress lines it logged)."""
     folder = tmp_path_factory.mktemp("scripted")
     spec = write_spec(folder / "spec.yaml", examples=18)
     config = SelfGuideConfig(spec=spec, output=str(folder / "out"), engine="echo", inputs_per_round=6,
                              rounds_per_pass=2, samples=5, seed=7)
-    return config, self_guide(config, engine_stage=scripted_stage)
+    with progress_lines() as lines:
+        summary = self_guide(config, engine_stage=scripted_stage)
+    return config, summary, lines
+
+
+# What the scripted run's last progress line says: every count as the summary has it (below).
+SCRIPTED_FINAL_PROGRESS = ("bonito-ray self-guide: rounds 3/3  inputs kept 7  annotation 35/35 samples  accepted 4  "
+                           "dropped 11 inputs, 10 samples, 3 by the vote  done")
 
 
 def test_a_scripted_run_filters_votes_balances_and_exports(scripted_run, tmp_path):
-    config, summary = scripted_run
+    config, summary, progress = scripted_run
     spec, out = config.spec, Path(config.output)
 
     # Inputs: rounds keep k0 and k5 (and k4 in round 0 only); drop empty, noise and too_short each round.
@@ -256,6 +332,7 @@ def test_a_scripted_run_filters_votes_balances_and_exports(scripted_run, tmp_pat
     accepted = rows(out / "self_guide")
     assert sorted(r["output"] for r in accepted) == ["landlord", "landlord", "tenant", "tenant"]
     assert summary.accepted == 4 and summary.labels == {"landlord": 2, "tenant": 2}
+    assert progress[-1].startswith(SCRIPTED_FINAL_PROGRESS)  # the live line ends on the summary's counts
     by_input = {r["input"]: r["output"] for r in accepted}
     assert by_input.get("Clause 0: the landlord paints the hall every five years.") == "landlord"
     assert all(r["task_type"] == "self_guide" and r["model"] == config.model for r in accepted)
@@ -301,14 +378,17 @@ def failing_at_pass(number: int):
 
 
 def test_a_run_failing_mid_way_resumes_at_its_first_unstaged_round(scripted_run, tmp_path):
-    reference, _ = scripted_run
+    reference, _, _ = scripted_run
     config = SelfGuideConfig(**{**reference.to_dict(), "output": str(tmp_path / "out")})  # passes: rounds 0-1, 2
-    with pytest.raises(RuntimeError, match="injected failure in engine pass 1"):  # the pass of round 2
-        self_guide(config, engine_stage=failing_at_pass(1))
+    with progress_lines() as failed, pytest.raises(RuntimeError, match="injected failure in engine pass 1"):
+        self_guide(config, engine_stage=failing_at_pass(1))  # the pass of round 2
+    assert "rounds 2/3" in failed[-1] and "  failed  [" in failed[-1]
     staged = tmp_path / "out" / ".staging" / "_self_guide"
     assert sorted(p.name for p in staged.iterdir()) == ["inputs-round-0000.pq", "inputs-round-0001.pq"]
-    summary = self_guide(config, engine_stage=scripted_stage)
+    with progress_lines() as resumed:
+        summary = self_guide(config, engine_stage=scripted_stage)
     assert summary.rounds_skipped == 2
+    assert resumed[-1].startswith(SCRIPTED_FINAL_PROGRESS)  # the skipped rounds' inputs and drops counted too
     for folder in ("self_guide", "_self_guide", *SELF_GUIDE_REJECTS_DIRS):  # as if never interrupted
         key = lambda r: r["id"]  # noqa: E731
         assert sorted(rows(tmp_path / "out" / folder), key=key) == sorted(rows(Path(reference.output) / folder),

@@ -24,6 +24,7 @@ from bonito_ray.pipeline import configure_fault_tolerance, model_tokenizer
 from bonito_ray.schema import SELF_GUIDE_DIR, SELF_GUIDE_REJECTS_DIRS, SELF_GUIDE_TASK, STAGING_DIR, is_data_file
 from bonito_ray.self_guide.annotate import run_annotation
 from bonito_ray.self_guide.config import SelfGuideConfig
+from bonito_ray.self_guide.progress import SelfGuideProgress
 from bonito_ray.self_guide.rounds import generate_inputs
 from bonito_ray.self_guide.spec import TaskSpec, load_spec
 from bonito_ray.storage import join, list_files
@@ -126,8 +127,14 @@ def _run(config: SelfGuideConfig, plan: Plan, engine_stage: EngineStage | None, 
     stage = engine_stage or build_engine_stage(config.engine_config())
     logger.info("self-guide: task %r (%s), %d rounds of %d inputs, %d annotations per input", spec.name, spec.kind,
                 config.rounds(spec), config.inputs_per_round, config.samples)
-    inputs, skipped = generate_inputs(config, spec, stage, fs, staging, guard=output.lease.check)
-    run_annotation(config, spec, stage, inputs, fs, staging)
+    progress = SelfGuideProgress(fs, output.root, output.lease.run_id, config.rounds(spec)).start()
+    state = "failed"
+    try:
+        inputs, skipped = generate_inputs(config, spec, stage, fs, staging, progress, guard=output.lease.check)
+        run_annotation(config, spec, stage, inputs, fs, staging, progress)
+        state = "generated"
+    finally:
+        progress.stop(state)  # before the commit, which takes the staging dir and the progress file with it
     manifest = {"config": {**config.to_dict(), "spec_contents": spec.to_dict()}, "identity": plan.identity,
                 "examples_per_passage": 1,
                 "run": {"resumed": resumed, "skipped_done": 0, "wall_seconds": round(time.monotonic() - started, 3)},
