@@ -78,6 +78,8 @@ def test_defaults_are_the_papers():
     config = SelfGuideConfig(spec="s.yaml", output="o")
     spec = parse_spec(SPEC)
     assert config.rounds(spec) == 40 and config.inputs_per_round == 10
+    assert config.engine_passes(spec) == 41  # each round, then annotation: 41 engine starts
+    assert SelfGuideConfig(spec="s.yaml", output="o", rounds_per_pass=8).engine_passes(spec) == 6
     assert config.input_sampling(spec) == {"max_tokens": 256, "temperature": 0.7, "top_p": 1.0, "top_k": 40}
     assert config.input_sampling(parse_spec({**SPEC, "kind": "generation", "labels": []}))["temperature"] == 0.9
     assert config.output_sampling() == {"max_tokens": 128, "temperature": 0.2, "top_p": 1.0, "top_k": 10}

@@ -131,6 +131,12 @@ class SelfGuideConfig(OpenAISettings):
         """Rounds of input generation: enough for the spec's ``examples`` inputs."""
         return math.ceil(spec.examples / self.inputs_per_round)
 
+    def engine_passes(self, spec: TaskSpec) -> int:
+        """The runs through the engine stage: one per ``rounds_per_pass`` rounds, one for annotation. Each is its
+        own Ray Data execution, which starts the engine's replicas: with vllm or hf, the model is loaded again
+        each time (docs/self_guide.md, "Engine starts")."""
+        return math.ceil(self.rounds(spec) / self.rounds_per_pass) + 1
+
     def input_sampling(self, spec: TaskSpec) -> dict[str, Any]:
         temperature = self.input_temperature
         if temperature is None:

@@ -125,8 +125,9 @@ def _run(config: SelfGuideConfig, plan: Plan, engine_stage: EngineStage | None, 
     console.quiet_ray_data(config.verbose)
     configure_fault_tolerance()  # as the generation job: retry what fails, never drop a block
     stage = engine_stage or build_engine_stage(config.engine_config())
-    logger.info("self-guide: task %r (%s), %d rounds of %d inputs, %d annotations per input", spec.name, spec.kind,
-                config.rounds(spec), config.inputs_per_round, config.samples)
+    logger.info("self-guide: task %r (%s), %d rounds of %d inputs, %d annotations per input; %d engine passes, "
+                "each starting the engine's replicas (fewer: --rounds-per-pass)", spec.name, spec.kind,
+                config.rounds(spec), config.inputs_per_round, config.samples, config.engine_passes(spec))
     progress = SelfGuideProgress(fs, output.root, output.lease.run_id, config.rounds(spec)).start()
     state = "failed"
     try:
