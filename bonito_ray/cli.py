@@ -83,6 +83,7 @@ def add_config_flags(parser: argparse.ArgumentParser, config_class: type) -> Non
     """One flag per field of ``config_class`` that has help (``bonito_ray.config.option``); each defaults to
     None, so that a flag not given leaves the config file's value or the field's default."""
     hints = typing.get_type_hints(config_class)
+    where = _flag_groups(parser, config_class)
     for f in dataclasses.fields(config_class):
         if "help" not in f.metadata:
             continue
@@ -98,7 +99,19 @@ def add_config_flags(parser: argparse.ArgumentParser, config_class: type) -> Non
             options.update(action=meta["action"])
         else:
             options.update(type=kind if kind in (int, float) else str, choices=meta.get("choices"))
-        parser.add_argument(cli_flag(f), **options)
+        where.get(f.name, parser).add_argument(cli_flag(f), **options)
+
+
+def _flag_groups(parser: argparse.ArgumentParser, config_class: type) -> dict[str, argparse._ArgumentGroup]:
+    """Field name -> the help group of its flag, for the fields of a settings class mixed into ``config_class``
+    that names one (``FLAG_GROUP``, e.g. ``OpenAISettings``): its flags listed together, after the job's own."""
+    groups = {}
+    for base in config_class.__mro__[1:]:
+        title = vars(base).get("FLAG_GROUP")
+        if title and dataclasses.is_dataclass(base):
+            group = parser.add_argument_group(title)
+            groups.update({f.name: group for f in dataclasses.fields(base)})
+    return groups
 
 
 def _default_text(f: dataclasses.Field) -> str:

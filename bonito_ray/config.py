@@ -9,7 +9,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -28,11 +28,11 @@ DEFAULT_TASK_TYPES = ["ynqa", "exqa", "nli"]
 _IDENTITY = {
     "input", "task_types", "engine", "model", "context_column", "n", "max_tokens", "temperature", "top_p", "seed",
     "engine_kwargs", "passage_overlap", "min_passage_chars", "max_passage_chars", "dedup", "incremental",
-    "validate", "validators", "task_dedup", "served_model_name", "generator",
+    "validate", "validators", "task_dedup", "generator",
 }
 # Settings added since datasets were made, and the value they had before: left out of the identity at that
-# value, so that an older dataset's identity holds.
-_ADDED_SINCE = {"served_model_name": None, "generator": DEFAULT_GENERATOR}
+# value, so that an older dataset's identity holds (the openai engine's: OpenAISettings.openai_identity).
+_ADDED_SINCE = {"generator": DEFAULT_GENERATOR}
 
 
 class ConfigError(UserError, ValueError):
@@ -57,7 +57,44 @@ def cli_flag(f: dataclasses.Field) -> str:
 
 
 @dataclass
-class GenerateConfig:
+class OpenAISettings:
+    """The openai engine's settings (``bonito_ray.engines.openai``: an OpenAI-compatible completions server in
+    the cluster), defined once here and mixed into every job configuration that runs on engines
+    (``GenerateConfig``, ``SelfGuideConfig``). Their flags are listed under ``FLAG_GROUP``; the engine's
+    check of them (``check_openai_config``) and their ranges are ``GenerateConfig``'s, which every job's
+    engine stage is built from."""
+
+    FLAG_GROUP: ClassVar[str] = "the openai engine (--engine openai)"
+
+    endpoint: str | None = option(None, default_text=None,
+                                  help="openai: the server's base URL, e.g. http://10.0.0.5:8000/v1 (vllm serve, Ray "
+                                       "Serve LLM); it must be inside the cluster unless --allow-external-endpoint")
+    served_model_name: str | None = option(None, default_text="--model, which stays the tokenizer",
+                                           help="openai: the model name the server serves")
+    api_key_env: str = option("OPENAI_API_KEY", help="openai: the environment variable holding the API key, sent as "
+                                                     "a Bearer header; unset: no header (the key is never config)")
+    max_concurrent_requests: int = option(16, help="openai: requests in flight per replica, at most --batch-size")
+    requests_per_second: float | None = option(None, default_text="no limit",
+                                               help="openai: most requests sent per second, job-wide, retries included")
+    max_retries: int = option(5, help="openai: retries of a request on HTTP 408, 429, 5xx, timeouts and connection "
+                                      "errors")
+    retry_backoff_s: float = option(1.0, help="openai: the first retry's wait in seconds, doubled at each retry")
+    request_timeout_s: float = option(300.0, help="openai: seconds to wait for an answer")
+    allow_external_endpoint: bool = option(False, help="openai: accept an endpoint outside the cluster (a public "
+                                                       "address or name); passages are sent there")
+
+    def openai_settings(self) -> dict[str, Any]:
+        """These settings' values by name (to hand on to the engine stage's ``GenerateConfig``)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(OpenAISettings)}
+
+    def openai_identity(self) -> dict[str, Any]:
+        """Which of these decide what a run makes: the model name asked for (the others say where and how
+        requests go). Left out while unset, so that the identity of a dataset made before it holds."""
+        return {} if self.served_model_name is None else {"served_model_name": self.served_model_name}
+
+
+@dataclass
+class GenerateConfig(OpenAISettings):
     """Everything a generation job needs. Field names double as YAML keys and CLI flags."""
 
     input: str = option("", help="corpus file or directory/prefix (JSONL, .jsonl.gz/.zst, Parquet)", default_text=None)
@@ -111,23 +148,6 @@ class GenerateConfig:
                                       'e.g. \'{"bundles": [{"GPU": 1, "CPU": 4}, {"GPU": 1}], "strategy": "STRICT_PACK"}\'')
     cpus_per_replica: float = option(1.0, help="CPUs per replica (hf; openai; vllm on CPUs)")
     gpus_per_replica: float = option(0.0, help="hf: GPUs per replica")
-    # The openai engine: an OpenAI-compatible completions server in the cluster (bonito_ray.engines.openai).
-    endpoint: str | None = option(None, default_text=None,
-                                  help="openai: the server's base URL, e.g. http://10.0.0.5:8000/v1 (vllm serve, Ray "
-                                       "Serve LLM); it must be inside the cluster unless --allow-external-endpoint")
-    served_model_name: str | None = option(None, default_text="--model, which stays the tokenizer",
-                                           help="openai: the model name the server serves")
-    api_key_env: str = option("OPENAI_API_KEY", help="openai: the environment variable holding the API key, sent as "
-                                                     "a Bearer header; unset: no header (the key is never config)")
-    max_concurrent_requests: int = option(16, help="openai: requests in flight per replica, at most --batch-size")
-    requests_per_second: float | None = option(None, default_text="no limit",
-                                               help="openai: most requests sent per second, job-wide, retries included")
-    max_retries: int = option(5, help="openai: retries of a request on HTTP 408, 429, 5xx, timeouts and connection "
-                                      "errors")
-    retry_backoff_s: float = option(1.0, help="openai: the first retry's wait in seconds, doubled at each retry")
-    request_timeout_s: float = option(300.0, help="openai: seconds to wait for an answer")
-    allow_external_endpoint: bool = option(False, help="openai: accept an endpoint outside the cluster (a public "
-                                                       "address or name); passages are sent there")
     ray_address: str | None = option(None, default_text="RAY_ADDRESS, as `ray job submit` sets it, else local",
                                      help="Ray cluster: an address, `auto` (join the one running on this machine) or "
                                           "`local` (start a private one)")
@@ -219,7 +239,7 @@ class GenerateConfig:
         """The settings that decide what a run generates (not how fast): a resumed run must match them.
         A setting added since a dataset was made is left out at its earlier value, so that its identity holds."""
         return {k: v for k, v in self.to_dict().items() if k in _IDENTITY
-                and not (k in _ADDED_SINCE and v == _ADDED_SINCE[k])}
+                and not (k in _ADDED_SINCE and v == _ADDED_SINCE[k])} | self.openai_identity()
 
     def command(self) -> str:
         """The ``bonito-ray generate`` command that runs this job (``command_line``)."""

@@ -1,4 +1,7 @@
-"""Live progress of a generation job: one console line and a small JSON file for monitoring.
+"""Live progress of a job: one console line and a small JSON file for monitoring.
+
+``LiveProgress`` shows a job's figures (when, and where: below) for every job; this module's
+``Reporter`` is the generation job's, ``bonito_ray.self_guide.progress`` SELF-GUIDE's.
 
 How it is observed: the last map stage before the writer (``observe``) tells one small actor
 (``ProgressCounter``, 0 CPUs) the rows of each block it passes: accepted, not accepted by reason,
@@ -12,10 +15,11 @@ The total is known once the dedup pass has counted the distinct passages (passag
 x n); with ``--no-dedup`` it is not known before the end, and the line shows no ETA. A block a
 failed task retries is counted again (the counts are for reading, the dataset's are the manifest's).
 
-The driver (``Reporter``) refreshes every ``BONITO_RAY_PROGRESS_SECONDS`` (default 5):
+The driver (``LiveProgress``) refreshes every ``BONITO_RAY_PROGRESS_SECONDS`` (default 5):
 - on a terminal, one line rewritten in place on stderr (every second);
 - otherwise (``ray job logs``, a file), a plain log line every 30 s;
-- always, ``OUTPUT/.staging/_progress.json`` (written whole; gone with the staging dir at commit)::
+- always, ``OUTPUT/.staging/_progress.json`` (written whole; gone with the staging dir at commit); a
+  generation job's::
 
     {"state": "running" | "generated" | "failed", "run_id", "started_at", "updated_at" (UTC ISO 8601),
      "elapsed_seconds", "prompts_total" (null: not known yet), "prompts_done" (generated + skipped),
@@ -106,21 +110,30 @@ def count_block(block: pa.Table, *, counter) -> pa.Table:
     return block
 
 
-class Reporter:
-    """The driver's side: polls the counter, draws the line, writes the JSON file (a daemon thread)."""
+class LiveProgress:
+    """The driver's side of a job's progress, in a daemon thread: ``report(state)`` (the JSON file's fields) and
+    ``line(report)`` (the console's words) are the job's; when and where they are shown is here, for every job:
+    the JSON file every ``BONITO_RAY_PROGRESS_SECONDS``; on a terminal, the line rewritten in place every second;
+    otherwise a plain log line every 30 s and at the end."""
 
-    def __init__(self, counter, fs, root: str, run_id: str, stream=None) -> None:
-        self.counter, self.fs, self.path, self.run_id = counter, fs, join(root, STAGING_DIR, PROGRESS_FILE), run_id
+    def __init__(self, fs, root: str, run_id: str, stream=None) -> None:
+        self.fs, self.path, self.run_id = fs, join(root, STAGING_DIR, PROGRESS_FILE), run_id
         self.stream = stream or sys.stderr
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.interval = float(os.environ.get(INTERVAL_ENV, FILE_SECONDS))
         self.started, self.started_at = time.monotonic(), _now()
-        self.history: deque[tuple[float, int, int]] = deque()  # (time, generated prompts, generated tokens)
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._loop, name="bonito-ray-progress", daemon=True)
         self.last_line = 0.0
 
-    def start(self) -> "Reporter":
+    def report(self) -> dict[str, Any]:
+        """The job's own figures, now (the file adds the state, the run and the times)."""
+        raise NotImplementedError
+
+    def line(self, report: dict[str, Any]) -> str:
+        raise NotImplementedError
+
+    def start(self) -> "LiveProgress":
         self.thread.start()
         return self
 
@@ -146,20 +159,31 @@ class Reporter:
                 logger.debug("progress refresh failed: %s", err)
 
     def _refresh(self, state: str, *, write: bool = True, final: bool = False) -> dict[str, Any]:
-        report = self.figures(ray.get(self.counter.snapshot.remote()), state)
+        report = {**self.report(), "state": state, "run_id": self.run_id, "started_at": self.started_at,
+                  "updated_at": _now(), "elapsed_seconds": round(time.monotonic() - self.started, 1)}
         if write:
             write_bytes(self.fs, self.path, json.dumps(report, sort_keys=True).encode("utf-8"))
         now = time.monotonic()
         if self.tty:
-            self.stream.write("\r\x1b[K" + format_line(report) + ("\n" if final else ""))
+            self.stream.write("\r\x1b[K" + self.line(report) + ("\n" if final else ""))
             self.stream.flush()
         elif final or now - self.last_line >= LINE_SECONDS:
-            logger.info("%s", format_line(report))
+            logger.info("%s", self.line(report))
             self.last_line = now
         return report
 
-    def figures(self, counts: dict[str, Any], state: str) -> dict[str, Any]:
-        """The progress file's fields from the counter's totals, with rates over the last minute."""
+
+class Reporter(LiveProgress):
+    """A generation job's progress: the counter's totals, with rates over the last minute and an ETA."""
+
+    def __init__(self, counter, fs, root: str, run_id: str, stream=None) -> None:
+        super().__init__(fs, root, run_id, stream)
+        self.counter = counter
+        self.history: deque[tuple[float, int, int]] = deque()  # (time, generated prompts, generated tokens)
+
+    def report(self) -> dict[str, Any]:
+        """The counter's totals, with rates over the last minute and the ETA they give."""
+        counts = ray.get(self.counter.snapshot.remote())
         now = time.monotonic()
         generated = counts["prompts_done"] - counts["prompts_skipped"]
         self.history.append((now, generated, counts["generated_tokens"]))
@@ -174,10 +198,11 @@ class Reporter:
         eta = None
         if total is not None and prompts_rate > 0:
             eta = round(max(total - counts["prompts_done"], 0) / prompts_rate, 1)
-        return {**counts, "state": state, "run_id": self.run_id, "started_at": self.started_at,
-                "updated_at": _now(), "elapsed_seconds": round(now - self.started, 1),
-                "tokens_per_second": round((counts["generated_tokens"] - tokens_then) / span, 1),
+        return {**counts, "tokens_per_second": round((counts["generated_tokens"] - tokens_then) / span, 1),
                 "prompts_per_second": round(prompts_rate, 2), "eta_seconds": eta}
+
+    def line(self, report: dict[str, Any]) -> str:
+        return format_line(report)
 
 
 def format_line(report: dict[str, Any]) -> str:
@@ -186,14 +211,18 @@ def format_line(report: dict[str, Any]) -> str:
     done = report["prompts_done"]
     of = f"{done:,}/{total:,} ({done / total:.0%})" if total else f"{done:,}/?"
     eta = report["eta_seconds"]
-    when = {"generated": "done", "failed": "failed"}.get(report["state"],
-                                                         f"ETA {_duration(eta)}" if eta is not None else "ETA ?")
+    when = state_word(report["state"], f"ETA {duration(eta)}" if eta is not None else "ETA ?")
     return (f"bonito-ray: prompts {of}  accepted {report['accepted']:,}  rejected {report['rejected']:,}  "
             f"filtered {report['filtered']:,}  "
-            f"{report['tokens_per_second']:,.0f} tok/s  {when}  [{_duration(report['elapsed_seconds'])}]")
+            f"{report['tokens_per_second']:,.0f} tok/s  {when}  [{duration(report['elapsed_seconds'])}]")
 
 
-def _duration(seconds: float) -> str:
+def state_word(state: str, running: str) -> str:
+    """What a progress line says of a job's state: ``done``, ``failed``, else ``running`` (e.g. its ETA)."""
+    return {"generated": "done", "failed": "failed"}.get(state, running)
+
+
+def duration(seconds: float) -> str:
     seconds = int(round(seconds))
     hours, rest = divmod(seconds, 3600)
     return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"

@@ -107,6 +107,8 @@ _also(TOO_SHORT, _FILTERED, "shorter than the demonstrations' mean length less l
 _also(TOO_LONG, _FILTERED, "longer than the demonstrations' mean length plus length_std standard deviations")
 NOISE = _also("noise", _FILTERED, "a chatty assistant phrase or a template word (input, output)")
 _also(DUPLICATE, (SELF_GUIDE_INPUT_STAGE,), "the same text as an input kept before it")
+_also(ENGINE_ERROR, _FILTERED, "a request the engine refused (over the window; openai: an error answer, or retries "
+                               "spent)")
 NOT_A_LABEL = _reason("not_a_label", SELF_GUIDE_SAMPLE_STAGE, "classification: an annotation holding none of the labels")
 NO_VALID_OUTPUT = _reason("no_valid_output", SELF_GUIDE_VOTE_STAGE, "an input none of whose annotations passed the filters")
 NO_MAJORITY = _reason("no_majority", SELF_GUIDE_VOTE_STAGE,

@@ -31,6 +31,7 @@ class Attempt:
     status: int | str  # an HTTP status, or the fault's name
     authorization: str | None
     text: str | None = None  # the completion answered
+    top_k: int | None = None  # the top-k cut asked for (greedy decoding makes it moot; recorded to check it is sent)
 
 
 @dataclass
@@ -131,7 +132,7 @@ def _handler(server: CompletionsServer) -> type[BaseHTTPRequestHandler]:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             if self.path != "/v1/completions":
                 return self._answer(404, _error("not found", "NotFoundError", 404))
-            record = Attempt(body["prompt"], 401, self.headers.get("Authorization"))
+            record = Attempt(body["prompt"], 401, self.headers.get("Authorization"), top_k=body.get("top_k"))
             with server.lock:
                 server.attempts.append(record)
             if not self._authorised():

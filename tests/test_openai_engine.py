@@ -246,8 +246,6 @@ def test_the_window_as_vllm_and_ray_serve_llm_report_it():
 # --- a whole job ----------------------------------------------------------------------------------------------
 
 def test_openai_job_end_to_end(ray_cluster, tmp_path, monkeypatch, capfd):
-    import ray
-
     secret = f"sk-test-{random.Random().getrandbits(64):016x}"
     monkeypatch.setenv(KEY_ENV, secret)  # the driver's environment only: Ray's workers started without it
     documents = short_documents(6)
@@ -282,11 +280,61 @@ def test_openai_job_end_to_end(ray_cluster, tmp_path, monkeypatch, capfd):
         generated = answered[build_prompt(row["context"], row["task_type"])]
         assert parse_generation(generated, row["context"]) == Task(row["input"], row["output"])
 
-    # The key is nowhere: not in the output's files, the manifest, the console or Ray's logs.
     manifest = json.loads((out / "_manifest.json").read_text())
     assert manifest["config"]["api_key_env"] == KEY_ENV and "--engine openai" in manifest["command"]
+    assert_key_nowhere(secret, out, capfd)
+
+
+def assert_key_nowhere(secret: str, out: Path, capfd) -> str:
+    """The API key is not in the output's files (the manifest among them), the console or Ray's logs; returns
+    what was printed to stdout."""
+    import ray
+
     logs = Path(ray._private.worker._global_node.get_session_dir_path()) / "logs"
     files = [p for p in [*out.rglob("*"), *logs.rglob("*")] if p.is_file()]
     assert len(files) > 10 and not [p for p in files if secret.encode() in p.read_bytes()]
     printed = capfd.readouterr()
     assert secret not in printed.out + printed.err
+    return printed.out
+
+
+# --- a whole SELF-GUIDE job ------------------------------------------------------------------------------------
+
+def test_self_guide_job_on_the_openai_engine(ray_cluster, tmp_path, monkeypatch, capfd):
+    """``bonito-ray self-guide --engine openai`` with generate's openai flags, against the server: every request
+    carries the key and its pass's top-k, failed first attempts are retried until answered, the committed
+    dataset accounts for every input, and the key is nowhere. (The server decodes greedily: temperatures 0.)"""
+    import ray
+    import pyarrow.fs as pafs
+
+    from bonito_ray.self_guide.pipeline import summarize
+    from bonito_ray.self_guide.spec import load_spec
+    from tests.test_self_guide import assert_accounted_for, write_spec
+
+    secret = f"sk-test-{random.Random().getrandbits(64):016x}"
+    monkeypatch.setenv(KEY_ENV, secret)  # the driver's environment only: Ray's workers started without it
+    spec, out = write_spec(tmp_path / "spec.yaml", examples=4), tmp_path / "out"
+    with CompletionsServer(DEMO_MODEL, max_model_len=512, api_key=secret, fault_every=3) as server:
+        code = main(["self-guide", "--spec", spec, "--output", str(out), "--engine", "openai",
+                     "--endpoint", server.url, "--served-model-name", server.served_name, "--api-key-env", KEY_ENV,
+                     "--max-retries", "3", "--retry-backoff-s", "0.01", "--inputs-per-round", "4", "--samples", "2",
+                     "--input-temperature", "0", "--output-temperature", "0", "--no-input-length-filter",
+                     "--input-max-tokens", "24", "--output-max-tokens", "8", "--seed", "1",
+                     "--ray-address", ray.get_runtime_context().gcs_address])  # the test's own cluster
+        attempts = list(server.attempts)
+    assert code == 0
+    summary = summarize(pafs.LocalFileSystem(), str(out), str(out), load_spec(spec))
+    found = assert_accounted_for(out, spec, summary, rounds=1, per_round=4, samples=2)
+
+    assert found["_self_guide"], "no input was kept: annotation did not run"  # greedy and seeded: the same every run
+    # Input requests asked for top-k 40, annotation requests for 10 (the paper's); all with the key.
+    assert {a.prompt.endswith('[input] = "'): a.top_k for a in attempts} == {True: 40, False: 10}
+    assert all(a.authorization == f"Bearer {secret}" for a in attempts)
+    faulted = {a.prompt for a in attempts if a.status in ("429", "500", "drop")}
+    assert faulted and faulted <= {a.prompt for a in attempts if a.status == 200}  # retried until answered
+    assert "engine_error" not in str(summary.dropped)
+
+    manifest = json.loads((out / "_manifest.json").read_text())
+    assert manifest["config"]["api_key_env"] == KEY_ENV and "--engine openai" in manifest["command"]
+    printed = assert_key_nowhere(secret, out, capfd).strip().splitlines()
+    assert printed[-len(summary.format().splitlines()) + 1:] == summary.format().splitlines()[1:]  # the CLI's summary

@@ -1,9 +1,12 @@
 """SELF-GUIDE: spec checks, each filter and the vote against hand-computed cases, a whole run on a scripted
 model, a real run on the hf engine killed and resumed, and export of the result."""
 
+import contextlib
 import json
+import logging
 import re
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pyarrow as pa
@@ -18,7 +21,8 @@ from bonito_ray.commit import ResumeMismatchError
 from bonito_ray.config import ConfigError
 from bonito_ray.engines import STOP
 from bonito_ray.engines.hf import SeededSampler
-from bonito_ray.schema import SELF_GUIDE_REJECTS_DIRS, is_accepted_file, stable_id
+from bonito_ray.rejects import REASONS
+from bonito_ray.schema import SELF_GUIDE_REJECTS_DIRS, SELF_GUIDE_STAGES, is_accepted_file, stable_id
 from bonito_ray.self_guide import filters, vote
 from bonito_ray.self_guide.config import SelfGuideConfig
 from bonito_ray.self_guide.pipeline import self_guide
@@ -74,6 +78,8 @@ def test_defaults_are_the_papers():
     config = SelfGuideConfig(spec="s.yaml", output="o")
     spec = parse_spec(SPEC)
     assert config.rounds(spec) == 40 and config.inputs_per_round == 10
+    assert config.engine_passes(spec) == 41  # each round, then annotation: 41 engine starts
+    assert SelfGuideConfig(spec="s.yaml", output="o", rounds_per_pass=8).engine_passes(spec) == 6
     assert config.input_sampling(spec) == {"max_tokens": 256, "temperature": 0.7, "top_p": 1.0, "top_k": 40}
     assert config.input_sampling(parse_spec({**SPEC, "kind": "generation", "labels": []}))["temperature"] == 0.9
     assert config.output_sampling() == {"max_tokens": 128, "temperature": 0.2, "top_p": 1.0, "top_k": 10}
@@ -157,6 +163,54 @@ def test_hf_sampler_top_k_one_is_greedy():
     assert free.argmax(-1).tolist() != scores.argmax(-1).tolist()  # at temperature 5 it is not (seeds 0-2)
 
 
+# --- live progress ---------------------------------------------------------------------------------------------
+
+def test_progress_line_and_file_follow_the_steps(tmp_path, monkeypatch):
+    """The figures each step tells, as the file and the terminal line show them (no Ray: counted on the driver)."""
+    import io
+    import time
+
+    import pyarrow.fs as pafs
+
+    from bonito_ray.progress import INTERVAL_ENV
+    from bonito_ray.schema import PROGRESS_FILE, STAGING_DIR
+    from bonito_ray.self_guide.progress import SelfGuideProgress
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setenv(INTERVAL_ENV, "0.1")
+    shown, path = Terminal(), tmp_path / STAGING_DIR / PROGRESS_FILE
+    progress = SelfGuideProgress(pafs.LocalFileSystem(), str(tmp_path), "run-1", rounds=3, stream=shown).start()
+    progress.round_done(2, ["duplicate"], skipped=True)  # staged by an earlier attempt
+    progress.engine_pass(8)
+    progress.returned(3)
+    deadline, running = time.monotonic() + 10, {}
+    while running.get("pass_requests_done") != 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+        running = json.loads(path.read_text()) if path.exists() else {}
+    assert running["state"] == "running" and running["rounds_skipped"] == 1 and running["step"] == "inputs"
+    assert progress.line(running).startswith("bonito-ray self-guide: rounds 1/3 (pass 3/8 requests)  inputs kept 2  "
+                                             "annotation -  accepted 0  dropped 1 inputs, 0 samples, 0 by the vote  "
+                                             "inputs  [")
+    progress.returned(5)
+    progress.round_done(3, ["noise"])
+    progress.round_done(1, ["empty", "noise", "noise"])
+    progress.annotation_started(12)
+    progress.returned(12)
+    progress.annotated(4, ["not_a_label"] * 3, ["no_majority", "class_balance"])
+    final = progress.stop("generated")
+    assert json.loads(path.read_text()) == final and final["dropped"] == {
+        "self_guide_input": {"duplicate": 1, "empty": 1, "noise": 3}, "self_guide_sample": {"not_a_label": 3},
+        "self_guide_vote": {"class_balance": 1, "no_majority": 1}}
+    assert (final["rounds_done"], final["inputs_kept"], final["samples_done"], final["accepted"]) == (3, 6, 12, 4)
+    assert shown.getvalue().startswith("\r\x1b[K") and shown.getvalue().count("\n") == 1  # one line, redrawn
+    assert shown.getvalue().rsplit("\r\x1b[K", 1)[1].startswith(
+        "bonito-ray self-guide: rounds 3/3  inputs kept 6  annotation 12/12 samples  accepted 4  "
+        "dropped 5 inputs, 3 samples, 2 by the vote  done  [")
+
+
 # --- a whole run on a scripted model ---------------------------------------------------------------------------
 
 def scripted_text(row: dict) -> str:
@@ -206,18 +260,67 @@ def reasons(path: Path) -> dict[str, int]:
     return counts
 
 
+def assert_accounted_for(out: Path, spec: str, summary, rounds: int, per_round: int, samples: int) -> dict:
+    """A committed SELF-GUIDE dataset accounts for everything: each generated input kept or dropped, once; each
+    kept input accepted or voted out, once; at most ``samples`` dropped samples per kept input, each once; every
+    reject's reason registered for its stage (``bonito_ray.rejects.REASONS``) with its raw text; the summary's and
+    the manifest's counts are the files'. Returns the rows read, by folder, for a test's own checks."""
+    found = {folder: rows(out / folder) for folder in ("self_guide", "_self_guide", *SELF_GUIDE_REJECTS_DIRS)}
+    dropped, sampled_out, voted_out = (found[d] for d in SELF_GUIDE_REJECTS_DIRS)
+    kept = [r["id"] for r in found["_self_guide"]]
+    fingerprint = load_spec(spec).fingerprint()
+    input_ids = {stable_id(fingerprint, "input", r, k) for r in range(rounds) for k in range(per_round)}
+    assert sorted(kept + [r["id"] for r in dropped]) == sorted(input_ids)
+    assert sorted([r["id"] for r in found["self_guide"]] + [r["id"] for r in voted_out]) == sorted(kept)
+    assert len({r["id"] for r in sampled_out}) == len(sampled_out) <= samples * len(kept)
+    for stage, rejects in zip(SELF_GUIDE_STAGES, (dropped, sampled_out, voted_out)):
+        unregistered = [r["reason"] for r in rejects if (stage, r["reason"]) not in REASONS]
+        assert not unregistered and all(r["raw"] is not None for r in rejects), (stage, unregistered)
+    assert summary.inputs_kept == len(kept) and summary.accepted == len(found["self_guide"])
+    assert list(summary.dropped.values()) == [dict(sorted(Counter(r["reason"] for r in rejects).items()))
+                                              for rejects in (dropped, sampled_out, voted_out)]
+    manifest = json.loads((out / "_manifest.json").read_text())
+    assert (out / "_SUCCESS").exists() and manifest["summary"]["accepted"].get("self_guide", 0) == summary.accepted
+    return found
+
+
+@contextlib.contextmanager
+def progress_lines():
+    """The progress lines a run logs (not on a terminal: the last one when it ends), collected."""
+    lines: list[str] = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = lambda record: lines.append(record.getMessage())
+    shown = logging.getLogger("bonito_ray.progress")
+    level = shown.level
+    shown.addHandler(handler)
+    shown.setLevel(logging.INFO)
+    try:
+        yield lines
+    finally:
+        shown.removeHandler(handler)
+        shown.setLevel(level)
+
+
 @pytest.fixture(scope="module")
 def scripted_run(ray_cluster, tmp_path_factory):
-    """An uninterrupted run on the scripted model: 3 rounds of 6 inputs in two engine passes, 5 samples each."""
+    """An uninterrupted run on the scripted model: 3 rounds of 6 inputs in two engine passes, 5 samples each;
+    (config, summary, the progress lines it logged)."""
     folder = tmp_path_factory.mktemp("scripted")
     spec = write_spec(folder / "spec.yaml", examples=18)
     config = SelfGuideConfig(spec=spec, output=str(folder / "out"), engine="echo", inputs_per_round=6,
                              rounds_per_pass=2, samples=5, seed=7)
-    return config, self_guide(config, engine_stage=scripted_stage)
+    with progress_lines() as lines:
+        summary = self_guide(config, engine_stage=scripted_stage)
+    return config, summary, lines
+
+
+# What the scripted run's last progress line says: every count as the summary has it (below).
+SCRIPTED_FINAL_PROGRESS = ("bonito-ray self-guide: rounds 3/3  inputs kept 7  annotation 35/35 samples  accepted 4  "
+                           "dropped 11 inputs, 10 samples, 3 by the vote  done")
 
 
 def test_a_scripted_run_filters_votes_balances_and_exports(scripted_run, tmp_path):
-    config, summary = scripted_run
+    config, summary, progress = scripted_run
     spec, out = config.spec, Path(config.output)
 
     # Inputs: rounds keep k0 and k5 (and k4 in round 0 only); drop empty, noise and too_short each round.
@@ -231,6 +334,7 @@ def test_a_scripted_run_filters_votes_balances_and_exports(scripted_run, tmp_pat
     accepted = rows(out / "self_guide")
     assert sorted(r["output"] for r in accepted) == ["landlord", "landlord", "tenant", "tenant"]
     assert summary.accepted == 4 and summary.labels == {"landlord": 2, "tenant": 2}
+    assert progress[-1].startswith(SCRIPTED_FINAL_PROGRESS)  # the live line ends on the summary's counts
     by_input = {r["input"]: r["output"] for r in accepted}
     assert by_input.get("Clause 0: the landlord paints the hall every five years.") == "landlord"
     assert all(r["task_type"] == "self_guide" and r["model"] == config.model for r in accepted)
@@ -276,14 +380,17 @@ def failing_at_pass(number: int):
 
 
 def test_a_run_failing_mid_way_resumes_at_its_first_unstaged_round(scripted_run, tmp_path):
-    reference, _ = scripted_run
+    reference, _, _ = scripted_run
     config = SelfGuideConfig(**{**reference.to_dict(), "output": str(tmp_path / "out")})  # passes: rounds 0-1, 2
-    with pytest.raises(RuntimeError, match="injected failure in engine pass 1"):  # the pass of round 2
-        self_guide(config, engine_stage=failing_at_pass(1))
+    with progress_lines() as failed, pytest.raises(RuntimeError, match="injected failure in engine pass 1"):
+        self_guide(config, engine_stage=failing_at_pass(1))  # the pass of round 2
+    assert "rounds 2/3" in failed[-1] and "  failed  [" in failed[-1]
     staged = tmp_path / "out" / ".staging" / "_self_guide"
     assert sorted(p.name for p in staged.iterdir()) == ["inputs-round-0000.pq", "inputs-round-0001.pq"]
-    summary = self_guide(config, engine_stage=scripted_stage)
+    with progress_lines() as resumed:
+        summary = self_guide(config, engine_stage=scripted_stage)
     assert summary.rounds_skipped == 2
+    assert resumed[-1].startswith(SCRIPTED_FINAL_PROGRESS)  # the skipped rounds' inputs and drops counted too
     for folder in ("self_guide", "_self_guide", *SELF_GUIDE_REJECTS_DIRS):  # as if never interrupted
         key = lambda r: r["id"]  # noqa: E731
         assert sorted(rows(tmp_path / "out" / folder), key=key) == sorted(rows(Path(reference.output) / folder),
@@ -320,19 +427,9 @@ def test_hf_run_killed_after_its_rounds_resumes_without_losing_or_repeating_rows
     for name, data in before.items():  # the rounds staged before the kill were kept, not redone
         assert (out / "_self_guide" / name).read_bytes() == data
     # Every one of the 6 inputs exactly once: kept, or dropped with its reason; kept ones accepted or voted out.
-    input_ids = {stable_id(load_spec(spec).fingerprint(), "input", r, k) for r in range(2) for k in range(3)}
-    kept = [r["id"] for r in rows(out / "_self_guide")]
-    dropped = rows(out / "_rejects" / "stage=self_guide_input")
-    assert sorted(kept + [r["id"] for r in dropped]) == sorted(input_ids)
-    assert kept, "no input was kept: annotation did not run on the hf engine"  # seeded: the same every run
-    voted_out = rows(out / "_rejects" / "stage=self_guide_vote")
-    assert sorted([r["id"] for r in rows(out / "self_guide")] + [r["id"] for r in voted_out]) == sorted(kept)
-    samples = rows(out / "_rejects" / "stage=self_guide_sample")
-    assert len({r["id"] for r in samples}) == len(samples) <= 2 * len(kept)
     # A random model writes junk: whatever was dropped is counted by reason, in the summary too.
-    for stage, found in zip(summary.dropped.values(), (dropped, samples, voted_out)):
-        assert sum(stage.values()) == len(found) and all(r["reason"] and r["raw"] is not None for r in found)
-    assert summary.inputs_kept == len(kept) and (out / "_SUCCESS").exists()
+    found = assert_accounted_for(out, spec, summary, rounds=2, per_round=3, samples=2)
+    assert found["_self_guide"], "no input was kept: annotation did not run on the hf engine"  # seeded: every run
     assert set(SELF_GUIDE_REJECTS_DIRS) <= {str(p.relative_to(out)) for p in (out / "_rejects").iterdir()}
 
 
@@ -347,21 +444,50 @@ def test_the_shipped_example_loads_and_the_docs_name_every_setting():
     assert [name for name in field_names(SelfGuideConfig) if f"`{name}`" not in docs] == []
 
 
-def test_the_recorded_command_gives_back_the_same_config():
+def test_every_setting_has_a_flag_and_the_recorded_command_gives_back_the_same_config():
+    import dataclasses
     import shlex
 
     from bonito_ray.cli import build_parser
+    from bonito_ray.config import cli_flag
     from bonito_ray.self_guide.config import load_config
 
-    config = SelfGuideConfig(spec="my spec.yaml", output="o", seed=3, input_length_filter=False, noise_filter=False,
-                             output_temperature=0.5, engine_kwargs={"max_model_len": 256}, rounds_per_pass=4)
-    args = build_parser().parse_args(shlex.split(config.command())[1:])
-    not_config = ("command", "func", "config", "overwrite", "log_level")
-    overrides = {k: v for k, v in vars(args).items() if k not in not_config}
-    assert load_config(None, overrides).to_dict() == config.to_dict()
+    parser = build_parser()
+    flags = {a for action in parser._subparsers._group_actions[0].choices["self-guide"]._actions
+             for a in action.option_strings}
+    assert [f.name for f in dataclasses.fields(SelfGuideConfig) if cli_flag(f) not in flags] == []
+    for config in (SelfGuideConfig(spec="my spec.yaml", output="o", seed=3, input_length_filter=False,
+                                   noise_filter=False, output_temperature=0.5, engine_kwargs={"max_model_len": 256},
+                                   rounds_per_pass=4),
+                   SelfGuideConfig(spec="s.yaml", output="o", engine="openai", endpoint="http://10.0.0.5:8000/v1",
+                                   served_model_name="student", api_key_env="MY_KEY", requests_per_second=5,
+                                   max_retries=2, allow_external_endpoint=True)):
+        args = parser.parse_args(shlex.split(config.command())[1:])
+        not_config = ("command", "func", "config", "overwrite", "log_level")
+        overrides = {k: v for k, v in vars(args).items() if k not in not_config}
+        assert load_config(None, overrides).to_dict() == config.to_dict()
 
 
-def test_an_engine_with_settings_self_guide_does_not_carry_is_refused_in_one_line(tmp_path):
-    spec = ROOT / "jobs" / "examples" / "tasks" / "clause_party.yaml"
-    with pytest.raises(ConfigError, match="engine must be one of hf, vllm, echo for self-guide, got 'openai'"):
-        SelfGuideConfig(spec=str(spec), output=str(tmp_path / "out"), engine="openai")
+def test_openai_takes_generates_settings_and_checks(tmp_path):
+    """The openai settings are generate's (``OpenAISettings``), checked by the same code, with the same words."""
+    from bonito_ray.config import GenerateConfig, OpenAISettings
+
+    spec, out = str(ROOT / "jobs" / "examples" / "tasks" / "clause_party.yaml"), str(tmp_path / "out")
+    for values, message in (({"engine": "openai"}, "--engine openai needs --endpoint"),
+                            ({"endpoint": "http://10.0.0.5/v1"}, "endpoint is for --engine openai"),
+                            ({"engine": "openai", "endpoint": "http://8.8.8.8/v1"}, "--allow-external-endpoint"),
+                            ({"engine": "openai", "endpoint": "http://10.0.0.5/v1", "max_retries": -1},
+                             "max_retries must be >= 0")):
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            GenerateConfig(input=spec, output=out, **values)
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            SelfGuideConfig(spec=spec, output=out, **values)
+    config = SelfGuideConfig(spec=spec, output=out, engine="openai", endpoint="http://10.0.0.5:8000/v1",
+                             served_model_name="student", request_timeout_s=30)
+    assert config.engine_config().openai_settings() == config.openai_settings()
+    assert issubclass(SelfGuideConfig, OpenAISettings) and issubclass(GenerateConfig, OpenAISettings)
+    # What decides the run: the model name asked for; not where requests go or how they are paced.
+    identity = config.identity(load_spec(spec))
+    assert identity["served_model_name"] == "student" and "endpoint" not in identity
+    assert "request_timeout_s" not in identity
+    assert "served_model_name" not in SelfGuideConfig(spec=spec, output=out).identity(load_spec(spec))

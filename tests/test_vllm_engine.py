@@ -1,9 +1,10 @@
 """The vllm engine for real: vLLM's CPU build through ray.data.llm on a local Ray cluster.
 
-Engine start-up costs ~15-30 s on these machines, so the runs are few and shared: one reference
-run on the demo model (its engine actor killed mid-run), the same job through the hf engine, the
-same job again in a driver that is SIGKILLed and resumed. The engine is architecture-agnostic (vLLM's
-own kernels serve each model); the demo model is a Llama.
+Engine start-up costs ~15-30 s on these machines (~40 s under load), so the runs are few and shared:
+one reference run on the demo model (its engine actor killed mid-run), the same job through the hf
+engine, the same job again in a driver that is SIGKILLed and resumed; and one self-guide job, as small
+as runs both its steps (each step a Ray Data execution of its own: two engine starts). The engine is
+architecture-agnostic (vLLM's own kernels serve each model); the demo model is a Llama.
 Planning-time checks and the processor's resources need no engine.
 """
 
@@ -302,3 +303,28 @@ def test_vllm_engine_generates_on_gpu(ray_cluster, random_model, tmp_path):
                               accelerator_type=None, max_tokens=8, device="gpu",
                               engine_kwargs={"max_model_len": 512, "gpu_memory_utilization": 0.3}))
     assert summary.prompts == 12 and summary.generated_tokens > 0
+
+
+# --- SELF-GUIDE on the engine --------------------------------------------------------------------------------------
+
+@needs_vllm
+def test_self_guide_job_on_vllm_end_to_end(ray_cluster, tmp_path):
+    """A whole self-guide job on the demo model: one round, then annotation. Each is its own Ray Data execution,
+    so the engine starts twice (docs/self_guide.md, "Engine starts"): the cheapest job that runs both steps."""
+    from bonito_ray.self_guide.config import SelfGuideConfig
+    from bonito_ray.self_guide.pipeline import self_guide
+    from tests.test_self_guide import assert_accounted_for, progress_lines, write_spec
+
+    spec = write_spec(tmp_path / "spec.yaml", examples=4)
+    config = SelfGuideConfig(spec=spec, output=str(tmp_path / "out"), engine="vllm", model=DEMO_MODEL,
+                             inputs_per_round=4, samples=2, input_length_filter=False, input_max_tokens=24,
+                             output_max_tokens=8, seed=1, batch_size=4, max_concurrent_batches=2,
+                             engine_kwargs=TEST_ENGINE_KWARGS)
+    with progress_lines() as progress:
+        summary = self_guide(config)
+    found = assert_accounted_for(tmp_path / "out", spec, summary, rounds=1, per_round=4, samples=2)
+    assert found["_self_guide"], "no input was kept: annotation did not run on vllm"  # seeded: the same every run
+    assert all(r["num_generated_tokens"] for r in found["_self_guide"])  # the engine's figures are carried
+    assert progress[-1].startswith(f"bonito-ray self-guide: rounds 1/1  inputs kept {summary.inputs_kept}  "
+                                   f"annotation {2 * summary.inputs_kept}/{2 * summary.inputs_kept} samples  "
+                                   f"accepted {summary.accepted}  ")

@@ -298,11 +298,14 @@ def server_message(response) -> str:
 
 
 def request_body(model: str, prompt: str, params: dict[str, Any]) -> dict[str, Any]:
-    """The ``/completions`` body of one request row: its prompt and sampling parameters, one completion."""
+    """The ``/completions`` body of one request row: its prompt and sampling parameters, one completion
+    (no ``top_k`` field when the row sets no top-k cut: a server that knows only OpenAI's fields takes it)."""
     body = {"model": model, "prompt": prompt, "max_tokens": params["max_tokens"],
             "temperature": params["temperature"], "top_p": params["top_p"], "n": 1}
     if params.get("seed") is not None:
         body["seed"] = params["seed"]
+    if params.get("top_k"):  # set by self-guide; vLLM's server (and Ray Serve LLM's) take it beside OpenAI's fields
+        body["top_k"] = params["top_k"]
     return body
 
 

@@ -26,6 +26,7 @@ from bonito_ray.schema import (ACCEPTED_FILE_PREFIX, PARQUET_SUFFIX, SELF_GUIDE_
                                accepted_dir, stable_id)
 from bonito_ray.self_guide import engine, filters, vote
 from bonito_ray.self_guide.config import SelfGuideConfig
+from bonito_ray.self_guide.progress import SelfGuideProgress
 from bonito_ray.self_guide.prompts import annotation_prompt, read_slot
 from bonito_ray.self_guide.spec import TaskSpec
 from bonito_ray.rejects import ENGINE_ERROR
@@ -122,12 +123,14 @@ def _location(row: dict[str, Any], row_id: str, index: int, source: str | None =
 
 
 def run_annotation(config: SelfGuideConfig, spec: TaskSpec, stage: EngineStage, inputs: list[dict[str, Any]],
-                   fs: pafs.FileSystem, staging: str) -> Annotation:
+                   fs: pafs.FileSystem, staging: str, progress: SelfGuideProgress) -> Annotation:
     """Annotate ``inputs`` and write the accepted examples and the rejects into ``staging``."""
     for folder in (accepted_dir(SELF_GUIDE_TASK), SAMPLE_REJECTS_DIR, VOTE_REJECTS_DIR):
         fs.delete_dir_contents(join(staging, folder), missing_dir_ok=True)  # a killed attempt's files go
     requests = sample_requests(config, spec, inputs)
-    result = annotate(config, spec, inputs, engine.generate(stage, requests, config.batch_size), requests)
+    progress.annotation_started(len(requests))
+    generations = engine.generate(stage, requests, config.batch_size, returned=progress.returned)
+    result = annotate(config, spec, inputs, generations, requests)
     table = engine.accepted_table(result.accepted)
     for k, start in enumerate(range(0, max(table.num_rows, 1), config.rows_per_file)):
         write_parquet(fs, join(staging, accepted_dir(SELF_GUIDE_TASK),
@@ -137,6 +140,8 @@ def run_annotation(config: SelfGuideConfig, spec: TaskSpec, stage: EngineStage, 
                   engine.reject_table(result.sample_rejects))
     write_parquet(fs, join(staging, VOTE_REJECTS_DIR, "rejects-annotation.pq"),
                   engine.reject_table(result.vote_rejects))
+    progress.annotated(len(result.accepted), [r["reason"] for r in result.sample_rejects],
+                       [r["reason"] for r in result.vote_rejects])
     logger.info("self-guide annotation: %d examples kept from %d inputs; samples dropped: %d; inputs dropped: %s",
                 len(result.accepted), len(inputs), len(result.sample_rejects),
                 ", ".join(f"{k}: {v}" for k, v in sorted(Counter(r["reason"] for r in result.vote_rejects).items()))

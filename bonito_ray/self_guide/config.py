@@ -12,15 +12,10 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from bonito_ray.config import DEMO_MODEL, DEVICES, ConfigError, GenerateConfig, command_line, option
+from bonito_ray.config import DEMO_MODEL, DEVICES, ConfigError, GenerateConfig, OpenAISettings, command_line, option
 from bonito_ray.config import load_config as load_job_config
-from bonito_ray.engines import ENGINES
+from bonito_ray.engines import ENGINE_HELP, ENGINE_NAMES
 from bonito_ray.self_guide.spec import TaskSpec
-
-# The engines self-guide runs on: those without settings of their own (openai's endpoint and client
-# settings are not self-guide settings yet).
-ENGINE_NAMES = tuple(e.name for e in ENGINES.values() if e.check is None)
-ENGINE_HELP = ", ".join(f"{e.name} ({e.summary})" for e in ENGINES.values() if e.name in ENGINE_NAMES)
 
 # Input generation's temperature by task kind (the paper: 0.7 for classification, 0.9 for generation).
 INPUT_TEMPERATURE = {"classification": 0.7, "generation": 0.9}
@@ -29,11 +24,13 @@ INPUT_TEMPERATURE = {"classification": 0.7, "generation": 0.9}
 _NOT_IDENTITY = {"output", "num_replicas", "batch_size", "max_concurrent_batches", "accelerator_type",
                  "cpus_per_replica", "gpus_per_replica", "s3_endpoint", "ray_address", "rows_per_file", "license",
                  "verbose", "device", "placement_group_config"}
+_OPENAI = {f.name for f in dataclasses.fields(OpenAISettings)}  # what of these is identity: openai_identity()
 
 
 @dataclass
-class SelfGuideConfig:
-    """Everything a SELF-GUIDE job needs. Field names double as YAML keys and CLI flags."""
+class SelfGuideConfig(OpenAISettings):
+    """Everything a SELF-GUIDE job needs. Field names double as YAML keys and CLI flags; the openai engine's
+    settings are ``OpenAISettings``', as for ``generate``."""
 
     spec: str = option("", default_text=None,
                        help="the task spec: YAML or JSON with instruction, kind, labels, demonstrations, examples")
@@ -124,15 +121,21 @@ class SelfGuideConfig:
         _check(self.samples >= 1, "samples must be >= 1")
         _check(self.length_std > 0, "length_std must be > 0")
         _check(0 < self.consistency_threshold <= 1, "consistency_threshold must be in (0, 1]")
-        # The engine settings are checked by the engine's own configuration, once, here.
-        _check(self.engine in ENGINE_NAMES, f"engine must be one of {', '.join(ENGINE_NAMES)} for self-guide, "
-                                            f"got {self.engine!r}")
-        checked = self.engine_config()
-        self.engine_kwargs, self.placement_group_config = checked.engine_kwargs, checked.placement_group_config
+        # The engine settings are checked by the engine's own configuration, once, here: built again at
+        # each use, it would check again (an openai endpoint's name looked up, its warning repeated).
+        self._engine_config = self._build_engine_config()
+        self.engine_kwargs = self._engine_config.engine_kwargs
+        self.placement_group_config = self._engine_config.placement_group_config
 
     def rounds(self, spec: TaskSpec) -> int:
         """Rounds of input generation: enough for the spec's ``examples`` inputs."""
         return math.ceil(spec.examples / self.inputs_per_round)
+
+    def engine_passes(self, spec: TaskSpec) -> int:
+        """The runs through the engine stage: one per ``rounds_per_pass`` rounds, one for annotation. Each is its
+        own Ray Data execution, which starts the engine's replicas: with vllm or hf, the model is loaded again
+        each time (docs/self_guide.md, "Engine starts")."""
+        return math.ceil(self.rounds(spec) / self.rounds_per_pass) + 1
 
     def input_sampling(self, spec: TaskSpec) -> dict[str, Any]:
         temperature = self.input_temperature
@@ -152,7 +155,11 @@ class SelfGuideConfig:
         return (not spec.is_classification) if self.output_length_filter is None else self.output_length_filter
 
     def engine_config(self) -> GenerateConfig:
-        """The engine stage's configuration (``bonito_ray.engines.build_engine_stage`` takes a GenerateConfig)."""
+        """The engine stage's configuration (``bonito_ray.engines.build_engine_stage`` takes a GenerateConfig),
+        built and checked when this configuration was."""
+        return self._engine_config
+
+    def _build_engine_config(self) -> GenerateConfig:
         try:
             return GenerateConfig(
                 input=self.spec, output=self.output, engine=self.engine, model=self.model,
@@ -161,13 +168,14 @@ class SelfGuideConfig:
                 engine_kwargs=self.engine_kwargs, device=self.device,
                 placement_group_config=self.placement_group_config, accelerator_type=self.accelerator_type,
                 cpus_per_replica=self.cpus_per_replica, gpus_per_replica=self.gpus_per_replica,
-                s3_endpoint=self.s3_endpoint, verbose=self.verbose)
+                s3_endpoint=self.s3_endpoint, verbose=self.verbose, **self.openai_settings())
         except TypeError as err:
             raise ConfigError(str(err)) from err
 
     def identity(self, spec: TaskSpec) -> dict[str, Any]:
         """What decides what a run makes: a resumed run must match it (the output's commit protocol keys)."""
-        values = {k: v for k, v in self.to_dict().items() if k not in _NOT_IDENTITY}
+        values = {k: v for k, v in self.to_dict().items() if k not in _NOT_IDENTITY and k not in _OPENAI}
+        values |= self.openai_identity()
         fingerprint = spec.fingerprint()
         return {**values, "generator": "self_guide", "spec": fingerprint, "input_fingerprint": fingerprint,
                 "incremental": False}

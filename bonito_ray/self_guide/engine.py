@@ -8,6 +8,7 @@ the generation job's request schema so that every engine carries the id through.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pyarrow as pa
@@ -26,19 +27,22 @@ def request(request_id: str, prompt: str, sampling: dict[str, Any], seed: int | 
             "sampling_params": {**sampling, "seed": row_seed(seed, request_id)}}
 
 
-def generate(stage: EngineStage, requests: list[dict[str, Any]], block_rows: int) -> dict[str, dict[str, Any]]:
+def generate(stage: EngineStage, requests: list[dict[str, Any]], block_rows: int,
+             returned: Callable[[int], None] = lambda rows: None) -> dict[str, dict[str, Any]]:
     """Run ``requests`` through ``stage``; request id -> engine output row (``generated_text``, ...).
 
     The requests go in blocks of ``block_rows`` (the engine's batch size): one block would be one task,
-    held by one engine replica while the others wait.
+    held by one engine replica while the others wait. The generations come back block by block as the
+    engine finishes them, each block's rows told to ``returned`` (the live progress).
     """
     if not requests:
         return {}
     table = pa.Table.from_pylist(requests, REQUEST_SCHEMA)
     dataset = ray.data.from_arrow([table.slice(start, block_rows) for start in range(0, table.num_rows, block_rows)])
-    tables = ray.get(stage(dataset).to_arrow_refs())
-    rows = [row for table in tables for row in table.to_pylist()]
-    found = {row["id"]: row for row in rows}
+    found = {}
+    for block in stage(dataset).iter_batches(batch_size=None, batch_format="pyarrow"):
+        found.update((row["id"], row) for row in block.to_pylist())
+        returned(block.num_rows)
     missing = len({r["id"] for r in requests} - found.keys())
     if missing:  # the engine contract: one generation per request row
         raise RuntimeError(f"the engine returned no row for {missing} of {len(requests)} requests")

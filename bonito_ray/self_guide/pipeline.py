@@ -18,12 +18,13 @@ import pyarrow.dataset as pds
 import pyarrow.fs as pafs
 
 from bonito_ray import console
-from bonito_ray.engines import ENGINES, EngineStage, build_engine_stage
+from bonito_ray.engines import ENGINES, EngineStage, build_engine_stage, generation_window
 from bonito_ray.output import Output, open_output
 from bonito_ray.pipeline import configure_fault_tolerance, model_tokenizer
 from bonito_ray.schema import SELF_GUIDE_DIR, SELF_GUIDE_REJECTS_DIRS, SELF_GUIDE_TASK, STAGING_DIR, is_data_file
 from bonito_ray.self_guide.annotate import run_annotation
 from bonito_ray.self_guide.config import SelfGuideConfig
+from bonito_ray.self_guide.progress import SelfGuideProgress
 from bonito_ray.self_guide.rounds import generate_inputs
 from bonito_ray.self_guide.spec import TaskSpec, load_spec
 from bonito_ray.storage import join, list_files
@@ -79,10 +80,12 @@ class SelfGuideSummary:
 
 
 def plan_self_guide(config: SelfGuideConfig, overwrite: bool = False) -> Plan:
-    """Check the spec, the model and the output, and lease the output; needs no Ray cluster."""
+    """Check the spec, the model (and the server it is served from) and the output, and lease the output;
+    needs no Ray cluster."""
     spec = load_spec(config.spec)
-    if ENGINES[config.engine].needs_model:
-        model_tokenizer(config.engine_config())
+    if ENGINES[config.engine].needs_model:  # the model, its window and the openai server: checked now, as generate
+        engine = config.engine_config()
+        generation_window(engine, model_tokenizer(engine))
     output = open_output(config.spec, config.output, config.s3_endpoint, overwrite=overwrite)
     try:
         if not overwrite:
@@ -122,10 +125,17 @@ def _run(config: SelfGuideConfig, plan: Plan, engine_stage: EngineStage | None, 
     console.quiet_ray_data(config.verbose)
     configure_fault_tolerance()  # as the generation job: retry what fails, never drop a block
     stage = engine_stage or build_engine_stage(config.engine_config())
-    logger.info("self-guide: task %r (%s), %d rounds of %d inputs, %d annotations per input", spec.name, spec.kind,
-                config.rounds(spec), config.inputs_per_round, config.samples)
-    inputs, skipped = generate_inputs(config, spec, stage, fs, staging, guard=output.lease.check)
-    run_annotation(config, spec, stage, inputs, fs, staging)
+    logger.info("self-guide: task %r (%s), %d rounds of %d inputs, %d annotations per input; %d engine passes, "
+                "each starting the engine's replicas (fewer: --rounds-per-pass)", spec.name, spec.kind,
+                config.rounds(spec), config.inputs_per_round, config.samples, config.engine_passes(spec))
+    progress = SelfGuideProgress(fs, output.root, output.lease.run_id, config.rounds(spec)).start()
+    state = "failed"
+    try:
+        inputs, skipped = generate_inputs(config, spec, stage, fs, staging, progress, guard=output.lease.check)
+        run_annotation(config, spec, stage, inputs, fs, staging, progress)
+        state = "generated"
+    finally:
+        progress.stop(state)  # before the commit, which takes the staging dir and the progress file with it
     manifest = {"config": {**config.to_dict(), "spec_contents": spec.to_dict()}, "identity": plan.identity,
                 "examples_per_passage": 1,
                 "run": {"resumed": resumed, "skipped_done": 0, "wall_seconds": round(time.monotonic() - started, 3)},

@@ -28,6 +28,7 @@ from bonito_ray.engines import EngineStage
 from bonito_ray.schema import SELF_GUIDE_DIR, SELF_GUIDE_REJECTS_DIRS, SELF_GUIDE_TASK, stable_id
 from bonito_ray.self_guide import engine, filters
 from bonito_ray.self_guide.config import SelfGuideConfig
+from bonito_ray.self_guide.progress import SelfGuideProgress
 from bonito_ray.self_guide.prompts import input_prompt, read_slot
 from bonito_ray.self_guide.spec import TaskSpec
 from bonito_ray.rejects import ENGINE_ERROR
@@ -104,10 +105,11 @@ def _location(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def generate_inputs(config: SelfGuideConfig, spec: TaskSpec, stage: EngineStage, fs: pafs.FileSystem,
-                    staging: str, guard: Callable[[], None] = lambda: None) -> tuple[list[dict[str, Any]], int]:
+                    staging: str, progress: SelfGuideProgress,
+                    guard: Callable[[], None] = lambda: None) -> tuple[list[dict[str, Any]], int]:
     """Run (or resume) every round; returns (the kept inputs of all rounds in order, rounds skipped as done).
     ``guard`` is called before each round is staged (the output's lease check: a run that lost the output
-    to another stops writing).
+    to another stops writing); ``progress`` is told each pass and each round.
 
     Rounds go to the engine ``rounds_per_pass`` at a time (the paper: one); the prompts of a pass show
     inputs kept before the pass, and its rounds are filtered and staged one by one, in order.
@@ -120,12 +122,17 @@ def generate_inputs(config: SelfGuideConfig, spec: TaskSpec, stage: EngineStage,
         staged = {n for n in numbers if fs.get_file_info(round_file(staging, n)).type == pafs.FileType.File}
         pool = [row["input"] for row in kept_all]
         by_round = {n: round_requests(config, spec, n, pool) for n in numbers if n not in staged}
-        generations = engine.generate(stage, [r for rows in by_round.values() for r in rows], config.batch_size)
+        requests = [r for rows in by_round.values() for r in rows]
+        progress.engine_pass(len(requests))
+        generations = engine.generate(stage, requests, config.batch_size, returned=progress.returned)
         for number in numbers:
             path = round_file(staging, number)
             if number in staged:
-                kept_all += pq.read_table(path, filesystem=fs).to_pylist()
+                kept = pq.read_table(path, filesystem=fs).to_pylist()
+                kept_all += kept
                 skipped += 1
+                dropped = pq.read_table(rejects_file(staging, number), filesystem=fs, columns=["reason"])
+                progress.round_done(len(kept), dropped["reason"].to_pylist(), skipped=True)
                 continue
             kept, rejects = filter_round(config, spec, by_round[number], generations,
                                          {row["input"] for row in kept_all})
@@ -133,6 +140,7 @@ def generate_inputs(config: SelfGuideConfig, spec: TaskSpec, stage: EngineStage,
             write_parquet(fs, rejects_file(staging, number), engine.reject_table(rejects))
             write_parquet(fs, path, pa.Table.from_pylist(kept, KEPT_SCHEMA))  # last: the round is done
             kept_all += kept
+            progress.round_done(len(kept), [r["reason"] for r in rejects])
             logger.info("self-guide round %d of %d: %d inputs kept, %d dropped (%s)", number + 1, total,
                         len(kept), len(rejects), _counts(rejects))
     if skipped:
