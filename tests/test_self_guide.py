@@ -1,5 +1,6 @@
 """SELF-GUIDE: spec checks, each filter and the vote against hand-computed cases, a whole run on a scripted
-model, a real run on the hf engine killed and resumed, and export of the result."""
+model, a real run on the hf engine killed and resumed, export of the result, and fine-tuning on it then
+SELF-GUIDE's evaluation (prompting vs fine-tuned)."""
 
 import json
 import re
@@ -12,18 +13,24 @@ import pytest
 import torch
 import yaml
 
+from bonito_ray.adapt.batches import IGNORE_INDEX, collate, encode_examples
+from bonito_ray.adapt.data import load_examples, self_guide_task
+from bonito_ray.adapt.errors import DatasetError
 from bonito_ray.adapt.export import export
 from bonito_ray.cli import main
 from bonito_ray.commit import ResumeMismatchError
 from bonito_ray.config import ConfigError
 from bonito_ray.engines import STOP
 from bonito_ray.engines.hf import SeededSampler
+from bonito_ray.hf_models import padded_tokenizer
 from bonito_ray.schema import SELF_GUIDE_REJECTS_DIRS, is_accepted_file, stable_id
 from bonito_ray.self_guide import filters, vote
 from bonito_ray.self_guide.config import SelfGuideConfig
 from bonito_ray.self_guide.pipeline import self_guide
-from bonito_ray.self_guide.prompts import annotation_prompt, input_prompt, read_slot
+from bonito_ray.self_guide.prompts import annotation_prompt, input_prompt, read_slot, slot_answer
 from bonito_ray.self_guide.spec import load_spec, parse_spec
+from tests.adapt_fixtures import synthetic_examples, write_generated_dataset
+from tests import tiny_models
 from tests.faults import start_then_kill
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,6 +100,8 @@ def test_prompts_end_in_an_open_slot_and_read_back():
     assert read_slot('He said \\"no\\" twice."\n[input] = "next') == 'He said "no" twice.'
     assert read_slot("unclosed\nline two\n[input] = \"x") == "unclosed\nline two"
     assert read_slot(None) == read_slot('"') == ""
+    answer = slot_answer('He said "no".')
+    assert answer == r'He said \"no\"."' and read_slot(answer) == 'He said "no".'  # a trained target reads back
 
 
 def test_length_bounds_are_mean_plus_minus_k_population_std():
@@ -288,6 +297,44 @@ def test_a_run_failing_mid_way_resumes_at_its_first_unstaged_round(scripted_run,
         key = lambda r: r["id"]  # noqa: E731
         assert sorted(rows(tmp_path / "out" / folder), key=key) == sorted(rows(Path(reference.output) / folder),
                                                                           key=key), folder
+
+
+# --- fine-tuning on the dataset, and SELF-GUIDE's evaluation: prompting vs fine-tuned ----------------------------
+
+@pytest.fixture(scope="module")
+def task_model(tmp_path_factory) -> str:
+    """A tiny random model whose tokenizer knows the task's prompts (short prompts, a label in one token)."""
+    spec = parse_spec(SPEC)
+    tokenizer = tiny_models.build_tokenizer([annotation_prompt(spec, d.input) + slot_answer(d.output)
+                                             for d in spec.demonstrations])
+    return tiny_models.save(tiny_models.build_model(tokenizer), tokenizer, tmp_path_factory.mktemp("task-model"))
+
+
+def test_examples_are_prompted_with_their_task_and_the_loss_is_on_the_answer_only(task_model):
+    spec, tokenizer = parse_spec(SPEC), padded_tokenizer(task_model)
+    table = pa.Table.from_pylist([{"input": 'The tenant "always" pays.', "output": "tenant"},
+                                  {"input": "The landlord repairs the roof.", "output": "landlord"}])
+    encoded, dropped = encode_examples(tokenizer, table, "plain", 512, task=spec)
+    labels = collate(encoded, [0, 1], tokenizer.pad_token_id)["labels"]
+    assert dropped == 0
+    for i, row in enumerate(table.to_pylist()):
+        ids, start = encoded.ids[i].tolist(), encoded.prompt_lengths[i]
+        # The prompt is the one the student answered when annotating (BOS, no Bonito markers); the target
+        # completes its open slot, closing quote and EOS.
+        assert tokenizer.decode(ids[:start]) == "<s>" + annotation_prompt(spec, row["input"])
+        assert tokenizer.decode(ids[start:]) == row["output"] + '"</s>'
+        assert labels[i, :start].eq(IGNORE_INDEX).all() and labels[i, len(ids):].eq(IGNORE_INDEX).all()
+        assert labels[i, start:len(ids)].tolist() == ids[start:]
+
+
+def test_a_self_guide_dataset_needs_its_spec_and_no_bonito_rows_beside_it(tmp_path):
+    own = [{**r, "id": f"sg-{r['id']}", "task_type": "self_guide"} for r in synthetic_examples(2)]
+    root = str(write_generated_dataset(tmp_path / "mixed", own + synthetic_examples(2)))  # a manifest without spec
+    with pytest.raises(DatasetError, match="both SELF-GUIDE \\(self_guide\\) and Bonito examples"):
+        self_guide_task(root, load_examples(root))
+    with pytest.raises(DatasetError, match="holds no task spec \\(config.spec_contents"):
+        self_guide_task(root, load_examples(root, ["self_guide"]))
+    assert self_guide_task(root, load_examples(root, ["ynqa", "exqa"])) is None
 
 
 # --- for real: the hf engine on a tiny model, killed and resumed -------------------------------------------------

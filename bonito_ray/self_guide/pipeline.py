@@ -25,7 +25,7 @@ from bonito_ray.schema import SELF_GUIDE_DIR, SELF_GUIDE_REJECTS_DIRS, SELF_GUID
 from bonito_ray.self_guide.annotate import run_annotation
 from bonito_ray.self_guide.config import SelfGuideConfig
 from bonito_ray.self_guide.rounds import generate_inputs
-from bonito_ray.self_guide.spec import TaskSpec, load_spec
+from bonito_ray.self_guide.spec import MANIFEST_KEY, TaskSpec, load_spec
 from bonito_ray.storage import join, list_files
 
 logger = logging.getLogger(__name__)
@@ -126,7 +126,7 @@ def _run(config: SelfGuideConfig, plan: Plan, engine_stage: EngineStage | None, 
                 config.rounds(spec), config.inputs_per_round, config.samples)
     inputs, skipped = generate_inputs(config, spec, stage, fs, staging, guard=output.lease.check)
     run_annotation(config, spec, stage, inputs, fs, staging)
-    manifest = {"config": {**config.to_dict(), "spec_contents": spec.to_dict()}, "identity": plan.identity,
+    manifest = {"config": {**config.to_dict(), MANIFEST_KEY: spec.to_dict()}, "identity": plan.identity,
                 "examples_per_passage": 1,
                 "run": {"resumed": resumed, "skipped_done": 0, "wall_seconds": round(time.monotonic() - started, 3)},
                 "run_id": output.lease.run_id, "command": config.command()}
