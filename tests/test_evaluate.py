@@ -152,3 +152,19 @@ def test_the_protocol_follows_the_task_spec_unless_given(tmp_path):
                         "zero_shot": {"exact_match": 12.5, "no_label": 50.0}}]}
     assert format_table(report).splitlines()[:2] == ["eval set  kind            metric       rows  prompting",
                                                      "clauses   classification  exact match     8       12.5"]
+
+
+@pytest.mark.static
+def test_the_documented_finetune_and_evaluate_commands_parse():
+    import re
+    import shlex
+
+    from bonito_ray.cli import build_parser
+
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    text = "\n".join((docs / name).read_text() for name in ("adapt.md", "self_guide.md")).replace("\\\n", " ")
+    commands = [shlex.split(line, comments=True)[1:] for line in text.splitlines()
+                if re.match(r"\s*bonito-ray [a-z-]+ --", line)]  # commands, not the summaries they print
+    assert {c[0] for c in commands} >= {"finetune", "evaluate"}
+    for command in commands:
+        build_parser().parse_args(command)  # an unknown flag or a missing value exits
