@@ -15,8 +15,9 @@ from typing import Any
 
 from bonito_ray import cluster
 from bonito_ray.adapt.errors import AdaptError, EvalSetError
-from bonito_ray.adapt.evalsets import EvalSet, load_eval_set
+from bonito_ray.adapt.evalsets import GENERATION, EvalSet, load_eval_set
 from bonito_ray.adapt.fsio import read_text, write_text
+from bonito_ray.adapt.metrics import rouge_available
 from bonito_ray.adapt.protocols import BONITO, METRIC_LABELS, PROTOCOLS, SELF_GUIDE, Protocol
 from bonito_ray.hf_models import padded_tokenizer
 from bonito_ray.adapt.prompts import check_prompt_format
@@ -100,6 +101,7 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
     names = [s.name for s in sets]
     if len(set(names)) != len(names):
         raise EvalSetError(f"evaluation sets need distinct file names; got {', '.join(names)}")
+    _check_sets(sets, protocol, task)
     items = [{"kind": s.kind, "input": text, "choices": choices}
              for s in sets for text, choices in zip(s.inputs, s.choices)]
     for key, item in enumerate(items):
@@ -129,6 +131,17 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
     if config.output:
         write_text(config.output, json.dumps(report, indent=2))
     return report
+
+
+def _check_sets(sets: list[EvalSet], protocol: Protocol, task: TaskSpec | None) -> None:
+    """Refuse (before any scoring) what the protocol cannot score here; warn of a likely mistaken set kind."""
+    generation = [s.name for s in sets if s.kind == GENERATION]
+    if protocol is SELF_GUIDE and generation and not rouge_available():
+        raise AdaptError(f"ROUGE-L (set(s) {', '.join(generation)}) needs rouge-score: pip install -e '.[train]'")
+    if task is not None and task.is_classification:
+        for name in generation:
+            logger.warning("evaluation set %s has no `choices`, so it is scored as generation, but task %r is a "
+                           "classification task: give its rows `choices` (the labels)", name, task.name)
 
 
 def _set_report(eval_set: EvalSet, rows: list[dict], variants: list[str], protocol: Protocol) -> dict[str, Any]:

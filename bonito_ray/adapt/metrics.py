@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import functools
+import importlib.util
 import re
 import string
 from collections import Counter
@@ -90,6 +91,11 @@ def label_scores(generations: Sequence[str], golds: Sequence[str],
     mapped = [to_label(g, tuple(ls)) for g, ls in zip(generations, labels, strict=True)]
     return {"exact_match": sum(m == g for m, g in zip(mapped, golds, strict=True)) / len(mapped),
             "no_label": sum(m is None for m in mapped) / len(mapped)}
+
+
+def rouge_available() -> bool:
+    """Whether rouge-score (the train extra) can be imported here."""
+    return importlib.util.find_spec("rouge_score") is not None
 
 
 @functools.cache
