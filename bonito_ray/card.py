@@ -37,6 +37,7 @@ from bonito_ray.generators import DEFAULT_GENERATOR, GENERATORS
 from bonito_ray.schema import (ACCEPTED_FILE_PREFIX, CARD_DIR, CARD_FILE, HF_YAML_FILE, PARQUET_SUFFIX, REJECTS_DIR,
                                accepted_dir, is_accepted_file, is_data_file, stable_id)
 from bonito_ray.storage import join, list_files, write_bytes
+from bonito_ray.self_guide.spec import MANIFEST_KEY as SPEC_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -193,7 +194,7 @@ def _generator(config: dict[str, Any]) -> str:
 
 
 def _is_self_guide(config: dict[str, Any]) -> bool:
-    return "spec_contents" in config  # bonito_ray.self_guide.pipeline records the task spec there
+    return SPEC_KEY in config  # bonito_ray.self_guide.pipeline records the task spec there
 
 
 def provenance(manifest: dict[str, Any]) -> list[tuple[str, str]]:
@@ -202,7 +203,7 @@ def provenance(manifest: dict[str, Any]) -> list[tuple[str, str]]:
     seed = "none" if config.get("seed") is None else config["seed"]
     runs = manifest.get("runs", [])
     if _is_self_guide(config):
-        spec = config["spec_contents"]
+        spec = config[SPEC_KEY]
         return [
             ("student model", f"`{config['model']}`"),
             ("engine", f"`{config['engine']}`"),

@@ -1,7 +1,9 @@
-"""Evaluation on a real local Ray cluster: zero-shot and adapted scores match direct computation."""
+"""Evaluation on a real local Ray cluster: zero-shot and adapted scores match direct computation (SELF-GUIDE's
+protocol end to end: test_self_guide); which protocol and prompts a run takes."""
 
 import json
 import os
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -11,16 +13,22 @@ from peft import PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM
 
 from bonito_ray.cli import main
-from bonito_ray.adapt.errors import EvalSetError, PromptFormatError
+from bonito_ray.config import ConfigError
+from bonito_ray.adapt.errors import AdaptError, EvalSetError, PromptFormatError
 from bonito_ray.adapt.evalsets import load_eval_set
-from bonito_ray.adapt.evaluate import EvaluateConfig, evaluate, format_table
+from bonito_ray.adapt.evaluate import (EvaluateConfig, _check_sets, evaluate, format_table, resolve_model,
+                                       resolve_protocol)
 from bonito_ray.adapt.metrics import macro_f1, squad_scores
 from bonito_ray.adapt.models import lora_config
 from bonito_ray.hf_models import padded_tokenizer
 from bonito_ray.adapt.prompts import encode_answer, encode_prompt
+from bonito_ray.adapt.protocols import BONITO, SELF_GUIDE
 from bonito_ray.adapt.scoring import continuation_logprobs, greedy_generate
 from bonito_ray.adapt.train_loop import ADAPTER_METADATA_FILE
+from bonito_ray.self_guide.spec import load_spec
 from tests.adapt_fixtures import build_target_model, synthetic_examples
+
+ROOT = Path(__file__).resolve().parents[1]
 
 YNQA = [{"input": r["input"], "choices": ["yes", "no"], "answer": r["output"]}
         for r in synthetic_examples(16) if r["task_type"] == "ynqa"]
@@ -115,7 +123,7 @@ def test_zero_shot_only_without_adapter(ray_cluster, target, tmp_path, monkeypat
     assert "adapted" not in format_table(report)
 
 
-def test_bad_evaluation_sets_name_the_row(tmp_path, target):
+def test_bad_evaluation_sets_name_the_row(tmp_path, target, monkeypatch, caplog):
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps(YNQA[0]) + "\n" + json.dumps({**YNQA[1], "answer": "perhaps"}) + "\n")
     with pytest.raises(EvalSetError, match=f"{bad}, row 2: the answer 'perhaps' is not among its choices"):
@@ -129,3 +137,48 @@ def test_bad_evaluation_sets_name_the_row(tmp_path, target):
         load_eval_set(str(tmp_path / "set.csv"))
     with pytest.raises(PromptFormatError, match="has none"):
         evaluate(EvaluateConfig(eval_sets=[str(bad)], model=target[0], prompt_format="chat"))
+    # SELF-GUIDE's protocol without rouge-score is refused before any scoring; a set without choices for a
+    # classification task is scored, with a warning.
+    exqa = tmp_path / "exqa.jsonl"
+    exqa.write_text(json.dumps(EXQA[0]) + "\n")
+    monkeypatch.setattr("bonito_ray.adapt.evaluate.rouge_available", lambda: False)
+    with pytest.raises(AdaptError, match="ROUGE-L \\(set\\(s\\) exqa\\) needs rouge-score"):
+        evaluate(EvaluateConfig(eval_sets=[str(exqa)], model=target[0], protocol="self-guide"))
+    monkeypatch.undo()
+    _check_sets([load_eval_set(str(exqa))], SELF_GUIDE, load_spec(str(ROOT / "jobs/examples/tasks/clause_party.yaml")))
+    assert "exqa has no `choices`, so it is scored as generation" in caplog.text
+
+
+def test_the_protocol_follows_the_task_spec_unless_given(tmp_path):
+    spec = str(ROOT / "jobs" / "examples" / "tasks" / "clause_party.yaml")
+    model, prompt_format, task = resolve_model(EvaluateConfig(eval_sets=[], model="m", spec=spec))
+    assert (model, prompt_format, task.name) == ("m", "plain", "clause_party")
+    assert resolve_protocol(EvaluateConfig(eval_sets=[]), task) is SELF_GUIDE
+    assert resolve_protocol(EvaluateConfig(eval_sets=[]), None) is BONITO
+    assert resolve_protocol(EvaluateConfig(eval_sets=[], protocol="bonito"), task) is BONITO
+    with pytest.raises(AdaptError, match="unknown protocol 'rouge'; choose one of bonito, self-guide"):
+        resolve_protocol(EvaluateConfig(eval_sets=[], protocol="rouge"), task)
+    with pytest.raises(ConfigError, match="cannot read task spec"):
+        resolve_model(EvaluateConfig(eval_sets=[], model="m", spec=str(tmp_path / "missing.yaml")))
+    # Zero-shot only, SELF-GUIDE's names: the prompting column alone.
+    report = {"adapter": None, "variants": {"zero_shot": "prompting"}, "average": {"zero_shot": 12.5},
+              "sets": [{"name": "clauses", "kind": "classification", "metric": "exact_match", "examples": 8,
+                        "zero_shot": {"exact_match": 12.5, "no_label": 50.0}}]}
+    assert format_table(report).splitlines()[:2] == ["eval set  kind            metric       rows  prompting",
+                                                     "clauses   classification  exact match     8       12.5"]
+
+
+@pytest.mark.static
+def test_the_documented_finetune_and_evaluate_commands_parse():
+    import re
+    import shlex
+
+    from bonito_ray.cli import build_parser
+
+    docs = ROOT / "docs"
+    text = "\n".join((docs / name).read_text() for name in ("adapt.md", "self_guide.md")).replace("\\\n", " ")
+    commands = [shlex.split(line, comments=True)[1:] for line in text.splitlines()
+                if re.match(r"\s*bonito-ray [a-z-]+ --", line)]  # commands, not the summaries they print
+    assert {c[0] for c in commands} >= {"finetune", "evaluate"}
+    for command in commands:
+        build_parser().parse_args(command)  # an unknown flag or a missing value exits

@@ -1,12 +1,12 @@
-"""The paper's metrics against hand-computed values, and ranked classification on a model whose log-probs are known."""
+"""The papers' metrics against hand-computed values, and ranked classification on a model whose log-probs are known."""
 
 import math
 
 import pytest
 import torch
 
-from bonito_ray.adapt.metrics import (accuracy, classification_scores, exact_match, macro_f1, normalize_answer,
-                                      squad_scores, token_f1)
+from bonito_ray.adapt.metrics import (accuracy, classification_scores, exact_match, label_scores, macro_f1,
+                                      normalize_answer, rouge_l, rouge_scores, squad_scores, token_f1)
 from bonito_ray.adapt.scoring import continuation_logprobs
 
 
@@ -43,6 +43,37 @@ def test_macro_f1_and_accuracy():
     assert classification_scores(["a", "b"], ["a", "b"]) == {"macro_f1": 1.0, "accuracy": 1.0}
     with pytest.raises(ValueError):
         macro_f1([], [])
+
+
+def test_rouge_l_is_the_lcs_f_measure_of_stemmed_lowercase_tokens():
+    # 6 and 6 tokens, LCS "the cat on the mat" = 5: P = R = 5/6
+    assert rouge_l("the cat sat on the mat", "the cat was on the mat") == pytest.approx(5 / 6)
+    # a subsequence, not a substring: LCS "police killed" (or "the gunman") = 2 of 4 and 4
+    assert rouge_l("police killed the gunman", "the gunman police killed") == pytest.approx(0.5)
+    # case and punctuation go, Porter stems meet (tenants/tenant, paying/pays -> pay): LCS 3, P 3/3, R 3/5
+    assert rouge_l("Tenants paying rent.", "the tenant pays the rent") == pytest.approx(2 * 1 * 0.6 / 1.6)
+    # LCS "a b" = 2: P 2/2, R 2/3
+    assert rouge_l("a b", "b a b") == pytest.approx(0.8)
+    assert rouge_l("", "rent") == 0.0 and rouge_l("rent", "rent") == 1.0
+    # each prediction takes its best gold: max(0.5, 1.0) and max(0.0) -> mean 0.5
+    assert rouge_scores(["police killed", "dog"], [["police killed the gunman", "Police killed."], ["cat"]]) == \
+        {"rouge_l": pytest.approx(0.5)}
+    with pytest.raises(ValueError):
+        rouge_scores([], [])
+
+
+def test_label_exact_match_maps_a_generation_to_its_first_label():
+    labels = [["tenant", "landlord"]] * 6
+    generations = ["tenant", "The Landlord.", "landlord, not the tenant", "tenants", "", 'tenant"\n[input] = "x']
+    golds = ["tenant", "landlord", "tenant", "tenant", "landlord", "tenant"]
+    # right: 1 (exact), 2 (case, punctuation), 6 (the label, whatever follows); wrong: 3 (landlord comes
+    # first), 4 (no whole-word label), 5 (empty)
+    assert label_scores(generations, golds, labels) == {"exact_match": pytest.approx(3 / 6),
+                                                        "no_label": pytest.approx(2 / 6)}
+    # two labels at one position: the longer one
+    assert label_scores(["Not bad."], ["not bad"], [["not", "not bad"]])["exact_match"] == 1.0
+    with pytest.raises(ValueError):
+        label_scores([], [], [])
 
 
 class BigramModel(torch.nn.Module):

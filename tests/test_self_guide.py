@@ -1,5 +1,6 @@
 """SELF-GUIDE: spec checks, each filter and the vote against hand-computed cases, a whole run on a scripted
-model, a real run on the hf engine killed and resumed, and export of the result."""
+model, a real run on the hf engine killed and resumed, export of the result, and fine-tuning on it then
+SELF-GUIDE's evaluation (prompting vs fine-tuned)."""
 
 import contextlib
 import json
@@ -15,19 +16,28 @@ import pytest
 import torch
 import yaml
 
+from bonito_ray.adapt.batches import IGNORE_INDEX, collate, encode_examples, summed_token_loss
+from bonito_ray.adapt.data import load_examples, self_guide_task
+from bonito_ray.adapt.errors import DatasetError
 from bonito_ray.adapt.export import export
+from bonito_ray.adapt.metrics import label_scores, rouge_scores
+from bonito_ray.adapt.prompts import encode_prompt, read_answer
+from bonito_ray.adapt.scoring import greedy_generate
 from bonito_ray.cli import main
 from bonito_ray.commit import ResumeMismatchError
 from bonito_ray.config import ConfigError
 from bonito_ray.engines import STOP
 from bonito_ray.engines.hf import SeededSampler
+from bonito_ray.hf_models import padded_tokenizer
 from bonito_ray.rejects import REASONS
 from bonito_ray.schema import SELF_GUIDE_REJECTS_DIRS, SELF_GUIDE_STAGES, is_accepted_file, stable_id
 from bonito_ray.self_guide import filters, vote
 from bonito_ray.self_guide.config import SelfGuideConfig
 from bonito_ray.self_guide.pipeline import self_guide
-from bonito_ray.self_guide.prompts import annotation_prompt, input_prompt, read_slot
+from bonito_ray.self_guide.prompts import annotation_prompt, input_prompt, read_slot, slot_answer
 from bonito_ray.self_guide.spec import load_spec, parse_spec
+from tests.adapt_fixtures import synthetic_examples, write_generated_dataset
+from tests import tiny_models
 from tests.faults import start_then_kill
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,6 +109,8 @@ def test_prompts_end_in_an_open_slot_and_read_back():
     assert read_slot('He said \\"no\\" twice."\n[input] = "next') == 'He said "no" twice.'
     assert read_slot("unclosed\nline two\n[input] = \"x") == "unclosed\nline two"
     assert read_slot(None) == read_slot('"') == ""
+    answer = slot_answer('He said "no".')
+    assert answer == r'He said \"no\"."' and read_slot(answer) == 'He said "no".'  # a trained target reads back
 
 
 def test_length_bounds_are_mean_plus_minus_k_population_std():
@@ -395,6 +407,110 @@ def test_a_run_failing_mid_way_resumes_at_its_first_unstaged_round(scripted_run,
         key = lambda r: r["id"]  # noqa: E731
         assert sorted(rows(tmp_path / "out" / folder), key=key) == sorted(rows(Path(reference.output) / folder),
                                                                           key=key), folder
+
+
+# --- fine-tuning on the dataset, and SELF-GUIDE's evaluation: prompting vs fine-tuned ----------------------------
+
+@pytest.fixture(scope="module")
+def task_model(tmp_path_factory) -> str:
+    """A tiny random model whose tokenizer knows the task's prompts (short prompts, a label in one token)."""
+    spec = parse_spec(SPEC)
+    tokenizer = tiny_models.build_tokenizer([annotation_prompt(spec, d.input) + slot_answer(d.output)
+                                             for d in spec.demonstrations])
+    return tiny_models.save(tiny_models.build_model(tokenizer), tokenizer, tmp_path_factory.mktemp("task-model"))
+
+
+def test_examples_are_prompted_with_their_task_and_the_loss_is_on_the_answer_only(task_model):
+    spec, tokenizer = parse_spec(SPEC), padded_tokenizer(task_model)
+    table = pa.Table.from_pylist([{"input": 'The tenant "always" pays.', "output": "tenant"},
+                                  {"input": "The landlord repairs the roof.", "output": "landlord"}])
+    encoded, dropped = encode_examples(tokenizer, table, "plain", 512, task=spec)
+    labels = collate(encoded, [0, 1], tokenizer.pad_token_id)["labels"]
+    assert dropped == 0
+    for i, row in enumerate(table.to_pylist()):
+        ids, start = encoded.ids[i].tolist(), encoded.prompt_lengths[i]
+        # The prompt is the one the student answered when annotating (BOS, no Bonito markers); the target
+        # completes its open slot, closing quote and EOS.
+        assert tokenizer.decode(ids[:start]) == "<s>" + annotation_prompt(spec, row["input"])
+        assert tokenizer.decode(ids[start:]) == row["output"] + '"</s>'
+        assert labels[i, :start].eq(IGNORE_INDEX).all() and labels[i, len(ids):].eq(IGNORE_INDEX).all()
+        assert labels[i, start:len(ids)].tolist() == ids[start:]
+
+
+def test_a_self_guide_dataset_needs_its_spec_and_no_bonito_rows_beside_it(tmp_path):
+    own = [{**r, "id": f"sg-{r['id']}", "task_type": "self_guide"} for r in synthetic_examples(2)]
+    root = str(write_generated_dataset(tmp_path / "mixed", own + synthetic_examples(2)))  # a manifest without spec
+    with pytest.raises(DatasetError, match="both SELF-GUIDE \\(self_guide\\) and Bonito examples"):
+        self_guide_task(root, load_examples(root))
+    with pytest.raises(DatasetError, match="holds no task spec \\(config.spec_contents"):
+        self_guide_task(root, load_examples(root, ["self_guide"]))
+    assert self_guide_task(root, load_examples(root, ["ynqa", "exqa"])) is None
+
+
+def answer_loss(model, encoded, pad_id) -> float:
+    """Mean loss over the answer tokens of ``encoded``, as the trainer defines it."""
+    with torch.no_grad():
+        summed = summed_token_loss(model, collate(encoded, range(len(encoded)), pad_id))
+    return float(summed) / encoded.target_tokens(range(len(encoded)))
+
+
+def greedy_answers(model, tokenizer, spec, texts) -> list[str]:
+    """What evaluate reads from each greedy continuation (8 tokens), computed here one input at a time."""
+    return [read_answer(tokenizer.decode(greedy_generate(model, [encode_prompt(tokenizer, text, "plain", spec)], 8,
+                                                         tokenizer.pad_token_id, tokenizer.eos_token_id, "cpu")[0],
+                                         skip_special_tokens=True), spec) for text in texts]
+
+
+def test_finetune_on_a_self_guide_dataset_then_prompting_vs_fine_tuned(scripted_run, task_model, tmp_path,
+                                                                     monkeypatch, capsys):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    monkeypatch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")  # Ray Train's reports collected fast
+    config, made = scripted_run
+    spec, out, ft = load_spec(config.spec), config.output, tmp_path / "ft"
+    assert main(["finetune", "--model", task_model, "--dataset", out, "--output", str(ft), "--task-types",
+                 "self_guide", "--lora-rank", "8", "--learning-rate", "1e-2", "--batch-size", "2",
+                 "--per-device-batch-size", "2", "--epochs", "20", "--validation-fraction", "0"]) == 0
+    summary = json.loads((ft / "finetune_summary.json").read_text())
+    assert summary["train_examples"] == made.accepted == 4 and summary["steps"] == 40
+    assert summary["task"] == spec.name
+    assert json.loads((ft / "adapter" / "bonito_ray_adapter.json").read_text())["task_spec"] == spec.to_dict()
+
+    # It trained on those rows in their task prompts: their answers' loss went down.
+    table = load_examples(out)
+    examples, tokenizer = table.to_pylist(), padded_tokenizer(task_model)
+    inputs, golds = [r["input"] for r in examples], [r["output"] for r in examples]
+    encoded, _ = encode_examples(tokenizer, table, "plain", 512, task=spec)
+    base = AutoModelForCausalLM.from_pretrained(task_model).eval()
+    before = answer_loss(base, encoded, tokenizer.pad_token_id)
+    expected = {"zero_shot": greedy_answers(base, tokenizer, spec, inputs)}
+    adapted = PeftModel.from_pretrained(base, str(ft / "adapter")).eval()  # wraps base: zero-shot done first
+    assert answer_loss(adapted, encoded, tokenizer.pad_token_id) < before - 1
+    expected["adapted"] = greedy_answers(adapted, tokenizer, spec, inputs)
+
+    # Evaluate the adapter on its training inputs, as a classification set and as a generation set: it takes
+    # the spec, and so SELF-GUIDE's protocol, from the adapter; both variants see the task prompt, as training did.
+    labels, answers = tmp_path / "labels.jsonl", tmp_path / "answers.jsonl"
+    labels.write_text("".join(json.dumps({"input": x, "choices": list(spec.labels), "answer": y}) + "\n"
+                              for x, y in zip(inputs, golds)))
+    answers.write_text("".join(json.dumps({"input": x, "answer": y}) + "\n" for x, y in zip(inputs, golds)))
+    capsys.readouterr()
+    assert main(["evaluate", "--adapter", str(ft / "adapter"), "--eval-set", str(labels), "--eval-set",
+                 str(answers), "--max-new-tokens", "8", "--output", str(tmp_path / "report.json")]) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert (report["protocol"], report["task"]) == ("self-guide", spec.name)
+    assert report["variants"] == {"zero_shot": "prompting", "adapted": "fine-tuned"}
+    by_name = {s["name"]: s for s in report["sets"]}
+    assert (by_name["labels"]["metric"], by_name["answers"]["metric"]) == ("exact_match", "rouge_l")
+    percent = lambda scores: {k: round(100 * v, 2) for k, v in scores.items()}  # noqa: E731
+    for variant, predicted in expected.items():
+        assert by_name["labels"][variant] == percent(label_scores(predicted, golds, [spec.labels] * len(golds)))
+        assert by_name["answers"][variant] == percent(rouge_scores(predicted, [[g] for g in golds]))
+    # The random base model writes no label; fine-tuned, it answers each input with a label.
+    assert by_name["labels"]["zero_shot"]["no_label"] == 100 and by_name["labels"]["adapted"]["no_label"] == 0
+    table = [line for line in capsys.readouterr().out.splitlines() if "(raylet)" not in line]
+    assert table[0].split()[-3:] == ["prompting", "fine-tuned", "gain"] and "exact match" in table[1]
 
 
 # --- for real: the hf engine on a tiny model, killed and resumed -------------------------------------------------

@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from bonito_ray.adapt.prompts import encode_answer, encode_prompt
+from bonito_ray.self_guide.spec import TaskSpec
 
 IGNORE_INDEX = -100  # label value that the loss skips (prompt and padding positions)
 
@@ -34,16 +35,18 @@ class Encoded:
         return sum(len(self.ids[i]) - self.prompt_lengths[i] for i in indices)
 
 
-def encode_examples(tokenizer: Any, table: pa.Table, prompt_format: str, max_length: int) -> tuple[Encoded, int]:
-    """Encode ``table``'s input/output rows; returns the examples and how many were dropped as too long.
+def encode_examples(tokenizer: Any, table: pa.Table, prompt_format: str, max_length: int,
+                    task: TaskSpec | None = None) -> tuple[Encoded, int]:
+    """Encode ``table``'s input/output rows (of the SELF-GUIDE ``task``, if given: ``prompts``); returns the
+    examples and how many were dropped as too long.
 
     An example longer than ``max_length`` tokens is dropped rather than truncated: a cut target
     would teach the model to stop mid-answer, a cut prompt would lose the question.
     """
     ids, prompt_lengths, dropped = [], [], 0
     for row in table.select(["input", "output"]).to_pylist():
-        prompt = encode_prompt(tokenizer, row["input"], prompt_format)
-        target = encode_answer(tokenizer, row["output"], eos=True)
+        prompt = encode_prompt(tokenizer, row["input"], prompt_format, task)
+        target = encode_answer(tokenizer, row["output"], eos=True, task=task)
         if len(prompt) + len(target) > max_length:
             dropped += 1
             continue

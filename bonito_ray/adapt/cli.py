@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import argparse
 
-from bonito_ray.adapt.evaluate import PAPER_MAX_NEW_TOKENS, EvaluateConfig, evaluate, format_table
+from bonito_ray.adapt.evaluate import EvaluateConfig, evaluate, format_table
 from bonito_ray.adapt.export import FORMATS, export
 from bonito_ray.adapt.finetune import FinetuneConfig, finetune
 from bonito_ray.adapt.prompts import PROMPT_FORMATS
+from bonito_ray.adapt.protocols import BONITO, PROTOCOLS, SELF_GUIDE
 from bonito_ray.schema import SELF_GUIDE_TASK
 from bonito_ray.tasks import resolve_task_types
 
@@ -78,8 +79,9 @@ def _add_finetune(subparsers: argparse._SubParsersAction) -> None:
 
 def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
     defaults = EvaluateConfig(eval_sets=[])
-    cmd = subparsers.add_parser("evaluate", help="score a model zero-shot and with a LoRA adapter: ranked "
-                                "classification (macro-F1) and greedy extractive QA (SQuAD F1)")
+    cmd = subparsers.add_parser("evaluate", help="score a model zero-shot and with a LoRA adapter, by Bonito's "
+                                "protocol (ranked classification: macro-F1; greedy extractive QA: SQuAD F1) or "
+                                "SELF-GUIDE's (greedy: exact match of the label, ROUGE-L)")
     cmd.add_argument("--eval-set", action="append", required=True, dest="eval_sets",
                      help="Parquet or JSONL file with input, answer and (classification) choices; repeatable")
     cmd.add_argument("--model", help="base model: directory or hub id (default: the adapter's base model)")
@@ -87,8 +89,17 @@ def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
     cmd.add_argument("--prompt-format", choices=PROMPT_FORMATS,
                      help="as in `finetune` (default: the adapter's training format, else plain)")
     cmd.add_argument("--output", help="write the report as JSON here (local path or URI)")
-    cmd.add_argument("--max-new-tokens", type=int, default=PAPER_MAX_NEW_TOKENS,
-                     help=f"greedy generation budget for extractive QA (default: {PAPER_MAX_NEW_TOKENS})")
+    cmd.add_argument("--protocol", choices=list(PROTOCOLS),
+                     help="bonito: ranked classification (macro-F1), generation by SQuAD F1, zero-shot vs adapted; "
+                          "self-guide: every set generated greedily, classification by exact match of the first "
+                          "label in the text, generation by ROUGE-L, prompting vs fine-tuned (default: self-guide "
+                          "with a task spec, else bonito)")
+    cmd.add_argument("--spec", help="a SELF-GUIDE task spec (YAML/JSON): every input goes into its few-shot prompt "
+                                    "(instruction, demonstrations, input), as `finetune` trains on a SELF-GUIDE "
+                                    "dataset (default: the spec recorded with the adapter, if any)")
+    cmd.add_argument("--max-new-tokens", type=int,
+                     help=f"greedy generation budget (default: {BONITO.max_new_tokens} for bonito, "
+                          f"{SELF_GUIDE.max_new_tokens} for self-guide)")
     cmd.add_argument("--batch-size", type=int, default=defaults.batch_size,
                      help=f"rows per scoring batch (default: {defaults.batch_size})")
     cmd.add_argument("--num-replicas", type=int, default=defaults.num_replicas,

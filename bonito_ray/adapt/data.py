@@ -8,6 +8,7 @@ stray file beside them never leak into training or export.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from collections.abc import Iterator
 
@@ -17,7 +18,9 @@ import pyarrow.dataset as pds
 import pyarrow.fs as pafs
 
 from bonito_ray.adapt.errors import DatasetError
-from bonito_ray.schema import SUCCESS_FILE, is_accepted_file, is_legacy_accepted_file
+from bonito_ray.adapt.fsio import read_text
+from bonito_ray.schema import MANIFEST_FILE, SELF_GUIDE_TASK, SUCCESS_FILE, is_accepted_file, is_legacy_accepted_file
+from bonito_ray.self_guide.spec import MANIFEST_KEY, TaskSpec, spec_from_manifest
 from bonito_ray.storage import join, list_files, resolve_filesystem
 
 logger = logging.getLogger(__name__)
@@ -85,6 +88,27 @@ def iter_examples(uri: str, task_types: list[str] | None = None, batch_rows: int
     dataset, row_filter = _open(uri, task_types)
     for batch in dataset.to_batches(columns=list(EXAMPLE_COLUMNS), filter=row_filter, batch_size=batch_rows):
         yield from _checked(uri, batch).to_pylist()
+
+
+def self_guide_task(uri: str, table: pa.Table) -> TaskSpec | None:
+    """The SELF-GUIDE task spec that ``table``'s examples (read from ``uri``) were made for, from the dataset's
+    manifest; None for Bonito's examples. Raises :class:`DatasetError` for a mix of both (their prompts differ:
+    ``adapt.prompts``) or SELF-GUIDE examples without a spec in the manifest."""
+    kinds = set(table["task_type"].to_pylist())
+    if SELF_GUIDE_TASK not in kinds:
+        return None
+    if kinds != {SELF_GUIDE_TASK}:
+        raise DatasetError(f"{uri} holds both SELF-GUIDE ({SELF_GUIDE_TASK}) and Bonito examples; they are prompted "
+                           f"differently: pick one with --task-types")
+    where = join(uri, MANIFEST_FILE)
+    try:
+        task = spec_from_manifest(json.loads(read_text(where) or "{}"), where)
+    except json.JSONDecodeError as err:
+        raise DatasetError(f"{where} is not JSON ({err.msg})") from None
+    if task is None:
+        raise DatasetError(f"{uri} holds SELF-GUIDE examples, but its {MANIFEST_FILE} holds no task spec (config."
+                           f"{MANIFEST_KEY}, written by `bonito-ray self-guide`): their instruction is unknown")
+    return task
 
 
 def in_validation(example_id: str, fraction: float) -> bool:

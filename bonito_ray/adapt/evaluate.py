@@ -1,8 +1,9 @@
-"""The ``evaluate`` driver: the paper's protocol, zero-shot and adapted side by side.
+"""The ``evaluate`` driver: zero-shot and adapted side by side, under Bonito's or SELF-GUIDE's protocol.
 
 Rows of every evaluation set go through one Ray Data pipeline (``map_batches`` over
 :class:`~bonito_ray.adapt.scoring.Scorer` actors, each holding the model once); the driver
-then computes macro-F1 (classification sets) or SQuAD F1 / EM (generation sets) per set.
+then computes the protocol's metrics per set (``protocols``): Bonito's macro-F1 / SQuAD F1, or
+SELF-GUIDE's exact match / ROUGE-L.
 """
 
 from __future__ import annotations
@@ -14,20 +15,18 @@ from typing import Any
 
 from bonito_ray import cluster
 from bonito_ray.adapt.errors import AdaptError, EvalSetError
-from bonito_ray.adapt.evalsets import CLASSIFICATION, GENERATION, EvalSet, load_eval_set
+from bonito_ray.adapt.evalsets import GENERATION, EvalSet, load_eval_set
 from bonito_ray.adapt.fsio import read_text, write_text
-from bonito_ray.adapt.metrics import classification_scores, squad_scores
+from bonito_ray.adapt.metrics import rouge_available
+from bonito_ray.adapt.protocols import BONITO, METRIC_LABELS, PROTOCOLS, SELF_GUIDE, Protocol
 from bonito_ray.hf_models import padded_tokenizer
 from bonito_ray.adapt.prompts import check_prompt_format
 from bonito_ray.adapt.scoring import ADAPTED, ZERO_SHOT, Scorer
 from bonito_ray.adapt.train_loop import ADAPTER_METADATA_FILE
+from bonito_ray.self_guide.spec import TaskSpec, load_spec, parse_spec
 from bonito_ray.storage import driver_path, join
 
 logger = logging.getLogger(__name__)
-
-PAPER_MAX_NEW_TOKENS = 25
-PRIMARY_METRIC = {CLASSIFICATION: "macro_f1", GENERATION: "f1"}
-_METRIC_LABEL = {"macro_f1": "macro-F1", "f1": "SQuAD F1"}
 
 
 @dataclass
@@ -39,7 +38,9 @@ class EvaluateConfig:
     adapter: str | None = None
     prompt_format: str | None = None  # default: the adapter's training format, else plain
     output: str | None = None  # report JSON (local path or URI)
-    max_new_tokens: int = PAPER_MAX_NEW_TOKENS
+    protocol: str | None = None  # a PROTOCOLS name; default: self-guide when prompts hold a task spec, else bonito
+    spec: str | None = None  # a SELF-GUIDE task spec file; default: the one recorded with the adapter, if any
+    max_new_tokens: int | None = None  # default: the protocol's
     batch_size: int = 8
     num_replicas: int = 1
     cpus_per_replica: float = 1.0
@@ -51,19 +52,35 @@ class EvaluateConfig:
         self.eval_sets = [driver_path(path) for path in self.eval_sets]
         self.model = driver_path(self.model, only_existing=True)
         self.adapter, self.output = driver_path(self.adapter), driver_path(self.output)
+        self.spec = driver_path(self.spec)
 
 
-def resolve_model(config: EvaluateConfig) -> tuple[str, str]:
-    """The base model and prompt format: given ones first, else those the adapter was trained with."""
+def resolve_model(config: EvaluateConfig) -> tuple[str, str, TaskSpec | None]:
+    """The base model, prompt format and SELF-GUIDE task spec: given ones first, else those the adapter was
+    trained with (a spec only if it was trained on a SELF-GUIDE dataset)."""
     trained: dict[str, Any] = {}
+    metadata = join(config.adapter, ADAPTER_METADATA_FILE) if config.adapter else ""
     if config.adapter:
         if read_text(join(config.adapter, "adapter_config.json")) is None:
             raise AdaptError(f"no LoRA adapter at {config.adapter} (adapter_config.json is missing)")
-        trained = json.loads(read_text(join(config.adapter, ADAPTER_METADATA_FILE)) or "{}")
+        trained = json.loads(read_text(metadata) or "{}")
     model = config.model or trained.get("base_model")
     if not model:
         raise AdaptError("--model is required (no --adapter with a recorded base model was given)")
-    return model, config.prompt_format or trained.get("prompt_format", "plain")
+    if config.spec:
+        task = load_spec(config.spec)
+    else:
+        task = parse_spec(trained["task_spec"], metadata) if trained.get("task_spec") else None
+    return model, config.prompt_format or trained.get("prompt_format", "plain"), task
+
+
+def resolve_protocol(config: EvaluateConfig, task: TaskSpec | None) -> Protocol:
+    """The protocol asked for; by default SELF-GUIDE's for a SELF-GUIDE task, else Bonito's."""
+    if config.protocol is None:
+        return SELF_GUIDE if task else BONITO
+    if config.protocol not in PROTOCOLS:
+        raise AdaptError(f"unknown protocol {config.protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+    return PROTOCOLS[config.protocol]
 
 
 def evaluate(config: EvaluateConfig) -> dict[str, Any]:
@@ -74,14 +91,17 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
     import ray
 
     for flag in ("max_new_tokens", "batch_size", "num_replicas"):
-        if getattr(config, flag) <= 0:
+        if getattr(config, flag) is not None and getattr(config, flag) <= 0:
             raise AdaptError(f"--{flag.replace('_', '-')} must be positive, not {getattr(config, flag)}")
-    model, prompt_format = resolve_model(config)
+    model, prompt_format, task = resolve_model(config)
+    protocol = resolve_protocol(config, task)
+    max_new_tokens = config.max_new_tokens or protocol.max_new_tokens
     check_prompt_format(padded_tokenizer(model), prompt_format, model)
     sets = [load_eval_set(path) for path in config.eval_sets]
     names = [s.name for s in sets]
     if len(set(names)) != len(names):
         raise EvalSetError(f"evaluation sets need distinct file names; got {', '.join(names)}")
+    _check_sets(sets, protocol, task)
     items = [{"kind": s.kind, "input": text, "choices": choices}
              for s in sets for text, choices in zip(s.inputs, s.choices)]
     for key, item in enumerate(items):
@@ -90,8 +110,8 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
     scored = ray.data.from_items(items).map_batches(
         Scorer,
         fn_constructor_kwargs={"model": model, "adapter": config.adapter, "prompt_format": prompt_format,
-                               "max_new_tokens": config.max_new_tokens,
-                               "num_threads": max(1, int(config.cpus_per_replica))},
+                               "max_new_tokens": max_new_tokens, "num_threads": max(1, int(config.cpus_per_replica)),
+                               "ranks_choices": protocol.ranks_choices, "task": task},
         batch_size=config.batch_size, batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=config.num_replicas),
         num_cpus=config.cpus_per_replica, num_gpus=config.gpus_per_replica,
@@ -99,39 +119,50 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
     by_key = {row["key"]: row for row in scored}
     variants = [ZERO_SHOT, ADAPTED] if config.adapter else [ZERO_SHOT]
     report: dict[str, Any] = {"model": model, "adapter": config.adapter, "prompt_format": prompt_format,
-                              "max_new_tokens": config.max_new_tokens, "scale": "percent", "sets": []}
+                              "protocol": protocol.name, "task": task.name if task else None,
+                              "variants": {v: protocol.variants[v] for v in variants},
+                              "max_new_tokens": max_new_tokens, "scale": "percent", "sets": []}
     offset = 0
     for eval_set in sets:
         rows = [by_key[offset + i] for i in range(len(eval_set))]
         offset += len(eval_set)
-        report["sets"].append(_set_report(eval_set, rows, variants))
+        report["sets"].append(_set_report(eval_set, rows, variants, protocol))
     report["average"] = {v: round(sum(s[v][s["metric"]] for s in report["sets"]) / len(sets), 2) for v in variants}
     if config.output:
         write_text(config.output, json.dumps(report, indent=2))
     return report
 
 
-def _set_report(eval_set: EvalSet, rows: list[dict], variants: list[str]) -> dict[str, Any]:
+def _check_sets(sets: list[EvalSet], protocol: Protocol, task: TaskSpec | None) -> None:
+    """Refuse (before any scoring) what the protocol cannot score here; warn of a likely mistaken set kind."""
+    generation = [s.name for s in sets if s.kind == GENERATION]
+    if protocol is SELF_GUIDE and generation and not rouge_available():
+        raise AdaptError(f"ROUGE-L (set(s) {', '.join(generation)}) needs rouge-score: pip install -e '.[train]'")
+    if task is not None and task.is_classification:
+        for name in generation:
+            logger.warning("evaluation set %s has no `choices`, so it is scored as generation, but task %r is a "
+                           "classification task: give its rows `choices` (the labels)", name, task.name)
+
+
+def _set_report(eval_set: EvalSet, rows: list[dict], variants: list[str], protocol: Protocol) -> dict[str, Any]:
     """Metrics (in percent) of each variant's predictions on one set."""
     entry: dict[str, Any] = {"name": eval_set.name, "path": eval_set.path, "kind": eval_set.kind,
-                             "metric": PRIMARY_METRIC[eval_set.kind], "examples": len(eval_set)}
+                             "metric": protocol.metric[eval_set.kind], "examples": len(eval_set)}
     for variant in variants:
-        predictions = [row[f"{variant}_prediction"] for row in rows]
-        if eval_set.kind == CLASSIFICATION:
-            scores = classification_scores(predictions, [golds[0] for golds in eval_set.answers])
-        else:
-            scores = squad_scores(predictions, eval_set.answers)
+        scores = protocol.scores[eval_set.kind](eval_set, [row[f"{variant}_prediction"] for row in rows])
         entry[variant] = {name: round(100 * value, 2) for name, value in scores.items()}
     return entry
 
 
 def format_table(report: dict[str, Any]) -> str:
-    """The report as a small aligned table: one row per set, zero-shot and adapted side by side."""
+    """The report as a small aligned table: one row per set, zero-shot and adapted (as the protocol calls
+    them) side by side."""
     adapted = report["adapter"] is not None
-    header = ["eval set", "kind", "metric", "rows", "zero-shot"] + (["adapted", "gain"] if adapted else [])
+    names = report["variants"]
+    header = ["eval set", "kind", "metric", "rows", names[ZERO_SHOT]] + ([names[ADAPTED], "gain"] if adapted else [])
     lines = [header]
     for s in report["sets"]:
-        row = [s["name"], s["kind"], _METRIC_LABEL[s["metric"]], str(s["examples"]),
+        row = [s["name"], s["kind"], METRIC_LABELS[s["metric"]], str(s["examples"]),
                f"{s[ZERO_SHOT][s['metric']]:.1f}"]
         if adapted:
             gain = s[ADAPTED][s["metric"]] - s[ZERO_SHOT][s["metric"]]

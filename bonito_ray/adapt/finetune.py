@@ -22,13 +22,14 @@ from typing import Any
 
 from bonito_ray import cluster, console
 from bonito_ray.adapt.batches import StepPlan, encode_examples
-from bonito_ray.adapt.data import load_examples, split
+from bonito_ray.adapt.data import load_examples, self_guide_task, split
 from bonito_ray.adapt.errors import FinetuneConfigError
 from bonito_ray.adapt.fsio import delete, read_text, write_text
 from bonito_ray.adapt.models import bitsandbytes_available
 from bonito_ray.hf_models import padded_tokenizer
 from bonito_ray.adapt.prompts import check_prompt_format
 from bonito_ray.adapt.train_loop import ADAPTER_DIR, MERGED_DIR, TrainingData, train_loop_per_worker
+from bonito_ray.self_guide.spec import TaskSpec
 from bonito_ray.storage import driver_path, join, resolve_filesystem
 
 logger = logging.getLogger(__name__)
@@ -125,6 +126,7 @@ class FinetuneSummary:
     validation_loss: list[list[float]] = field(default_factory=list)  # [step, loss] at each checkpoint
     merged: bool = False
     wall_seconds: float = 0.0
+    task: str | None = None  # a SELF-GUIDE dataset's task: its prompts hold the spec's instruction and demonstrations
 
     def format(self) -> str:
         """A short human-readable report."""
@@ -136,24 +138,30 @@ class FinetuneSummary:
                  f"(step {self.steps})",
                  f"validation loss: {validation}",
                  f"adapter: {join(self.output, ADAPTER_DIR)}"]
+        if self.task:
+            lines.insert(1, f"prompts: SELF-GUIDE task {self.task!r}, its instruction and demonstrations around "
+                            "each input (as the student saw them when it annotated)")
         if self.merged:
             lines.append(f"merged model: {join(self.output, MERGED_DIR)}")
         return "\n".join(lines)
 
 
-def prepare_data(config: FinetuneConfig, tokenizer: Any) -> tuple[TrainingData, int]:
-    """Read, split and tokenise the dataset; returns the training data and how many examples were too long."""
-    train_rows, validation_rows = split(load_examples(config.dataset, config.task_types), config.validation_fraction)
-    train, dropped = encode_examples(tokenizer, train_rows, config.prompt_format, config.max_length)
+def prepare_data(config: FinetuneConfig, tokenizer: Any) -> tuple[TrainingData, int, TaskSpec | None]:
+    """Read, split and tokenise the dataset; returns the training data, how many examples were too long and,
+    for a SELF-GUIDE dataset, its task spec (prompts are built from it: ``adapt.prompts``)."""
+    examples = load_examples(config.dataset, config.task_types)
+    task = self_guide_task(config.dataset, examples)
+    train_rows, validation_rows = split(examples, config.validation_fraction)
+    train, dropped = encode_examples(tokenizer, train_rows, config.prompt_format, config.max_length, task)
     validation, dropped_validation = encode_examples(tokenizer, validation_rows, config.prompt_format,
-                                                     config.max_length)
+                                                     config.max_length, task)
     plan = StepPlan(len(train), config.batch_size, config.epochs, config.max_steps, config.seed)
     if plan.steps_per_epoch == 0:
         raise FinetuneConfigError(
             f"{config.dataset}: {len(train)} training examples (after holding out {len(validation)} for validation"
             f" and dropping {dropped + dropped_validation} longer than --max-length {config.max_length}) do not fill"
             f" one batch of --batch-size {config.batch_size}")
-    return TrainingData(train, validation, plan), dropped + dropped_validation
+    return TrainingData(train, validation, plan), dropped + dropped_validation, task
 
 
 def finetune(config: FinetuneConfig, overwrite: bool = False) -> FinetuneSummary:
@@ -169,7 +177,7 @@ def finetune(config: FinetuneConfig, overwrite: bool = False) -> FinetuneSummary
     config.validate()
     tokenizer = padded_tokenizer(config.model)
     check_prompt_format(tokenizer, config.prompt_format, config.model)
-    data, dropped = prepare_data(config, tokenizer)
+    data, dropped, task = prepare_data(config, tokenizer)
     cluster.connect(config.ray_address, verbose=config.verbose)
     if config.use_gpu and not ray.cluster_resources().get("GPU", 0):
         # Not an error: an autoscaling cluster whose GPU group starts at zero adds GPUs on demand.
@@ -182,7 +190,8 @@ def finetune(config: FinetuneConfig, overwrite: bool = False) -> FinetuneSummary
     fs, root = resolve_filesystem(config.output)
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={**asdict(config), "data": ray.put(data)},
+        # task_spec: recorded with the adapter, so that `evaluate` prompts as training did
+        train_loop_config={**asdict(config), "data": ray.put(data), "task_spec": task.to_dict() if task else None},
         scaling_config=ScalingConfig(num_workers=config.num_workers, use_gpu=config.use_gpu,
                                      resources_per_worker={"CPU": config.cpus_per_worker}),
         run_config=RunConfig(name=CHECKPOINTS_DIR, storage_path=root, storage_filesystem=fs,
@@ -196,7 +205,7 @@ def finetune(config: FinetuneConfig, overwrite: bool = False) -> FinetuneSummary
         output=config.output, steps=state["step"], resumed_from_step=state["resumed_from_step"],
         train_examples=len(data.train), validation_examples=len(data.validation), dropped_too_long=dropped,
         train_loss=state["train_loss"], validation_loss=state["validation_loss"],
-        merged=config.merge, wall_seconds=round(time.monotonic() - started, 3))
+        merged=config.merge, wall_seconds=round(time.monotonic() - started, 3), task=task.name if task else None)
     write_text(join(config.output, SUMMARY_FILE), json.dumps(asdict(summary), indent=2))
     return summary
 

@@ -1,8 +1,9 @@
 """Model-side scoring for evaluation, run inside Ray Data actors.
 
 Ranked classification: each choice is scored by the sum of the log-probabilities of its tokens
-given the prompt; the prediction is the highest-scoring choice. Extractive QA: greedy decoding
-of at most ``max_new_tokens`` tokens. With an adapter, the actor scores every row twice, with
+given the prompt; the prediction is the highest-scoring choice. Generation (and classification
+when choices are not ranked): greedy decoding of at most ``max_new_tokens`` tokens, the answer
+read from it (``prompts.read_answer``). With an adapter, the actor scores every row twice, with
 the adapter switched off (zero-shot) and on (adapted), from one copy of the base weights.
 """
 
@@ -15,7 +16,8 @@ from typing import Any
 import pyarrow as pa
 
 from bonito_ray.adapt.evalsets import CLASSIFICATION
-from bonito_ray.adapt.prompts import encode_answer, encode_prompt
+from bonito_ray.adapt.prompts import encode_answer, encode_prompt, read_answer
+from bonito_ray.self_guide.spec import TaskSpec
 
 ZERO_SHOT = "zero_shot"
 ADAPTED = "adapted"
@@ -56,10 +58,14 @@ def greedy_generate(model: Any, prompts: list[list[int]], max_new_tokens: int, p
 
 
 class Scorer:
-    """A Ray Data actor holding one base model (and adapter): scores batches of evaluation rows."""
+    """A Ray Data actor holding one base model (and adapter): scores batches of evaluation rows.
+
+    ``ranks_choices``: classification rows by ranked choices (else generated, as generation rows are);
+    ``task``: a SELF-GUIDE task spec, whose few-shot prompt goes around every input (``prompts``).
+    """
 
     def __init__(self, model: str, adapter: str | None, prompt_format: str, max_new_tokens: int,
-                 num_threads: int = 1) -> None:
+                 num_threads: int = 1, ranks_choices: bool = True, task: TaskSpec | None = None) -> None:
         import torch
 
         from bonito_ray.adapt.fsio import localize
@@ -79,13 +85,16 @@ class Scorer:
         self.window = context_window(self.model.config)
         self.prompt_format = prompt_format
         self.max_new_tokens = max_new_tokens
+        self.ranks_choices = ranks_choices
+        self.task = task
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         """``key`` plus ``<variant>_prediction`` and ``<variant>_scores`` (choice log-probs) for each row."""
         rows = batch.to_pylist()
-        prompts = [encode_prompt(self.tokenizer, r["input"], self.prompt_format) for r in rows]
-        ranked = [i for i, r in enumerate(rows) if r["kind"] == CLASSIFICATION]
-        generated = [i for i, r in enumerate(rows) if r["kind"] != CLASSIFICATION]
+        prompts = [encode_prompt(self.tokenizer, r["input"], self.prompt_format, self.task) for r in rows]
+        ranks = [r["kind"] == CLASSIFICATION and self.ranks_choices for r in rows]
+        ranked = [i for i, rank in enumerate(ranks) if rank]
+        generated = [i for i, rank in enumerate(ranks) if not rank]
         columns = {"key": pa.array([r["key"] for r in rows], pa.int64())}
         for variant in self.variants:
             predictions: list[str | None] = [None] * len(rows)
@@ -109,16 +118,16 @@ class Scorer:
 
     def _rank(self, prompt: list[int], choices: list[str]) -> list[float]:
         """Summed log-probability of each choice after ``prompt``."""
-        continuations = [encode_answer(self.tokenizer, c) for c in choices]
+        continuations = [encode_answer(self.tokenizer, c, task=self.task) for c in choices]
         prompts = [self._fit(prompt, len(c)) for c in continuations]
         return continuation_logprobs(self.model, prompts, continuations, self.tokenizer.pad_token_id, self.device)
 
     def _generate(self, prompts: list[list[int]]) -> list[str]:
-        """Greedy answers to ``prompts``, decoded and stripped."""
+        """Greedy answers to ``prompts``, decoded and read (``prompts.read_answer``)."""
         fitted = [self._fit(p, self.max_new_tokens) for p in prompts]
         generated = greedy_generate(self.model, fitted, self.max_new_tokens, self.tokenizer.pad_token_id,
                                     self.tokenizer.eos_token_id, self.device)
-        return [self.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in generated]
+        return [read_answer(self.tokenizer.decode(ids, skip_special_tokens=True), self.task) for ids in generated]
 
     def _fit(self, prompt: list[int], room: int) -> list[int]:
         """``prompt`` cut from the left so that ``room`` more tokens fit in the model's window."""

@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 
 ADAPTER_DIR = "adapter"
 MERGED_DIR = "merged"
-ADAPTER_METADATA_FILE = "bonito_ray_adapter.json"  # base model and prompt format, read by `evaluate`
+ADAPTER_METADATA_FILE = "bonito_ray_adapter.json"  # base model, prompt format, SELF-GUIDE spec: read by `evaluate`
 _OPTIMIZER_FILE = "optimizer.pt"
 _STATE_FILE = "state.json"
 
@@ -221,8 +221,8 @@ def _write_outputs(cfg: dict[str, Any], model: Any, tokenizer: Any, device: Any,
     from bonito_ray.adapt.models import load_causal_lm
     from bonito_ray.storage import join
 
-    metadata = {"base_model": cfg["model"], "prompt_format": cfg["prompt_format"], "dataset": cfg["dataset"],
-                "steps": state["step"]}
+    metadata = {"base_model": cfg["model"], "prompt_format": cfg["prompt_format"], "task_spec": cfg["task_spec"],
+                "dataset": cfg["dataset"], "steps": state["step"]}
     with tempfile.TemporaryDirectory() as adapter_dir:
         model.save_pretrained(adapter_dir)
         tokenizer.save_pretrained(adapter_dir)

@@ -26,7 +26,7 @@ from bonito_ray.self_guide.annotate import run_annotation
 from bonito_ray.self_guide.config import SelfGuideConfig
 from bonito_ray.self_guide.progress import SelfGuideProgress
 from bonito_ray.self_guide.rounds import generate_inputs
-from bonito_ray.self_guide.spec import TaskSpec, load_spec
+from bonito_ray.self_guide.spec import MANIFEST_KEY, TaskSpec, load_spec
 from bonito_ray.storage import join, list_files
 
 logger = logging.getLogger(__name__)
@@ -136,7 +136,7 @@ def _run(config: SelfGuideConfig, plan: Plan, engine_stage: EngineStage | None, 
         state = "generated"
     finally:
         progress.stop(state)  # before the commit, which takes the staging dir and the progress file with it
-    manifest = {"config": {**config.to_dict(), "spec_contents": spec.to_dict()}, "identity": plan.identity,
+    manifest = {"config": {**config.to_dict(), MANIFEST_KEY: spec.to_dict()}, "identity": plan.identity,
                 "examples_per_passage": 1,
                 "run": {"resumed": resumed, "skipped_done": 0, "wall_seconds": round(time.monotonic() - started, 3)},
                 "run_id": output.lease.run_id, "command": config.command()}

@@ -21,9 +21,13 @@ from bonito_ray.self_guide.spec import TaskSpec
 INPUT, OUTPUT = "[input]", "[output]"
 
 
-def _slot(name: str, text: str) -> str:
+def _quoted(text: str) -> str:
     # JSON quoting: a quote or a line break inside the text cannot close the slot early.
-    return f"{name} = {json.dumps(text, ensure_ascii=False)}"
+    return json.dumps(text, ensure_ascii=False)
+
+
+def _slot(name: str, text: str) -> str:
+    return f"{name} = {_quoted(text)}"
 
 
 def input_prompt(spec: TaskSpec, weak: list[str], label: str | None = None) -> str:
@@ -47,6 +51,12 @@ def annotation_prompt(spec: TaskSpec, text: str) -> str:
         lines += [_slot(INPUT, demo.input), _slot(OUTPUT, demo.output), ""]
     lines.append(_slot(INPUT, text))
     return "\n".join(lines) + "\n" + f'{OUTPUT} = "'
+
+
+def slot_answer(text: str) -> str:
+    """What completes an open slot with ``text``: its quoted text after the opening quote, closing quote
+    included (a fine-tuned student's target after :func:`annotation_prompt`; ``read_slot`` reads it back)."""
+    return _quoted(text)[1:]
 
 
 def read_slot(generated: str | None) -> str:

@@ -26,6 +26,7 @@ KINDS = ("classification", "generation")
 MIN_DEMONSTRATIONS = 3  # the paper's few-shot setting: about three demonstrations per task
 DEFAULT_EXAMPLES = 400  # the paper: 40 rounds of 10 inputs
 _KEYS = {"name", "instruction", "kind", "labels", "demonstrations", "examples"}
+MANIFEST_KEY = "spec_contents"  # where a SELF-GUIDE dataset's manifest holds its spec, under "config"
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,13 @@ class TaskSpec:
         return {"name": self.name, "instruction": self.instruction, "kind": self.kind, "labels": list(self.labels),
                 "examples": self.examples,
                 "demonstrations": [{"input": d.input, "output": d.output} for d in self.demonstrations]}
+
+
+def spec_from_manifest(manifest: dict, where: str) -> TaskSpec | None:
+    """The spec a dataset was made for, from its manifest (``where`` names it in errors); None: not a
+    SELF-GUIDE dataset."""
+    contents = (manifest.get("config") or {}).get(MANIFEST_KEY)
+    return None if contents is None else parse_spec(contents, where)
 
 
 def load_spec(path: str) -> TaskSpec:
