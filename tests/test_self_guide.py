@@ -467,7 +467,7 @@ def test_finetune_on_a_self_guide_dataset_then_prompting_vs_fine_tuned(scripted_
     from transformers import AutoModelForCausalLM
 
     monkeypatch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")  # Ray Train's reports collected fast
-    config, made = scripted_run
+    config, made, _ = scripted_run
     spec, out, ft = load_spec(config.spec), config.output, tmp_path / "ft"
     assert main(["finetune", "--model", task_model, "--dataset", out, "--output", str(ft), "--task-types",
                  "self_guide", "--lora-rank", "8", "--learning-rate", "1e-2", "--batch-size", "2",
