@@ -23,6 +23,7 @@ import ray
 
 from bonito_ray.config import ConfigError, GenerateConfig
 from bonito_ray.corpus import CorpusError, list_corpus_files, reject_skipped, read_documents
+from bonito_ray.generators import GENERATORS
 from bonito_ray.passages import prepare_passages, special_tokens
 from bonito_ray.pipeline import generate, plan_job
 from bonito_ray.storage import EndpointError, resolve_filesystem
@@ -242,7 +243,7 @@ def clean(model, texts, out):
     documents = ray.data.from_items([{"source": "s", "position": i + 1, "context": t} for i, t in enumerate(texts)])
     kept = documents.map_batches(prepare_passages, batch_format="pyarrow", fn_kwargs={
         "tokenizer_source": model, "passage_tokens": 400, "overlap": 0, "min_chars": 20, "max_chars": None,
-        "output_uri": str(out), "s3_endpoint": None}).take_all()
+        "markers": GENERATORS["bonito"].markers, "output_uri": str(out), "s3_endpoint": None}).take_all()
     dropped = pds.dataset(str(out / ".staging" / "_rejects" / "stage=clean")).to_table().to_pylist()
     return kept, {r["position"]: (r["reason"], r["detail"]) for r in dropped}
 
