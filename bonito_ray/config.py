@@ -94,7 +94,37 @@ class OpenAISettings:
 
 
 @dataclass
-class GenerateConfig(OpenAISettings):
+class EngineResources:
+    """Where and how an engine's replicas run, and how many of its failures a job tolerates: defined once here and
+    mixed into every job configuration that runs on engines (``GenerateConfig``, ``SelfGuideConfig``). Of these,
+    only ``engine_kwargs`` can change what a run makes (dtype, quantization): the others say how fast. Their flags
+    are listed under ``FLAG_GROUP``."""
+
+    FLAG_GROUP: ClassVar[str] = "engine resources"
+
+    num_replicas: int = option(1, help="engine replicas, one model each")
+    batch_size: int = option(16, help="rows per engine batch")
+    max_concurrent_batches: int = option(8, help="vllm: batches in flight per replica")
+    engine_kwargs: dict[str, Any] = option(default_factory=dict, default_text=None,
+                                           help='vllm: engine arguments as JSON, e.g. \'{"max_model_len": 4096}\'')
+    accelerator_type: str | None = option(None, default_text=None,
+                                          help="accelerator type to schedule replicas on, e.g. A100, H100")
+    device: str = option("auto", choices=DEVICES,
+                         help="vllm: where replicas run: auto (GPUs when the cluster has them), gpu, cpu")
+    placement_group_config: dict[str, Any] | None = option(
+        None, default_text=None, help='vllm: Ray placement group of one replica (tensor/pipeline parallel) as JSON, '
+                                      'e.g. \'{"bundles": [{"GPU": 1, "CPU": 4}, {"GPU": 1}], "strategy": "STRICT_PACK"}\'')
+    cpus_per_replica: float = option(1.0, help="CPUs per replica (hf; openai; vllm on CPUs)")
+    gpus_per_replica: float = option(0.0, help="hf: GPUs per replica")
+    max_error_rate: float = option(0.05, help="fail the job when more than this fraction of requests fail in the engine")
+
+    def engine_resources(self) -> dict[str, Any]:
+        """These settings' values by name (to hand on to the engine stage's ``GenerateConfig``)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(EngineResources)}
+
+
+@dataclass
+class GenerateConfig(EngineResources, OpenAISettings):
     """Everything a generation job needs. Field names double as YAML keys and CLI flags."""
 
     input: str = option("", help="corpus file or directory/prefix (JSONL, .jsonl.gz/.zst, Parquet)", default_text=None)
@@ -118,7 +148,6 @@ class GenerateConfig(OpenAISettings):
     rows_per_file: int = option(50_000, help="target rows per output Parquet file")
     incremental: bool = option(False, help="scheduled runs: generate only for input files new or changed since the "
                                            "last run, and add to the dataset (a ledger is kept next to it)")
-    max_error_rate: float = option(0.05, help="fail the job when more than this fraction of requests fail in the engine")
     # Quality: validators after parsing (bonito_ray.validators), the user's own, generated-task dedup.
     validate: str = option(DEFAULT_LEVEL, choices=LEVELS,
                            help="task validators after parsing: strict (form and answer: span, options, yes/no), basic "
@@ -133,21 +162,6 @@ class GenerateConfig(OpenAISettings):
     temperature: float = option(0.5, help="sampling temperature, 0 = greedy")
     top_p: float = option(0.95, help="nucleus sampling mass")
     seed: int | None = option(None, help="seed for reproducible sampling", default_text="unseeded")
-    # Engine resources.
-    num_replicas: int = option(1, help="engine replicas, one model each")
-    batch_size: int = option(16, help="rows per engine batch")
-    max_concurrent_batches: int = option(8, help="vllm: batches in flight per replica")
-    engine_kwargs: dict[str, Any] = option(default_factory=dict, default_text=None,
-                                           help='vllm: engine arguments as JSON, e.g. \'{"max_model_len": 4096}\'')
-    accelerator_type: str | None = option(None, default_text=None,
-                                          help="accelerator type to schedule replicas on, e.g. A100, H100")
-    device: str = option("auto", choices=DEVICES,
-                         help="vllm: where replicas run: auto (GPUs when the cluster has them), gpu, cpu")
-    placement_group_config: dict[str, Any] | None = option(
-        None, default_text=None, help='vllm: Ray placement group of one replica (tensor/pipeline parallel) as JSON, '
-                                      'e.g. \'{"bundles": [{"GPU": 1, "CPU": 4}, {"GPU": 1}], "strategy": "STRICT_PACK"}\'')
-    cpus_per_replica: float = option(1.0, help="CPUs per replica (hf; openai; vllm on CPUs)")
-    gpus_per_replica: float = option(0.0, help="hf: GPUs per replica")
     ray_address: str | None = option(None, default_text="RAY_ADDRESS, as `ray job submit` sets it, else local",
                                      help="Ray cluster: an address, `auto` (join the one running on this machine) or "
                                           "`local` (start a private one)")

@@ -24,6 +24,7 @@ from bonito_ray.adapt.metrics import label_scores, rouge_scores
 from bonito_ray.adapt.prompts import encode_prompt, read_answer
 from bonito_ray.adapt.scoring import greedy_generate
 from bonito_ray.cli import main
+from bonito_ray.budget import ErrorBudgetExceeded
 from bonito_ray.commit import ResumeMismatchError
 from bonito_ray.config import ConfigError
 from bonito_ray.engines import STOP
@@ -364,9 +365,15 @@ def test_a_scripted_run_filters_votes_balances_and_exports(scripted_run, tmp_pat
     assert manifest["summary"]["accepted"] == {"self_guide": 4}
     assert manifest["summary"]["filtered"]["class_balance"] == 2
     assert "SELF-GUIDE" in (out / "_card" / "README.md").read_text()
-    exported = export(str(out), str(tmp_path / "export"), "alpaca-jsonl")
+    # Exported as finetune trains on it: the task's few-shot prompt around each input, the slot's answer.
+    exported = export(str(out), str(tmp_path / "export"), "alpaca-jsonl,prompt-completion")
     lines = [json.loads(x) for x in (tmp_path / "export" / "alpaca.jsonl").read_text().splitlines()]
-    assert exported.rows == 4 and sorted(x["output"] for x in lines) == sorted(r["output"] for r in accepted)
+    pairs = [json.loads(x) for x in (tmp_path / "export" / "prompt_completion.jsonl").read_text().splitlines()]
+    task = load_spec(spec)
+    want = sorted((annotation_prompt(task, r["input"]), slot_answer(r["output"])) for r in accepted)
+    assert exported.rows == 4 and sorted((x["instruction"], x["output"]) for x in lines) == want
+    assert sorted((x["prompt"], x["completion"]) for x in pairs) == want
+    assert all(x["prompt"].startswith(task.instruction) for x in pairs)
     assert main(["export", "--input", str(out), "--output", str(tmp_path / "cli"), "--formats", "messages",
                  "--task-types", "self_guide"]) == 0
     assert len((tmp_path / "cli" / "messages.jsonl").read_text().splitlines()) == 4
@@ -407,6 +414,50 @@ def test_a_run_failing_mid_way_resumes_at_its_first_unstaged_round(scripted_run,
         key = lambda r: r["id"]  # noqa: E731
         assert sorted(rows(tmp_path / "out" / folder), key=key) == sorted(rows(Path(reference.output) / folder),
                                                                           key=key), folder
+
+
+def erroring_at_pass(number: int):
+    """The scripted engine, except that every request of its ``number``-th engine pass (0-based) is an engine
+    error, as when a server is down for that pass."""
+    calls = []
+
+    def stage(requests):
+        calls.append(1)
+        if len(calls) != number + 1:
+            return scripted_stage(requests)
+
+        def fail(batch: pa.Table) -> pa.Table:
+            n = batch.num_rows
+            return (batch.append_column("generated_text", pa.nulls(n, pa.string()))
+                    .append_column("num_input_tokens", pa.nulls(n, pa.int64()))
+                    .append_column("num_generated_tokens", pa.nulls(n, pa.int64()))
+                    .append_column("finish_reason", pa.nulls(n, pa.string()))
+                    .append_column("engine_error", pa.array(["HTTP 503: the server is down"] * n, pa.string())))
+        return requests.map_batches(fail, batch_format="pyarrow", batch_size=64)
+    return stage
+
+
+def test_an_engine_pass_over_the_error_budget_is_not_staged_and_a_rerun_does_it_again(scripted_run, tmp_path):
+    reference, _, _ = scripted_run
+    config = SelfGuideConfig(**{**reference.to_dict(), "output": str(tmp_path / "out")})  # passes: rounds 0-1, 2
+    # Round 2's 6 requests all fail: 6 of the run's 18 so far, over the default budget of 5%.
+    with pytest.raises(ErrorBudgetExceeded, match=r"6 of 18 requests \(33.3%\) failed in the engine.*a rerun keeps"):
+        self_guide(config, engine_stage=erroring_at_pass(1))
+    staged = tmp_path / "out" / ".staging" / "_self_guide"
+    assert sorted(p.name for p in staged.iterdir()) == ["inputs-round-0000.pq", "inputs-round-0001.pq"]
+    assert not (tmp_path / "out" / "_SUCCESS").exists()
+    summary = self_guide(config, engine_stage=scripted_stage)
+    assert summary.rounds_skipped == 2
+    for folder in ("self_guide", "_self_guide", *SELF_GUIDE_REJECTS_DIRS):  # as if the server had never failed
+        assert sorted(rows(tmp_path / "out" / folder), key=lambda r: r["id"]) == sorted(
+            rows(Path(reference.output) / folder), key=lambda r: r["id"]), folder
+
+    # A budget that allows them keeps the failed requests, each an engine_error reject of its stage.
+    tolerant = SelfGuideConfig(**{**reference.to_dict(), "output": str(tmp_path / "tolerant"), "max_error_rate": 1.0})
+    self_guide(tolerant, engine_stage=erroring_at_pass(1))
+    dropped = rows(tmp_path / "tolerant" / SELF_GUIDE_REJECTS_DIRS[0])
+    failed = [r["detail"] for r in dropped if r["reason"] == "engine_error"]
+    assert len(failed) == 6 and all(d.startswith("HTTP 503: the server is down") for d in failed)
 
 
 # --- fine-tuning on the dataset, and SELF-GUIDE's evaluation: prompting vs fine-tuned ----------------------------

@@ -90,6 +90,13 @@ def iter_examples(uri: str, task_types: list[str] | None = None, batch_rows: int
         yield from _checked(uri, batch).to_pylist()
 
 
+def example_task_types(uri: str, task_types: list[str] | None = None) -> pa.Table:
+    """The ``task_type`` column of the accepted examples under ``uri`` (of ``task_types`` only, if given): what
+    :func:`self_guide_task` needs, read without the rest of the rows."""
+    dataset, row_filter = _open(uri, task_types)
+    return dataset.to_table(columns=["task_type"], filter=row_filter)
+
+
 def self_guide_task(uri: str, table: pa.Table) -> TaskSpec | None:
     """The SELF-GUIDE task spec that ``table``'s examples (read from ``uri``) were made for, from the dataset's
     manifest; None for Bonito's examples. Raises :class:`DatasetError` for a mix of both (their prompts differ:

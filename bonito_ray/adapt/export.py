@@ -9,6 +9,11 @@ Formats (file written under the output directory):
 - ``prompt-completion`` (``prompt_completion.jsonl``): ``{"prompt", "completion"}`` with the
   paper's plain prompt, for trainers (e.g. TRL) that put the loss on the completion only.
 
+A SELF-GUIDE dataset's rows hold the task's bare inputs; every format gets what ``finetune`` trains on
+(``bonito_ray.adapt.prompts``): the task's few-shot prompt (instruction, demonstrations, the input in an
+open output slot) where a Bonito task's input goes, and the slot's answer (closing quote included) as
+the output.
+
 ``dataset_info.json`` registers the Alpaca and messages files with LLaMA-Factory.
 """
 
@@ -21,36 +26,38 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bonito_ray.adapt.data import iter_examples
+from bonito_ray.adapt.data import example_task_types, iter_examples, self_guide_task
 from bonito_ray.adapt.errors import AdaptError
-from bonito_ray.adapt.prompts import plain_prompt
+from bonito_ray.adapt.prompts import answer_text, plain_text, prompt_text
+from bonito_ray.self_guide.spec import TaskSpec
 from bonito_ray.storage import join, resolve_filesystem
 
 ExportRecord = dict[str, object]
 
 
-def alpaca_record(row: dict) -> ExportRecord:
+def alpaca_record(row: dict, task: TaskSpec | None) -> ExportRecord:
     """One Alpaca record: the task input is the instruction."""
-    return {"instruction": row["input"], "input": "", "output": row["output"]}
+    return {"instruction": prompt_text(row["input"], task), "input": "", "output": answer_text(row["output"], task)}
 
 
-def messages_record(row: dict) -> ExportRecord:
+def messages_record(row: dict, task: TaskSpec | None) -> ExportRecord:
     """One OpenAI chat fine-tuning record."""
-    return {"messages": [{"role": "user", "content": row["input"]},
-                         {"role": "assistant", "content": row["output"]}]}
+    return {"messages": [{"role": "user", "content": prompt_text(row["input"], task)},
+                         {"role": "assistant", "content": answer_text(row["output"], task)}]}
 
 
-def prompt_completion_record(row: dict) -> ExportRecord:
+def prompt_completion_record(row: dict, task: TaskSpec | None) -> ExportRecord:
     """One prompt/completion record in the paper's plain prompt format."""
-    return {"prompt": plain_prompt(row["input"]), "completion": row["output"]}
+    return {"prompt": plain_text(row["input"], task), "completion": answer_text(row["output"], task)}
 
 
 @dataclass(frozen=True)
 class ExportFormat:
-    """A file format: its file name, how a row becomes a record, and whether it is one JSON array."""
+    """A file format: its file name, how a row (of a SELF-GUIDE task, or None) becomes a record, and whether
+    it is one JSON array."""
 
     file_name: str
-    record: Callable[[dict], ExportRecord]
+    record: Callable[[dict, TaskSpec | None], ExportRecord]
     json_array: bool = False
 
 
@@ -117,6 +124,7 @@ def export(dataset: str, output: str, formats: str | Iterable[str] | None = None
     One streaming pass over the dataset writes every format, so memory stays flat whatever its size.
     """
     chosen = parse_formats(formats)
+    task = self_guide_task(dataset, example_task_types(dataset, task_types))
     rows = iter_examples(dataset, task_types)
     first = next(rows)  # checks the dataset (layout, columns, not empty) before any output is created
     fs, root = resolve_filesystem(output)
@@ -124,7 +132,7 @@ def export(dataset: str, output: str, formats: str | Iterable[str] | None = None
     summary = ExportSummary(output=output, rows=0, files=[FORMATS[f].file_name for f in chosen])
     with contextlib.ExitStack() as stack:
         writers = [_RecordWriter(stack.enter_context(fs.open_output_stream(join(root, FORMATS[f].file_name))),
-                                 FORMATS[f]) for f in chosen]
+                                 FORMATS[f], task) for f in chosen]
         for row in itertools.chain([first], rows):
             for writer in writers:
                 writer.write(row)
@@ -142,14 +150,14 @@ def export(dataset: str, output: str, formats: str | Iterable[str] | None = None
 class _RecordWriter:
     """Writes one format's records to an open stream: JSON lines, or one JSON array with a record per line."""
 
-    def __init__(self, stream: Any, fmt: ExportFormat) -> None:
-        self.stream, self.fmt, self.count = stream, fmt, 0
+    def __init__(self, stream: Any, fmt: ExportFormat, task: TaskSpec | None) -> None:
+        self.stream, self.fmt, self.task, self.count = stream, fmt, task, 0
         if fmt.json_array:
             stream.write(b"[\n")
 
     def write(self, row: dict) -> None:
         """Append the record of ``row``."""
-        record = json.dumps(self.fmt.record(row), ensure_ascii=False).encode("utf-8")
+        record = json.dumps(self.fmt.record(row, self.task), ensure_ascii=False).encode("utf-8")
         if self.fmt.json_array:
             self.stream.write((b",\n" if self.count else b"") + record)
         else:

@@ -39,20 +39,35 @@ def check_prompt_format(tokenizer: Any, prompt_format: str, model: str) -> None:
                                 "none (a pretrained model?); use --prompt-format plain")
 
 
+def prompt_text(text: str, task: TaskSpec | None = None) -> str:
+    """What the target is asked: the task input, or for a SELF-GUIDE ``task`` its few-shot prompt around it."""
+    return annotation_prompt(task, text) if task is not None else text
+
+
+def plain_text(text: str, task: TaskSpec | None = None) -> str:
+    """The whole ``plain`` prompt: the paper's markers around a task input; a SELF-GUIDE prompt as it is (it
+    already ends where the answer goes)."""
+    return prompt_text(text, task) if task is not None else plain_prompt(text)
+
+
+def answer_text(text: str, task: TaskSpec | None = None) -> str:
+    """What the target answers: the output, or for a SELF-GUIDE ``task`` the slot's text (closing quote included)."""
+    return slot_answer(text) if task is not None else text
+
+
 def encode_prompt(tokenizer: Any, text: str, prompt_format: str, task: TaskSpec | None = None) -> list[int]:
     """Token ids of the prompt for the task input ``text`` (of the SELF-GUIDE ``task``), special tokens included."""
-    content = annotation_prompt(task, text) if task is not None else text
     if prompt_format == "chat":
         # The template writes its own BOS and turn markers, so the tokenizer must not add another BOS.
-        prompt = tokenizer.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
-                                               add_generation_prompt=True)
+        prompt = tokenizer.apply_chat_template([{"role": "user", "content": prompt_text(text, task)}],
+                                               tokenize=False, add_generation_prompt=True)
         return tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    return tokenizer(content if task is not None else plain_prompt(content))["input_ids"]
+    return tokenizer(plain_text(text, task))["input_ids"]
 
 
 def encode_answer(tokenizer: Any, text: str, eos: bool = False, task: TaskSpec | None = None) -> list[int]:
     """Token ids of an answer that follows the prompt; ``eos`` appends the end token (training targets)."""
-    ids = tokenizer(slot_answer(text) if task is not None else text, add_special_tokens=False)["input_ids"]
+    ids = tokenizer(answer_text(text, task), add_special_tokens=False)["input_ids"]
     return ids + [tokenizer.eos_token_id] if eos else ids
 
 

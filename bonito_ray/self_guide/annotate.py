@@ -29,6 +29,7 @@ from bonito_ray.self_guide.config import SelfGuideConfig
 from bonito_ray.self_guide.progress import SelfGuideProgress
 from bonito_ray.self_guide.prompts import annotation_prompt, read_slot
 from bonito_ray.self_guide.spec import TaskSpec
+from bonito_ray.budget import Tally
 from bonito_ray.rejects import ENGINE_ERROR
 from bonito_ray.storage import join, write_parquet
 
@@ -123,13 +124,14 @@ def _location(row: dict[str, Any], row_id: str, index: int, source: str | None =
 
 
 def run_annotation(config: SelfGuideConfig, spec: TaskSpec, stage: EngineStage, inputs: list[dict[str, Any]],
-                   fs: pafs.FileSystem, staging: str, progress: SelfGuideProgress) -> Annotation:
-    """Annotate ``inputs`` and write the accepted examples and the rejects into ``staging``."""
+                   fs: pafs.FileSystem, staging: str, progress: SelfGuideProgress, errors: Tally) -> Annotation:
+    """Annotate ``inputs`` and write the accepted examples and the rejects into ``staging``; the engine's errors
+    are counted in ``errors`` (the error budget)."""
     for folder in (accepted_dir(SELF_GUIDE_TASK), SAMPLE_REJECTS_DIR, VOTE_REJECTS_DIR):
         fs.delete_dir_contents(join(staging, folder), missing_dir_ok=True)  # a killed attempt's files go
     requests = sample_requests(config, spec, inputs)
     progress.annotation_started(len(requests))
-    generations = engine.generate(stage, requests, config.batch_size, returned=progress.returned)
+    generations = engine.generate(stage, requests, config.batch_size, errors, returned=progress.returned)
     result = annotate(config, spec, inputs, generations, requests)
     table = engine.accepted_table(result.accepted)
     for k, start in enumerate(range(0, max(table.num_rows, 1), config.rows_per_file)):

@@ -12,7 +12,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from bonito_ray.config import DEMO_MODEL, DEVICES, ConfigError, GenerateConfig, OpenAISettings, command_line, option
+from bonito_ray.config import (DEMO_MODEL, ConfigError, EngineResources, GenerateConfig, OpenAISettings, command_line,
+                               option)
 from bonito_ray.config import load_config as load_job_config
 from bonito_ray.engines import ENGINE_HELP, ENGINE_NAMES
 from bonito_ray.self_guide.spec import TaskSpec
@@ -21,16 +22,15 @@ from bonito_ray.self_guide.spec import TaskSpec
 INPUT_TEMPERATURE = {"classification": 0.7, "generation": 0.9}
 
 # Settings that do not change what a run makes: a resumed run may differ in these.
-_NOT_IDENTITY = {"output", "num_replicas", "batch_size", "max_concurrent_batches", "accelerator_type",
-                 "cpus_per_replica", "gpus_per_replica", "s3_endpoint", "ray_address", "rows_per_file", "license",
-                 "verbose", "device", "placement_group_config"}
-_OPENAI = {f.name for f in dataclasses.fields(OpenAISettings)}  # what of these is identity: openai_identity()
+_NOT_IDENTITY = {"output", "s3_endpoint", "ray_address", "rows_per_file", "license", "verbose"}
+# The engine's settings: what of them is identity is said apart (engine_kwargs; openai_identity()).
+_ENGINE = {f.name for f in dataclasses.fields(EngineResources) + dataclasses.fields(OpenAISettings)}
 
 
 @dataclass
-class SelfGuideConfig(OpenAISettings):
-    """Everything a SELF-GUIDE job needs. Field names double as YAML keys and CLI flags; the openai engine's
-    settings are ``OpenAISettings``', as for ``generate``."""
+class SelfGuideConfig(EngineResources, OpenAISettings):
+    """Everything a SELF-GUIDE job needs. Field names double as YAML keys and CLI flags; the engine's resources
+    and the openai engine's settings are ``generate``'s (``EngineResources``, ``OpenAISettings``)."""
 
     spec: str = option("", default_text=None,
                        help="the task spec: YAML or JSON with instruction, kind, labels, demonstrations, examples")
@@ -70,19 +70,6 @@ class SelfGuideConfig(OpenAISettings):
                                    help="classification: cut every label down to the smallest one's count")
     seed: int | None = option(None, default_text="unseeded",
                               help="seeds every request and every random choice: reruns reproduce")
-    # Engine resources, as `generate`'s.
-    num_replicas: int = option(1, help="engine replicas, one model each")
-    batch_size: int = option(16, help="rows per engine batch")
-    max_concurrent_batches: int = option(8, help="vllm: batches in flight per replica")
-    engine_kwargs: dict[str, Any] = option(default_factory=dict, default_text=None,
-                                           help="vllm engine arguments as JSON (see `generate --engine-kwargs`)")
-    device: str = option("auto", choices=DEVICES, help="vllm: where replicas run")
-    placement_group_config: dict[str, Any] | None = option(None, default_text=None,
-                                                           help="vllm: Ray placement group of one replica as JSON")
-    accelerator_type: str | None = option(None, default_text=None,
-                                          help="accelerator type to schedule replicas on, e.g. A100")
-    cpus_per_replica: float = option(1.0, help="CPUs per replica")
-    gpus_per_replica: float = option(0.0, help="hf: GPUs per replica")
     s3_endpoint: str | None = option(None, default_text="AWS_ENDPOINT_URL", help="S3-compatible endpoint URL")
     ray_address: str | None = option(None, default_text="RAY_ADDRESS, else local",
                                      help="Ray cluster: an address, `auto` or `local`")
@@ -163,19 +150,15 @@ class SelfGuideConfig(OpenAISettings):
         try:
             return GenerateConfig(
                 input=self.spec, output=self.output, engine=self.engine, model=self.model,
-                max_tokens=max(self.input_max_tokens, self.output_max_tokens), num_replicas=self.num_replicas,
-                batch_size=self.batch_size, max_concurrent_batches=self.max_concurrent_batches,
-                engine_kwargs=self.engine_kwargs, device=self.device,
-                placement_group_config=self.placement_group_config, accelerator_type=self.accelerator_type,
-                cpus_per_replica=self.cpus_per_replica, gpus_per_replica=self.gpus_per_replica,
-                s3_endpoint=self.s3_endpoint, verbose=self.verbose, **self.openai_settings())
+                max_tokens=max(self.input_max_tokens, self.output_max_tokens), s3_endpoint=self.s3_endpoint,
+                verbose=self.verbose, **self.engine_resources(), **self.openai_settings())
         except TypeError as err:
             raise ConfigError(str(err)) from err
 
     def identity(self, spec: TaskSpec) -> dict[str, Any]:
         """What decides what a run makes: a resumed run must match it (the output's commit protocol keys)."""
-        values = {k: v for k, v in self.to_dict().items() if k not in _NOT_IDENTITY and k not in _OPENAI}
-        values |= self.openai_identity()
+        values = {k: v for k, v in self.to_dict().items() if k not in _NOT_IDENTITY and k not in _ENGINE}
+        values |= {"engine_kwargs": self.engine_kwargs} | self.openai_identity()
         fingerprint = spec.fingerprint()
         return {**values, "generator": "self_guide", "spec": fingerprint, "input_fingerprint": fingerprint,
                 "incremental": False}

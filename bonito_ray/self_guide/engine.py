@@ -14,6 +14,7 @@ from typing import Any
 import pyarrow as pa
 import ray
 
+from bonito_ray.budget import Tally
 from bonito_ray.engines import EngineStage
 from bonito_ray.schema import ACCEPTED_SCHEMA, REJECT_SCHEMA, SELF_GUIDE_TASK, table_from_rows
 from bonito_ray.engine_rows import REQUEST_SCHEMA, row_seed
@@ -27,13 +28,15 @@ def request(request_id: str, prompt: str, sampling: dict[str, Any], seed: int | 
             "sampling_params": {**sampling, "seed": row_seed(seed, request_id)}}
 
 
-def generate(stage: EngineStage, requests: list[dict[str, Any]], block_rows: int,
+def generate(stage: EngineStage, requests: list[dict[str, Any]], block_rows: int, errors: Tally,
              returned: Callable[[int], None] = lambda rows: None) -> dict[str, dict[str, Any]]:
     """Run ``requests`` through ``stage``; request id -> engine output row (``generated_text``, ...).
 
     The requests go in blocks of ``block_rows`` (the engine's batch size): one block would be one task,
     held by one engine replica while the others wait. The generations come back block by block as the
-    engine finishes them, each block's rows told to ``returned`` (the live progress).
+    engine finishes them, each block's rows told to ``returned`` (the live progress). The pass's engine
+    errors are counted in ``errors`` (the job's error budget) before anything of it is staged: a pass
+    that breaks the budget fails the job, and a rerun does the pass again.
     """
     if not requests:
         return {}
@@ -46,6 +49,7 @@ def generate(stage: EngineStage, requests: list[dict[str, Any]], block_rows: int
     missing = len({r["id"] for r in requests} - found.keys())
     if missing:  # the engine contract: one generation per request row
         raise RuntimeError(f"the engine returned no row for {missing} of {len(requests)} requests")
+    errors.record(len(found), sum(bool(row.get("engine_error")) for row in found.values()))
     return found
 
 

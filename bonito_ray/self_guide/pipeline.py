@@ -18,6 +18,7 @@ import pyarrow.dataset as pds
 import pyarrow.fs as pafs
 
 from bonito_ray import console
+from bonito_ray.budget import Tally
 from bonito_ray.engines import ENGINES, EngineStage, build_engine_stage, generation_window
 from bonito_ray.output import Output, open_output
 from bonito_ray.pipeline import configure_fault_tolerance, model_tokenizer
@@ -30,6 +31,11 @@ from bonito_ray.self_guide.spec import MANIFEST_KEY, TaskSpec, load_spec
 from bonito_ray.storage import join, list_files
 
 logger = logging.getLogger(__name__)
+
+# What a self-guide job's budget error says of the failed rows: none is staged yet.
+ENGINE_ERRORS_SEEN = ("nothing is committed, and the engine pass that broke the budget was not staged: a rerun keeps "
+                      "the rounds staged before it and does that pass again (a higher --max-error-rate keeps failed "
+                      "requests as engine_error rejects instead)")
 
 # The stages of a SELF-GUIDE dataset's rejects, in pipeline order, as the summary names them.
 STAGES = dict(zip(("inputs dropped", "samples dropped", "inputs not kept by the vote"), SELF_GUIDE_REJECTS_DIRS))
@@ -131,8 +137,9 @@ def _run(config: SelfGuideConfig, plan: Plan, engine_stage: EngineStage | None, 
     progress = SelfGuideProgress(fs, output.root, output.lease.run_id, config.rounds(spec)).start()
     state = "failed"
     try:
-        inputs, skipped = generate_inputs(config, spec, stage, fs, staging, progress, guard=output.lease.check)
-        run_annotation(config, spec, stage, inputs, fs, staging, progress)
+        errors = Tally(config.max_error_rate, see=ENGINE_ERRORS_SEEN, min_sample=0)
+        inputs, skipped = generate_inputs(config, spec, stage, fs, staging, progress, errors, guard=output.lease.check)
+        run_annotation(config, spec, stage, inputs, fs, staging, progress, errors)
         state = "generated"
     finally:
         progress.stop(state)  # before the commit, which takes the staging dir and the progress file with it

@@ -31,6 +31,7 @@ from bonito_ray.self_guide.config import SelfGuideConfig
 from bonito_ray.self_guide.progress import SelfGuideProgress
 from bonito_ray.self_guide.prompts import input_prompt, read_slot
 from bonito_ray.self_guide.spec import TaskSpec
+from bonito_ray.budget import Tally
 from bonito_ray.rejects import ENGINE_ERROR
 from bonito_ray.storage import join, write_parquet
 
@@ -105,11 +106,12 @@ def _location(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def generate_inputs(config: SelfGuideConfig, spec: TaskSpec, stage: EngineStage, fs: pafs.FileSystem,
-                    staging: str, progress: SelfGuideProgress,
+                    staging: str, progress: SelfGuideProgress, errors: Tally,
                     guard: Callable[[], None] = lambda: None) -> tuple[list[dict[str, Any]], int]:
     """Run (or resume) every round; returns (the kept inputs of all rounds in order, rounds skipped as done).
     ``guard`` is called before each round is staged (the output's lease check: a run that lost the output
-    to another stops writing); ``progress`` is told each pass and each round.
+    to another stops writing); ``progress`` is told each pass and each round, ``errors`` (the error budget)
+    each pass's engine errors.
 
     Rounds go to the engine ``rounds_per_pass`` at a time (the paper: one); the prompts of a pass show
     inputs kept before the pass, and its rounds are filtered and staged one by one, in order.
@@ -124,7 +126,7 @@ def generate_inputs(config: SelfGuideConfig, spec: TaskSpec, stage: EngineStage,
         by_round = {n: round_requests(config, spec, n, pool) for n in numbers if n not in staged}
         requests = [r for rows in by_round.values() for r in rows]
         progress.engine_pass(len(requests))
-        generations = engine.generate(stage, requests, config.batch_size, returned=progress.returned)
+        generations = engine.generate(stage, requests, config.batch_size, errors, returned=progress.returned)
         for number in numbers:
             path = round_file(staging, number)
             if number in staged:
