@@ -36,8 +36,11 @@ def passage(i: int) -> str:
 
 
 @pytest.fixture(scope="module")
-def cli_run(tmp_path_factory, random_model):
-    """One `bonito-ray generate` at INFO, --no-dedup, --max-passage-chars, over a folder of mixed files."""
+def cli_run(ray_cluster, tmp_path_factory, random_model):
+    """One `bonito-ray generate` at INFO, --no-dedup, --max-passage-chars, over a folder of mixed files; its
+    driver joins the session's cluster (a Ray start per CLI process would be most of its time)."""
+    import ray
+
     corpus = tmp_path_factory.mktemp("readme") / "in"
     (corpus / "notes").mkdir(parents=True)
     (corpus / "notes" / "memo.md").write_text(f"# Memo\n\n{passage(0)}\n")
@@ -52,7 +55,7 @@ def cli_run(tmp_path_factory, random_model):
         [sys.executable, "-m", "bonito_ray.cli", "generate", "--input", str(corpus), "--output", str(out),
          "--engine", "echo", "--model", random_model, "--task-types", "ynqa", "--no-dedup",
          "--max-passage-chars", str(MAX_CHARS), "--passage-tokens", "2000",  # no chunking: the long one stays long
-         "--log-level", "INFO", "--ray-address", "local"],
+         "--log-level", "INFO", "--ray-address", ray.get_runtime_context().gcs_address],
         env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     return corpus, out, done.stdout + done.stderr
