@@ -25,6 +25,7 @@ the model sees one BOS, as it was trained.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
@@ -65,6 +66,7 @@ def chat_prompt(tokenizer: Any, text: str) -> str:
     return rendered
 
 
+@functools.lru_cache(maxsize=8)  # asked for every request a job builds, of the one tokenizer it caches
 def _adds_bos(tokenizer: Any) -> bool:
     """Whether encoding with special tokens puts a BOS first (Llama, Mistral: yes; Qwen: no BOS at all)."""
     ids = tokenizer("x")["input_ids"]
