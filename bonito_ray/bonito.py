@@ -105,7 +105,11 @@ class Bonito:
     """
 
     def __init__(self, model: str, engine: str = "vllm", **options: Any) -> None:
+        _check_argument("model", model, isinstance(model, str), "a model folder or hub id (a string)")
+        _check_argument("engine", engine, isinstance(engine, str), "an engine name (a string)")
         self.workdir = options.pop("workdir", None)
+        _check_argument("workdir", self.workdir, self.workdir is None or isinstance(self.workdir, str),
+                        "a folder or URI (a string) or None")
         engine_kwargs = options.pop("engine_kwargs", None) or {}
         if not isinstance(engine_kwargs, dict):
             raise ConfigError(f"engine_kwargs must be a dict, got {type(engine_kwargs).__name__}")
@@ -136,6 +140,10 @@ class Bonito:
         reference) before any cluster work; an engine that fails more than ``max_error_rate`` of the
         requests raises ``ErrorBudgetExceeded``. The temporary files are removed whatever happens.
         """
+        _check_argument("context_col", context_col, isinstance(context_col, str), "a column name (a string)")
+        _check_argument("task_type", task_type, isinstance(task_type, str) or isinstance(task_type, (list, tuple))
+                        and all(isinstance(t, str) for t in task_type), "a task name or a list of task names")
+        _check_argument("provenance", provenance, isinstance(provenance, bool), "True or False")
         config = self._config(task_types=resolve_task_types(task_type), **sampling_settings(sampling_params),
                               **self._job_options(options))
         table = context_table(text_dataset, context_col)
@@ -178,6 +186,12 @@ class Bonito:
             raise ConfigError(f"the Ray cluster has {len(nodes)} nodes, and the driver's temporary folder is not "
                               "on the others; pass Bonito(..., workdir=LOCATION) with a location every node "
                               "reaches (s3://bucket/prefix, or a shared folder)")
+
+
+def _check_argument(name: str, value: Any, ok: bool, takes: str) -> None:
+    """The Python API's own arguments (``GenerateConfig`` checks the settings it is given): one line, as the CLI's."""
+    if not ok:
+        raise ConfigError(f"{name} must be {takes}, got {value!r:.60} ({type(value).__name__})")
 
 
 def _nothing_prompted(fs: pafs.FileSystem, staged: str, config: GenerateConfig) -> RunSummary:

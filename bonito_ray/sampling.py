@@ -40,7 +40,7 @@ def sampling_settings(params: Mapping[str, Any] | Any | None) -> dict[str, Any]:
     if params is None:
         return dict(DEFAULTS)
     if isinstance(params, Mapping):
-        unknown = sorted(set(params) - set(SAMPLING_KEYS))
+        unknown = sorted(set(params) - set(SAMPLING_KEYS), key=str)  # keys of any type: a mapping is the caller's
         if unknown:
             raise ConfigError(f"sampling_params: unknown key(s) {', '.join(map(str, unknown))}; "
                               f"bonito-ray reads {', '.join(SAMPLING_KEYS)}")

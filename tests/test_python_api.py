@@ -216,6 +216,42 @@ def test_bad_arguments_fail_in_one_line_before_any_cluster_work(tmp_path, monkey
     assert list(tmp_path.iterdir()) == []
 
 
+def test_arguments_of_the_wrong_type_fail_in_one_line_naming_the_argument(tmp_path, monkeypatch):
+    """Each was a TypeError from deep inside (``'NoneType' object is not iterable``), or was taken as it was."""
+    from bonito_ray import cluster
+
+    monkeypatch.setattr(cluster, "connect", lambda *a, **k: pytest.fail("connected to Ray for a bad call"))
+    bonito = Bonito(DEMO_MODEL, engine="echo", workdir=str(tmp_path))
+    frame = pd.DataFrame({"text": ["A passage long enough to be prompted."]})
+    failures = {
+        "task_type must be a task name or a list of task names, got None (NoneType)":
+            lambda: bonito.generate_tasks(frame, "text", None),
+        "task_type must be a task name or a list of task names, got 5 (int)":
+            lambda: bonito.generate_tasks(frame, "text", 5),
+        "task_type must be a task name or a list of task names, got ['ynqa', 5] (list)":
+            lambda: bonito.generate_tasks(frame, "text", ["ynqa", 5]),
+        "context_col must be a column name (a string), got None (NoneType)":
+            lambda: bonito.generate_tasks(frame, None, "ynqa"),
+        "provenance must be True or False, got 'yes' (str)":
+            lambda: bonito.generate_tasks(frame, "text", "ynqa", provenance="yes"),
+        "sampling_params: unknown key(s) 1, top_k": lambda: bonito.generate_tasks(frame, "text", "ynqa",
+                                                                                {1: 2, "top_k": 3}),
+        "n must be an integer, got None (NoneType)": lambda: bonito.generate_tasks(frame, "text", "ynqa", {"n": None}),
+        "validate must be a string, got 5 (int)": lambda: bonito.generate_tasks(frame, "text", "ynqa", validate=5),
+        "model must be a model folder or hub id (a string), got 123 (int)": lambda: Bonito(123),
+        "engine must be an engine name (a string), got ['echo'] (list)":
+            lambda: Bonito(DEMO_MODEL, engine=["echo"], max_model_len=64),
+        "workdir must be a folder or URI (a string) or None, got 5 (int)":
+            lambda: Bonito(DEMO_MODEL, engine="echo", workdir=5),
+        "num_replicas must be an integer, got '2' (str)": lambda: Bonito(DEMO_MODEL, engine="echo", num_replicas="2"),
+    }
+    for expected, call in failures.items():
+        with pytest.raises(ConfigError) as caught:
+            call()
+        assert str(caught.value).startswith(expected) and "\n" not in str(caught.value), str(caught.value)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_multi_node_cluster_needs_a_workdir_every_node_reaches(monkeypatch):
     import ray
 
