@@ -14,12 +14,18 @@ to its end. The protocol:
   very lease judged stale, and creating a fresh one exclusively.
 - **renew**: a daemon thread rewrites the heartbeat every TTL/5, after checking the lease is still
   its own (on S3, ``If-Match`` its last ETag). A holder that finds the lease taken, or has not
-  renewed it for a TTL, has lost it: ``check()`` then raises ``LeaseLostError``, and the output
-  lifecycle calls it before every transition.
+  renewed it for a TTL (counted from when it stamped the heartbeat, as the other runs count), has
+  lost it.
+- **check**: the output lifecycle calls ``check()`` before every transition. It raises
+  ``LeaseLostError`` when the lease is lost, and it reads the lease back: unless the store holds
+  the very version this holder last wrote (its tag: its bytes, or its ETag), the lease was taken
+  over, whatever this holder's clock says. So two runs never both pass ``check()``.
 - **release**: at the end of the run, success or failure, the file is deleted if still its own.
 
-Clocks of the hosts sharing an output must agree to well within the TTL. Object stores other than
-S3 have no conditional write here: there the lease is checked but not atomic (a warning says so).
+The TTL is ``BONITO_RAY_LEASE_TTL`` (within ``LEASE_TTL_BOUNDS``). Clocks of the hosts sharing an
+output must agree to well within it; the lease reads them through a ``Clock``, which tests replace.
+Object stores other than S3 have no conditional write here: there the lease is checked but not
+atomic (a warning says so).
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ import pyarrow.fs as pafs
 
 from bonito_ray.config import ConfigError
 from bonito_ray.errors import UserError
-from bonito_ray.schema import LEASE_FILE, LEASE_TTL_ENV, LEASE_TTL_SECONDS, TEMPORARY_PREFIX
+from bonito_ray.schema import LEASE_FILE, LEASE_TTL_BOUNDS, LEASE_TTL_ENV, LEASE_TTL_SECONDS, TEMPORARY_PREFIX
 from bonito_ray.storage import join
 
 logger = logging.getLogger(__name__)
@@ -57,21 +63,48 @@ class LeaseLostError(UserError, RuntimeError):
 def lease_ttl() -> float:
     """Seconds a lease lives without renewal: ``BONITO_RAY_LEASE_TTL`` or the default."""
     value = os.environ.get(LEASE_TTL_ENV)
+    if not value:
+        return LEASE_TTL_SECONDS
     try:
-        ttl = float(value) if value else LEASE_TTL_SECONDS
+        ttl = float(value)
     except ValueError:
         raise ConfigError(f"{LEASE_TTL_ENV}={value!r} is not a number of seconds") from None
-    if not (math.isfinite(ttl) and ttl > 0):
-        raise ConfigError(f"{LEASE_TTL_ENV}={value!r} must be a finite number of seconds > 0")
+    return checked_ttl(ttl, f"{LEASE_TTL_ENV}={value!r}")
+
+
+def checked_ttl(ttl: float, given: str) -> float:
+    """``ttl`` if it is within ``LEASE_TTL_BOUNDS``; else a ConfigError saying where it was ``given``."""
+    low, high = LEASE_TTL_BOUNDS
+    if not low <= ttl <= high:  # NaN too
+        raise ConfigError(f"{given} must be a number of seconds from {low:g} to {high:g}")
     return ttl
+
+
+class Clock:
+    """The lease's time: wall time for heartbeats, which the runs of every host compare; this process's
+    monotonic time for its own renewals; the wait between renewals. Tests step a stand-in instead of sleeping."""
+
+    def time(self) -> float:
+        return time.time()
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def wait(self, stop: threading.Event, seconds: float) -> bool:
+        """Wait ``seconds``, or until ``stop`` is set: True if it is."""
+        return stop.wait(seconds)
+
+
+SYSTEM_CLOCK = Clock()
 
 
 class Lease:
     """This run's hold on an output; ``acquire`` it, ``check`` it before each transition, ``release`` it."""
 
-    def __init__(self, store: "_Store", uri: str, record: dict, tag: object) -> None:
-        self.store, self.uri, self.record, self._tag = store, uri, record, tag
-        self._renewed = time.monotonic()
+    def __init__(self, store: "_Store", uri: str, record: dict, tag: object, clock: Clock, renewed: float) -> None:
+        # renewed: the monotonic time at which the heartbeat in the store was stamped
+        self.store, self.uri, self.record, self._tag, self.clock = store, uri, record, tag, clock
+        self._renewed = renewed
         self._lost: str | None = None
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -80,20 +113,21 @@ class Lease:
 
     @classmethod
     def acquire(cls, fs: pafs.FileSystem, root: str, uri: str, s3_endpoint: str | None = None,
-                ttl: float | None = None) -> "Lease":
+                ttl: float | None = None, clock: Clock = SYSTEM_CLOCK) -> "Lease":
         """Hold the output at ``root`` (``uri`` names it in messages); raises LeaseHeldError if a live run does."""
+        ttl = lease_ttl() if ttl is None else checked_ttl(ttl, f"a lease TTL of {ttl!r}")
         store = _store_for(fs, root, uri, s3_endpoint)
-        ttl = lease_ttl() if ttl is None else ttl
+        renewed = clock.monotonic()
         record = {"run_id": uuid.uuid4().hex, "host": socket.gethostname(), "pid": os.getpid(),
-                  "heartbeat": time.time(), "ttl": ttl}
+                  "heartbeat": clock.time(), "ttl": ttl}
         tag = store.create(_encode(record))
         if tag is None:
             current = store.read()
             if current is not None:
                 held, current_tag = current
-                why = stale_reason(held)
+                why = stale_reason(held, clock.time())
                 if why is None:
-                    raise LeaseHeldError(_held_message(uri, held))
+                    raise LeaseHeldError(_held_message(uri, held, clock.time()))
                 tag = store.take_over(current_tag, _encode(record))
                 if tag is None:
                     raise LeaseHeldError(f"output {uri} was just taken by another run; "
@@ -104,21 +138,37 @@ class Lease:
                 if tag is None:
                     raise LeaseHeldError(f"output {uri} was just taken by another run; "
                                          "only one run may write to an output at a time")
-        return cls(store, uri, record, tag)
+        return cls(store, uri, record, tag, clock, renewed)
 
     @property
     def run_id(self) -> str:
         return self.record["run_id"]
 
     def check(self) -> None:
-        """Raise LeaseLostError if this run no longer holds the output."""
+        """Raise LeaseLostError if this run no longer holds the output: by its own clock (not renewed for a
+        TTL), or by the store (the lease there is not the version this run last wrote)."""
         with self._lock:
-            if self._lost is None and time.monotonic() - self._renewed > self.record["ttl"]:
-                self._lost = f"not renewed for {self.record['ttl']:g}s"
+            if self._lost is None:
+                try:
+                    self._lost = self._why_lost()
+                except Exception as err:  # noqa: BLE001 - a store fault: not known lost, but not known held
+                    why = (str(err).splitlines() or [type(err).__name__])[0]
+                    raise LeaseLostError(f"output {self.uri}: cannot read this run's lease back to check it still "
+                                         f"holds it ({why}), so it stops") from err
             lost = self._lost
         if lost is not None:
             raise LeaseLostError(f"output {self.uri}: this run lost its lease ({lost}); "
                                  "another run may be writing there, so this one stops")
+
+    def _why_lost(self) -> str | None:
+        ttl = self.record["ttl"]
+        if self.clock.monotonic() - self._renewed > ttl:
+            return f"not renewed for {ttl:g}s"
+        current = self.store.read()
+        if current is None:
+            return "its lease file is gone"
+        held, tag = current
+        return None if tag == self._tag else f"run {held.get('run_id')} took it over"
 
     def release(self) -> None:
         """Stop renewing and delete the lease if it is still this run's. Idempotent."""
@@ -137,7 +187,7 @@ class Lease:
         self.release()
 
     def _renew_loop(self) -> None:
-        while not self._stop.wait(self.record["ttl"] / RENEWALS_PER_TTL):
+        while not self.clock.wait(self._stop, self.record["ttl"] / RENEWALS_PER_TTL):
             self.renew()
 
     def renew(self) -> None:
@@ -145,7 +195,8 @@ class Lease:
         with self._lock:
             if self._lost is not None:
                 return
-            record = {**self.record, "heartbeat": time.time()}
+            stamped = self.clock.monotonic()  # the other runs count the TTL from the heartbeat: so does this one
+            record = {**self.record, "heartbeat": self.clock.time()}
             try:
                 tag = self.store.replace(self._tag, _encode(record))
             except Exception as err:  # noqa: BLE001 - a passing store fault; check() judges by age
@@ -154,22 +205,37 @@ class Lease:
             if tag is None:
                 self._lost = "another run took it over"
                 return
-            self.record, self._tag, self._renewed = record, tag, time.monotonic()
+            self.record, self._tag, self._renewed = record, tag, stamped
 
 
-def stale_reason(record: dict) -> str | None:
-    """Why a lease may be taken over (None: its holder is live)."""
-    age = time.time() - float(record.get("heartbeat", 0))
-    if age > float(record.get("ttl", LEASE_TTL_SECONDS)):
+def stale_reason(record: dict, now: float) -> str | None:
+    """Why a lease may be taken over at wall time ``now`` (None: its holder is live)."""
+    age = now - _field(record, "heartbeat", 0.0)
+    if age > _record_ttl(record):
         return f"no heartbeat for {age:.0f}s"
-    if record.get("host") == socket.gethostname() and not _pid_alive(int(record.get("pid", 0))):
+    if record.get("host") == socket.gethostname() and not _pid_alive(int(_field(record, "pid", 0))):
         return f"its process {record.get('pid')} on this host is gone"
     return None
 
 
-def _held_message(uri: str, record: dict) -> str:
-    age = time.time() - float(record.get("heartbeat", 0))
-    ttl = float(record.get("ttl", LEASE_TTL_SECONDS))
+def _field(record: dict, key: str, default: float) -> float:
+    """A number of a lease written by any run, of any version, or by hand: ``default`` when it holds none."""
+    value = record.get(key)
+    try:
+        number = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+    except OverflowError:
+        number = math.nan
+    return number if math.isfinite(number) else default
+
+
+def _record_ttl(record: dict) -> float:
+    low, high = LEASE_TTL_BOUNDS
+    return min(max(_field(record, "ttl", LEASE_TTL_SECONDS), low), high)
+
+
+def _held_message(uri: str, record: dict, now: float) -> str:
+    age = now - _field(record, "heartbeat", 0.0)
+    ttl = _record_ttl(record)
     return (f"output {uri} is in use by run {record.get('run_id')} (pid {record.get('pid')} on "
             f"{record.get('host')}, heartbeat {age:.0f}s ago); only one run may write to an output at a time "
             f"(a killed run's lease expires {max(0.0, ttl - age):.0f}s from now)")
@@ -180,7 +246,7 @@ def _pid_alive(pid: int) -> bool:
         return False
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # OverflowError: no process can have that id
         return False
     except PermissionError:
         return True  # someone else's live process

@@ -154,6 +154,9 @@ OWNED_ENTRIES = (*ACCEPTED_DIRS, SELF_GUIDE_DIR, LEGACY_ACCEPTED_DIRS, REJECTS_D
 # The output lease: a run renews it every TTL/5 seconds; one not renewed for TTL seconds is taken over.
 LEASE_TTL_SECONDS = 300.0
 LEASE_TTL_ENV = "BONITO_RAY_LEASE_TTL"  # seconds; overrides LEASE_TTL_SECONDS
+# The TTLs a lease may have, in seconds: renewals (every TTL/5) need room for a slow store, and a killed run's
+# output is not kept from the next run for more than a day.
+LEASE_TTL_BOUNDS = (10.0, 86_400.0)
 
 
 def accepted_dir(task_type: str) -> str:
