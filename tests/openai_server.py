@@ -9,6 +9,12 @@ the window. It can be told to fail the first attempt of every ``fault_every``-th
 answer comes after ``SLOW_S`` seconds, or never if the server stops first). With ``api_key``
 set, both routes want it as a Bearer header (HTTP 401 otherwise), as ``vllm serve --api-key``
 does. It records every attempt: what was asked, what was answered, and the Authorization header.
+
+Hostile faults, for either route (``faults`` for completions, ``models_fault`` for ``/v1/models``):
+``drip`` (the headers, then the body a byte every ``DRIP_S`` seconds), ``drip-headers`` (the
+status line, then the headers a byte at a time), ``echo-auth`` (HTTP 500 whose message quotes
+the request's Authorization header), and the 200 answers of ``MALFORMED`` (a ``usage`` that is not
+token counts, no choices, a text that is not a string, JSON that is not JSON...).
 """
 
 from __future__ import annotations
@@ -23,6 +29,18 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 SLOW_S = 6.0  # well past a normal answer's time, even on a loaded machine
+DRIP_S, DRIP_BYTES = 0.25, 40  # a drip lasts 10 s: far past the tests' timeouts, yet ends if nothing cuts it
+_COMPLETION = {"object": "text_completion", "choices": [{"index": 0, "text": "ok", "finish_reason": "stop"}]}
+MALFORMED = {  # 200 answers that are no completion
+    "usage-not-counts": json.dumps(_COMPLETION | {"usage": "lots"}).encode(),
+    "counts-not-ints": json.dumps(_COMPLETION | {"usage": {"prompt_tokens": "12", "completion_tokens": 3}}).encode(),
+    "count-too-big": json.dumps(_COMPLETION | {"usage": {"prompt_tokens": 2 ** 70, "completion_tokens": 1}}).encode(),
+    "no-choices": json.dumps({"object": "text_completion", "usage": {"prompt_tokens": 1}}).encode(),
+    "text-not-string": json.dumps({"choices": [{"text": ["ok"], "finish_reason": "stop"}]}).encode(),
+    "lone-surrogate": b'{"choices": [{"text": "ok \\ud800", "finish_reason": "stop"}]}',
+    "not-an-object": b'["choices"]',
+    "too-deep": b"[" * 100_000 + b"]" * 100_000,
+}
 
 
 @dataclass
@@ -41,6 +59,7 @@ class CompletionsServer:
     max_model_len: int | None = None  # reported on /v1/models and enforced; None: the model's window, unreported
     fault_every: int = 0
     faults: tuple[str, ...] = ("429", "500", "drop")
+    models_fault: str | None = None  # a hostile fault for every GET /v1/models
     api_key: str | None = None
     attempts: list[Attempt] = field(default_factory=list)
 
@@ -126,7 +145,8 @@ def _handler(server: CompletionsServer) -> type[BaseHTTPRequestHandler]:
                 return
             if self.path.rstrip("/") != "/v1/models":
                 return self._answer(404, _error("not found", "NotFoundError", 404))
-            self._answer(200, server.models())
+            if not self._hostile(server.models_fault):
+                self._answer(200, server.models())
 
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -148,11 +168,38 @@ def _handler(server: CompletionsServer) -> type[BaseHTTPRequestHandler]:
             if fault == "slow" and server.stopped.wait(SLOW_S):
                 self.close_connection = True
                 return
+            if self._hostile(fault):
+                return
             status, answer = server.complete(body)
             if fault is None:
                 record.status = status
                 record.text = answer["choices"][0]["text"] if status == 200 else None
             self._answer(status, answer)
+
+        def _hostile(self, fault: str | None) -> bool:
+            """Answers as a hostile fault says; False if ``fault`` is none of them."""
+            if fault == "echo-auth":
+                self._answer(500, _error(f"bad key {self.headers.get('Authorization')}", "AuthError", 500))
+            elif fault in MALFORMED:
+                self._send(200, MALFORMED[fault])
+            elif fault in ("drip", "drip-headers"):
+                self.close_connection = True
+                head = (f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {DRIP_BYTES}\r\n"
+                        "\r\n").encode()
+                dripped = head[16:] + b" " * DRIP_BYTES if fault == "drip-headers" else b" " * DRIP_BYTES
+                try:
+                    self.wfile.write(head[:16] if fault == "drip-headers" else head)
+                    self.wfile.flush()
+                    for byte in dripped:
+                        if server.stopped.wait(DRIP_S):
+                            return True
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                except OSError:  # the client gave up and closed
+                    pass
+            else:
+                return False
+            return True
 
         def _authorised(self) -> bool:
             if server.api_key is None or self.headers.get("Authorization") == f"Bearer {server.api_key}":
@@ -161,7 +208,9 @@ def _handler(server: CompletionsServer) -> type[BaseHTTPRequestHandler]:
             return False
 
         def _answer(self, status: int, answer: dict, headers: dict | None = None) -> None:
-            data = json.dumps(answer).encode()
+            self._send(status, json.dumps(answer).encode(), headers)
+
+        def _send(self, status: int, data: bytes, headers: dict | None = None) -> None:
             try:
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")

@@ -14,9 +14,15 @@ API); this stage is a pool of Ray actors that send each request row to ``ENDPOIN
 - **The key** is read from the environment variable ``api_key_env`` names, once, on the driver,
   and handed to the actors in memory (never in a runtime env, which Ray logs); it is sent as a
   Bearer header and is nowhere in the configuration, the manifest or the logs. No key: no header.
+  What a server says is shown only through ``server_text``, which blanks the key and any
+  ``Bearer`` token out of it (a server may echo the request's headers in an error).
 - **Where requests go**: the endpoint must be inside the cluster (``bonito_ray.engines.endpoint``)
-  unless the user opts in; the client follows no redirects and ignores proxy variables and
-  ``.netrc``, so passages go to that host and nowhere else.
+  unless the user opts in, and never a cloud metadata service; the client follows no redirects
+  and ignores proxy variables and ``.netrc``, so passages go to that host and nowhere else.
+- **Deadlines**: ``request_timeout_s`` bounds each attempt whole, connection to the answer's last
+  byte (``bonito_ray.engines.http_client``): a server that answers a byte at a time times out.
+- **A malformed answer** (no completion, a ``usage`` that is not token counts) is that row's
+  ``engine_error``, as a refusal is.
 - **The window**: the server's own window for the model, where ``/models`` reports one (vLLM's
   ``max_model_len``, Ray Serve LLM's ``max_request_context_length``), else the model's config.
   ``/models`` is asked at planning, which also checks that the server is reachable, accepts the
@@ -55,6 +61,7 @@ MAX_BACKOFF_S = 60.0  # the longest wait before a retry, Retry-After included
 MODELS_TIMEOUT_S = 30.0  # for the planning-time question to /models
 RETRYABLE = frozenset({408, 429})  # and every 5xx
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+BEARER = re.compile(r"\bbearer\s+[A-Za-z0-9\-._~+/]+=*", re.IGNORECASE)  # RFC 6750's token
 _MESSAGE_CHARS = 300  # of a server's error message kept in engine_error
 
 
@@ -120,6 +127,9 @@ def check_openai_config(config: GenerateConfig) -> None:
     scope = host_scope(host)
     if scope.private:
         return
+    if scope.metadata:
+        raise ConfigError(f"endpoint {config.endpoint} is not a model server ({scope.why}); the API key would be "
+                          "sent to it. Use the server's cluster address")
     if not config.allow_external_endpoint:
         raise ConfigError(f"endpoint {config.endpoint} is not inside the cluster ({scope.why}); passages would "
                           "leave it. Use the server's cluster address, or pass --allow-external-endpoint if "
@@ -143,16 +153,6 @@ def auth_headers(key: Secret | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {key.reveal()}"} if key is not None else {}
 
 
-def new_session():
-    """A ``requests`` session that sends only what we give it, to the host we name: no proxy variables
-    (a proxy would take the passages out of the cluster), no ``.netrc`` credentials."""
-    import requests
-
-    session = requests.Session()
-    session.trust_env = False
-    return session
-
-
 def openai_window(config: GenerateConfig, tokenizer: Any) -> int | None:
     """The server's window for the served model where it reports one, else the model's own."""
     from bonito_ray.engines.window import model_window
@@ -169,21 +169,23 @@ def served_window(config: GenerateConfig) -> int | None:
     """
     import requests
 
+    from bonito_ray.engines.http_client import fetch, new_session
+
     url = config.endpoint.rstrip("/") + "/models"
     key = api_key(config)
     timeout = min(config.request_timeout_s, MODELS_TIMEOUT_S)
     try:
-        response = new_session().get(url, headers=auth_headers(key), allow_redirects=False, timeout=timeout)
+        response = fetch(new_session(), "GET", url, timeout, headers=auth_headers(key))
     except requests.Timeout:
         raise ConfigError(f"cannot reach endpoint {url}: no answer within {timeout:g} s") from None
     except requests.RequestException as err:
-        raise ConfigError(f"cannot reach endpoint {url}: {failure_reason(err)}") from None
+        raise ConfigError(f"cannot reach endpoint {url}: {failure_reason(err, key)}") from None
     if response.status_code in (401, 403):
         hint = f"no API key was sent: set {config.api_key_env}" if key is None else \
             f"check the key in {config.api_key_env}"
         raise ConfigError(f"endpoint {url} refused the request (HTTP {response.status_code}); {hint}")
     if response.status_code != 200:
-        raise ConfigError(f"endpoint {url} answered HTTP {response.status_code} ({server_message(response)}); "
+        raise ConfigError(f"endpoint {url} answered HTTP {response.status_code} ({server_message(response, key)}); "
                           "is the base URL right? It usually ends in /v1")
     try:
         models = [m for m in response.json()["data"] if isinstance(m, dict)]
@@ -192,7 +194,7 @@ def served_window(config: GenerateConfig) -> int | None:
     name = served_model(config)
     entry = next((m for m in models if m.get("id") == name), None)
     if entry is None:
-        served = ", ".join(repr(m.get("id")) for m in models) or "none"
+        served = server_text(", ".join(repr(m.get("id")) for m in models) or "none", key)
         raise ConfigError(f"endpoint {config.endpoint} does not serve model {name!r} (it serves {served}); "
                           "pass --served-model-name (default: --model, which stays the tokenizer)")
     window = reported_window(entry)
@@ -212,12 +214,25 @@ def reported_window(card: dict[str, Any]) -> int | None:
     return None
 
 
-def failure_reason(err: Exception) -> str:
+def failure_reason(err: Exception, key: Secret | None) -> str:
     """The operating system's words for a failed connection ("Connection refused", "Name or service not
-    known"), else the exception's first line, cut: urllib3 wraps them in a paragraph."""
+    known"), else the exception's first line, cut: urllib3 wraps them in a paragraph (which may quote
+    what the server sent)."""
     text = str(err)
     found = re.search(r"\[Errno -?\d+\] ([^'\")]+)", text)
-    return found.group(1).strip() if found else f"{type(err).__name__}: {text.splitlines()[0][:200] if text else ''}"
+    return server_text(found.group(1).strip() if found else
+                       f"{type(err).__name__}: {text.splitlines()[0][:200] if text else ''}", key)
+
+
+def server_text(text: str, key: Secret | None) -> str:
+    """Server-sent text made fit to print, log or write: without the API key or any ``Bearer`` token (a
+    server may echo the request's headers), on one line, in valid UTF-8, cut. The one way server text
+    reaches a message."""
+    text = BEARER.sub("Bearer ***", text)  # first: the whole token, were the key only a part of it
+    if key is not None:
+        text = text.replace(key.reveal(), "***")
+    text = " ".join(text.split()).encode("utf-8", "replace").decode("utf-8")
+    return text[:_MESSAGE_CHARS] + ("..." if len(text) > _MESSAGE_CHARS else "")
 
 
 def build_openai_stage(config: GenerateConfig) -> EngineStage:
@@ -285,16 +300,15 @@ def retry_after_s(response) -> float | None:
         return None
 
 
-def server_message(response) -> str:
-    """The error message of a server's answer (OpenAI's and vLLM's JSON shapes, else the text), one line, cut."""
+def server_message(response, key: Secret | None) -> str:
+    """The error message of a server's answer (OpenAI's and vLLM's JSON shapes, else the text), as server_text."""
     try:
         body = response.json()
         error = body.get("error")
         message = error.get("message") if isinstance(error, dict) else (body.get("message") or error)
     except (ValueError, AttributeError):
         message = None
-    text = " ".join(str(message or response.text or response.reason or "").split())
-    return text[:_MESSAGE_CHARS] + ("..." if len(text) > _MESSAGE_CHARS else "")
+    return server_text(str(message or response.text or response.reason or ""), key)
 
 
 def request_body(model: str, prompt: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -309,7 +323,7 @@ def request_body(model: str, prompt: str, params: dict[str, Any]) -> dict[str, A
     return body
 
 
-def parse_completion(answer: Any) -> Generation:
+def parse_completion(answer: Any, key: Secret | None = None) -> Generation:
     """A ``/completions`` answer (parsed JSON) as the contract's columns; a malformed one is refused."""
     try:
         choice = answer["choices"][0]
@@ -320,9 +334,30 @@ def parse_completion(answer: Any) -> Generation:
         return refused("the server's answer holds no completion")
     if not isinstance(text, str):
         return refused("the server's answer holds no completion")
+    if not is_utf8(text):
+        return refused("the server's completion is not valid Unicode (a lone surrogate)")
     if finish not in (STOP, LENGTH):
-        return refused(f"the server ended the completion with finish_reason {finish!r}")
-    return Generation(text, usage.get("prompt_tokens"), usage.get("completion_tokens"), finish, None)
+        return refused(f"the server ended the completion with finish_reason {server_text(repr(finish), key)}")
+    if not isinstance(usage, dict):
+        return refused(f"the server's answer has a usage that is not token counts: {server_text(repr(usage), key)}")
+    counts = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    if not all(n is None or is_token_count(n) for n in counts):
+        return refused(f"the server's answer has token counts that are not counts: {server_text(repr(counts), key)}")
+    return Generation(text, *counts, finish, None)
+
+
+def is_token_count(value: Any) -> bool:
+    """An int that fits the contract's int64 column (not a bool, a float or a numeral in a string)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2 ** 63
+
+
+def is_utf8(text: str) -> bool:
+    """Whether ``text`` can be written as UTF-8 (JSON's ``\\ud800`` escapes decode to lone surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class CompletionsClient:
@@ -333,6 +368,7 @@ class CompletionsClient:
                  request_timeout_s: float) -> None:
         self.url = endpoint.rstrip("/") + "/completions"
         self.model = model
+        self.key = api_key
         self.headers = auth_headers(api_key)
         self.max_retries, self.retry_backoff_s, self.timeout = max_retries, retry_backoff_s, request_timeout_s
         self.limiter = RateLimiter(requests_per_second)
@@ -356,6 +392,8 @@ class CompletionsClient:
         """One request, retried as the module doc says; never raises for what the server or network does."""
         import requests
 
+        from bonito_ray.engines.http_client import fetch
+
         body = request_body(self.model, prompt, params)
         failure, wait_at_least = "", None
         for attempt in range(self.max_retries + 1):
@@ -365,26 +403,27 @@ class CompletionsClient:
                 time.sleep(backoff_s(attempt, self.retry_backoff_s, wait_at_least))
             self.limiter.wait()
             try:
-                response = self._session().post(self.url, json=body, headers=self.headers, timeout=self.timeout,
-                                                allow_redirects=False)
+                response = fetch(self._session(), "POST", self.url, self.timeout, json=body, headers=self.headers)
             except requests.Timeout:
                 failure, wait_at_least = f"timeout: no answer within {self.timeout:g} s", None
                 continue
             except requests.RequestException as err:
-                failure, wait_at_least = f"connection error: {failure_reason(err)}", None
+                failure, wait_at_least = f"connection error: {failure_reason(err, self.key)}", None
                 continue
             if response.status_code == 200:
                 try:
-                    return parse_completion(response.json())
+                    return parse_completion(response.json(), self.key)
                 except ValueError:
                     return refused("the server's answer is not JSON")
-            failure = f"HTTP {response.status_code}: {server_message(response)}"
+            failure = f"HTTP {response.status_code}: {server_message(response, self.key)}"
             if not is_retryable(response.status_code):
                 return refused(failure)
             wait_at_least = retry_after_s(response)
         return refused(f"{failure} (gave up after {self.max_retries + 1} attempts)")
 
     def _session(self):
+        from bonito_ray.engines.http_client import new_session
+
         session = getattr(self.local, "session", None)
         if session is None:
             session = self.local.session = new_session()
