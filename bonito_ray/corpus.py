@@ -11,8 +11,11 @@ Nothing under the input is dropped silently:
   a file or directory already listed, a broken link) is a :class:`SkippedFile`, written by
   :func:`reject_skipped` to ``_rejects/stage=corpus/`` with its reason; bonito-ray's own
   outputs (``_rejects``, ``_manifest.json``, ...) are the one exception;
-- a record that cannot be read (invalid JSON or UTF-8, a missing, null, empty or non-string
-  context) goes there too, with its reason and line;
+- a record that cannot be read (invalid JSON or UTF-8, JSON nested deeper than the parser follows,
+  a lone surrogate escape, a missing, null, empty or non-string context, a Parquet cell Python
+  cannot hold) goes there too, with its reason and line, and the records after it are read;
+- a file that holds no record at all (0 bytes, blank lines only, no rows) is one ``empty_file``
+  reject, so that it shows in the summary;
 - a compressed file cut short keeps every complete record before the cut, and one
   ``truncated_file`` reject names the record after which it was cut; a file deleted between
   listing and reading is one ``missing_file`` reject. Neither stops the job.
@@ -39,7 +42,7 @@ import pyarrow.parquet as pq
 from ray.data.datasource import FileBasedDatasource
 
 from bonito_ray.errors import UserError
-from bonito_ray.rejects import (DUPLICATE_PATH, EMPTY_CONTEXT, HIDDEN_FILE, INVALID_JSON, INVALID_UTF8,
+from bonito_ray.rejects import (DUPLICATE_PATH, EMPTY_CONTEXT, EMPTY_FILE, HIDDEN_FILE, INVALID_JSON, INVALID_UTF8,
                                 MISSING_CONTEXT_COLUMN, MISSING_FILE, NON_STRING_CONTEXT, NOT_AN_OBJECT, NULL_CONTEXT,
                                 TRUNCATED_FILE, UNREADABLE_FILE, UNSUPPORTED_FORMAT, write_rejects)
 from bonito_ray.schema import CORPUS_STAGE, DOCUMENT_SCHEMA, OWNED_ENTRIES, stable_id, table_from_rows
@@ -268,7 +271,7 @@ def _first_record_keys(fs: pafs.FileSystem, path: str) -> list[str] | None:
         for _, line in itertools.islice(_lines(_decompressed(f, path)), _PEEK_LINES):
             try:
                 record = json.loads(line)
-            except ValueError:
+            except (ValueError, RecursionError):
                 continue  # rejected at read time; look a little further for a readable record
             if isinstance(record, dict):
                 return list(record)
@@ -317,12 +320,13 @@ class CorpusDatasource(FileBasedDatasource):
         source = display_uri(self._input_uri, path)
         documents: list[dict] = []
         rejects: list[dict] = []
-        position = 0
+        position = read = 0
         if isinstance(f, _MissingFile):
             self._reject(source, [_missing_file(self._input_uri, path, "when read")])
             return
         try:
             for position, context, reason, detail, raw in _records(f, path, self._context_column):
+                read += 1
                 if reason is None:
                     documents.append({"source": source, "position": position, "context": context})
                     if len(documents) >= BLOCK_ROWS:
@@ -340,6 +344,8 @@ class CorpusDatasource(FileBasedDatasource):
             # A file cut short or corrupt: keep what was read, reject the rest with the reason.
             rejects.append({"source": source, "position": position + 1, "reason": UNREADABLE_FILE,
                             "detail": f"{type(err).__name__}: {err} (after record {position})"})
+        if not read and not rejects:  # otherwise a 0-byte file would leave no trace in the run
+            rejects.append({"source": source, "reason": EMPTY_FILE, "detail": "no record in the file"})
         if documents:
             yield table_from_rows(documents, DOCUMENT_SCHEMA)
         self._reject(source, rejects)
@@ -380,6 +386,7 @@ def read_documents(input_uri: str, fs: pafs.FileSystem, files: list[str], contex
 
 
 ReadRecord = tuple[int, str | None, str | None, str | None, str | None]  # position, context, reason, detail, raw
+Cell = tuple[str | None, str | None, str | None, str | None]  # a table cell: context, reason, detail, raw
 
 
 def _records(f: pa.NativeFile, path: str, column: str) -> Iterator[ReadRecord]:
@@ -516,23 +523,26 @@ def _lines(chunks: Iterator[bytes]) -> Iterator[tuple[int, bytes]]:
 
 def _jsonl_records(lines: Iterator[tuple[int, bytes]], column: str) -> Iterator[ReadRecord]:
     for number, line in lines:
-        try:
-            text = line.decode("utf-8")
-        except UnicodeDecodeError as err:
-            yield number, None, INVALID_UTF8, str(err), line.decode("utf-8", errors="replace")
-            continue
-        try:
-            record = json.loads(text)
-        except ValueError as err:
-            yield number, None, INVALID_JSON, str(err), text
-            continue
-        if not isinstance(record, dict):
-            yield number, None, NOT_AN_OBJECT, f"a JSON {type(record).__name__}, not an object", text
-        elif column not in record:
-            yield number, None, MISSING_CONTEXT_COLUMN, f"no key {column!r}", text
-        else:
-            context, reason, detail = _check_context(record[column])
-            yield number, context, reason, detail, None if reason is None else text
+        yield _jsonl_record(number, line, column)
+
+
+def _jsonl_record(number: int, line: bytes, column: str) -> ReadRecord:
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return number, None, INVALID_UTF8, str(err), line.decode("utf-8", errors="replace")
+    try:
+        record = json.loads(text)
+    except ValueError as err:
+        return number, None, INVALID_JSON, str(err), text
+    except RecursionError:  # e.g. a line of 100,000 "[": Python's parser recurses once per level
+        return number, None, INVALID_JSON, "nested deeper than the JSON parser can follow", text
+    if not isinstance(record, dict):
+        return number, None, NOT_AN_OBJECT, f"a JSON {type(record).__name__}, not an object", text
+    if column not in record:
+        return number, None, MISSING_CONTEXT_COLUMN, f"no key {column!r}", text
+    context, reason, detail = _check_context(record[column])
+    return number, context, reason, detail, None if reason is None else text
 
 
 def _table_records(names: list[str], batches: Any, column: str) -> Iterator[ReadRecord]:
@@ -541,10 +551,42 @@ def _table_records(names: list[str], batches: Any, column: str) -> Iterator[Read
         return
     number = 0
     for batch in batches:
-        for value in batch.column(batch.schema.get_field_index(column)).to_pylist():
+        array = batch.column(batch.schema.get_field_index(column))
+        for cell in _text_cells(array) if _is_text(array.type) else _other_cells(array):
             number += 1
-            context, reason, detail = _check_context(value)
-            yield number, context, reason, detail, None if reason is None else repr(value)
+            yield (number, *cell)
+
+
+def _is_text(kind: pa.DataType) -> bool:
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind)
+
+
+def _text_cells(array: pa.Array) -> Iterator[Cell]:
+    """A string column's cells, decoded here: Parquet does not check that its strings are UTF-8, and
+    Arrow's own conversion raises on the first one that is not, ending the file's read."""
+    for data in array.cast(pa.large_binary()).to_pylist():
+        try:
+            text = None if data is None else data.decode("utf-8")
+        except UnicodeDecodeError as err:
+            yield None, INVALID_UTF8, str(err), data.decode("utf-8", errors="replace")
+            continue
+        context, reason, detail = _check_context(text)
+        yield context, reason, detail, None if reason is None else repr(text)
+
+
+def _other_cells(array: pa.Array) -> Iterator[Cell]:
+    """A column of another type: no cell is a context. Each is converted alone, for the reject's raw
+    text, as some cannot be (a timestamp beyond Python's dates): that one keeps Arrow's type name."""
+    for i in range(len(array)):
+        try:
+            value = array[i].as_py()
+        except Exception:  # noqa: BLE001 - one cell's conversion; any failure is that cell's alone
+            yield None, NON_STRING_CONTEXT, f"context is an Arrow {array.type} that Python cannot hold", None
+            continue
+        context, reason, detail = _check_context(value)
+        yield context, reason, detail, None if reason is None else repr(value)
 
 
 def _text_record(chunks: Iterator[bytes]) -> Iterator[ReadRecord]:
@@ -555,6 +597,8 @@ def _text_record(chunks: Iterator[bytes]) -> Iterator[ReadRecord]:
         err.partial = b"".join(parts)
         raise
     data = b"".join(parts)
+    if not data:
+        return  # a 0-byte file: no record, as for the other formats
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -571,4 +615,9 @@ def _check_context(value: Any) -> tuple[str | None, str | None, str | None]:
         return None, NON_STRING_CONTEXT, f"context is a {type(value).__name__}, not a string"
     if not value.strip():
         return None, EMPTY_CONTEXT, "context is empty or whitespace only"
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as err:  # a JSON escape of a lone surrogate, e.g. "\\ud800"
+            return None, INVALID_UTF8, f"context holds a lone surrogate, which UTF-8 cannot encode: {err}"
     return value, None, None

@@ -52,7 +52,8 @@ def _also(name: str, stages: tuple[str, ...], meaning: str) -> str:
 
 # stage=corpus: records and files of the input (bonito_ray.corpus)
 INVALID_JSON = _reason("invalid_json", CORPUS_STAGE, "a JSONL line that is not JSON")
-INVALID_UTF8 = _reason("invalid_utf8", CORPUS_STAGE, "a line or file that is not UTF-8")
+INVALID_UTF8 = _reason("invalid_utf8", CORPUS_STAGE, "a line, file or value that is not UTF-8, or a context holding "
+                                                         "a lone surrogate (a JSON escape such as \\ud800)")
 NOT_AN_OBJECT = _reason("not_an_object", CORPUS_STAGE, "a JSONL line that is not a JSON object")
 MISSING_CONTEXT_COLUMN = _reason("missing_context_column", CORPUS_STAGE, "a record without the context column")
 NULL_CONTEXT = _reason("null_context", CORPUS_STAGE, "a record whose context is null")
@@ -62,6 +63,7 @@ UNREADABLE_FILE = _reason("unreadable_file", CORPUS_STAGE, "corrupt, or not a fi
 TRUNCATED_FILE = _reason("truncated_file", CORPUS_STAGE,
                          "a compressed stream cut short: the records before the cut are kept")
 MISSING_FILE = _reason("missing_file", CORPUS_STAGE, "listed, then gone when read")
+EMPTY_FILE = _reason("empty_file", CORPUS_STAGE, "a file that holds no record (0 bytes, or blank lines only)")
 UNSUPPORTED_FORMAT = _reason("unsupported_format", CORPUS_STAGE,
                             "a file of a format bonito-ray does not read, or not a regular file")
 HIDDEN_FILE = _reason("hidden_file", CORPUS_STAGE,

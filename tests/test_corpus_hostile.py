@@ -18,11 +18,12 @@ import zlib
 import boto3
 import pyarrow as pa
 import pyarrow.dataset as pds
+import pyarrow.parquet as pq
 import pytest
 import ray
 
 from bonito_ray.config import ConfigError, GenerateConfig
-from bonito_ray.corpus import CorpusError, list_corpus_files, reject_skipped, read_documents
+from bonito_ray.corpus import CorpusError, check_context_column, list_corpus_files, reject_skipped, read_documents
 from bonito_ray.generators import GENERATORS
 from bonito_ray.passages import prepare_passages, special_tokens
 from bonito_ray.pipeline import generate, plan_job
@@ -114,6 +115,70 @@ def test_a_truncated_text_file_is_rejected_whole_with_what_was_read(ray_cluster,
     assert read(corpus, out) == []
     (reject,) = corpus_rejects(out)
     assert reject["reason"] == "truncated_file" and text.decode().startswith(reject["raw"]) and reject["raw"]
+
+
+# --- a hostile record is a reject, never a failed read (issue 24) -------------------------------
+
+DEEP = "[" * 100_000 + "]" * 100_000  # deeper than Python's recursion limit
+
+
+def test_hostile_jsonl_records_are_rejects_and_the_records_after_them_are_read(ray_cluster, tmp_path):
+    corpus = tmp_path / "in" / "a.jsonl"
+    corpus.parent.mkdir()
+    corpus.write_text('{"text": "before"}\n'
+                      f'{DEEP}\n'
+                      f'{{"text": {DEEP}}}\n'
+                      '{"text": "a lone surrogate \\ud800 in an escape"}\n'
+                      '{"text": "after"}\n')
+    out = tmp_path / "out"
+    assert sorted((r["position"], r["context"]) for r in read(corpus, out)) == [(1, "before"), (5, "after")]
+    rejects = sorted(corpus_rejects(out), key=lambda r: r["position"])
+    assert [(r["position"], r["reason"]) for r in rejects] == [(2, "invalid_json"), (3, "invalid_json"),
+                                                               (4, "invalid_utf8")]
+    assert all("nested deeper" in r["detail"] for r in rejects[:2]) and "lone surrogate" in rejects[2]["detail"]
+    assert rejects[2]["raw"] == '{"text": "a lone surrogate \\ud800 in an escape"}'
+
+
+def test_the_context_column_check_looks_past_a_deeply_nested_line(tmp_path):
+    corpus = tmp_path / "a.jsonl"
+    corpus.write_text(f'{DEEP}\n{{"body": "the first readable record"}}\n')
+    listing = list_corpus_files(str(corpus))
+    with pytest.raises(CorpusError, match="no context column 'text'; columns found: body"):
+        check_context_column(listing.fs, listing.files[0], "text", str(corpus))
+
+
+def test_hostile_parquet_cells_are_rejects_and_the_cells_after_them_are_read(ray_cluster, tmp_path):
+    corpus = tmp_path / "in"
+    corpus.mkdir()
+    # Parquet does not check that a string column holds UTF-8: these bytes are written as they are.
+    strings = pa.array([b"first good passage", b"not UTF-8 \xff\xfe", b"second good passage"]).view(pa.string())
+    pq.write_table(pa.table({"text": strings}), corpus / "bytes.parquet")
+    # Seconds since 1970 far beyond year 9999: a timestamp Python's datetime cannot hold.
+    pq.write_table(pa.table({"text": pa.array([0, 10**15, None], pa.timestamp("s"))}), corpus / "times.parquet")
+    out = tmp_path / "out"
+    assert sorted(r["context"] for r in read(corpus, out)) == ["first good passage", "second good passage"]
+    got = [(r["source"].rsplit("/", 1)[1], r["position"], r["reason"]) for r in corpus_rejects(out)]
+    assert sorted(got) == [("bytes.parquet", 2, "invalid_utf8"), ("times.parquet", 1, "non_string_context"),
+                           ("times.parquet", 2, "non_string_context"), ("times.parquet", 3, "null_context")]
+
+
+def test_empty_files_are_counted_in_the_summary_and_the_manifest(ray_cluster, random_model, tmp_path):
+    corpus = tmp_path / "in"
+    write_jsonl(corpus / "main.jsonl", sample_passages(3))
+    for name in ("zero.jsonl", "zero.txt", "zero.md"):
+        (corpus / name).write_bytes(b"")
+    (corpus / "blank.jsonl").write_bytes(b"\n  \n\n")
+    (corpus / "nothing.jsonl.gz").write_bytes(zlib.compress(b"", wbits=16 + zlib.MAX_WBITS))
+    pq.write_table(pa.table({"text": pa.array([], pa.string())}), corpus / "no_rows.parquet")
+    out = tmp_path / "out"
+    summary = generate(GenerateConfig(input=str(corpus), output=str(out), engine="echo", model=random_model,
+                                      task_types=["ynqa"]))
+    assert summary.corpus_rejected == {"empty_file": 6} and summary.passages == 3
+    assert "corpus records rejected: 6 (empty_file: 6)" in summary.format()
+    assert json.loads((out / "_manifest.json").read_text())["summary"]["corpus_rejected"] == {"empty_file": 6}
+    assert "Corpus records rejected: empty_file: 6." in (out / "_card" / "README.md").read_text()
+    assert {r["source"].rsplit("/", 1)[1] for r in corpus_rejects(out)} == {
+        "zero.jsonl", "zero.txt", "zero.md", "blank.jsonl", "nothing.jsonl.gz", "no_rows.parquet"}
 
 
 # --- every file not read is named, with its reason ----------------------------------------------
