@@ -82,7 +82,8 @@ class OpenAISettings:
     max_retries: int = option(5, help="openai: retries of a request on HTTP 408, 429, 5xx, timeouts and connection "
                                       "errors")
     retry_backoff_s: float = option(1.0, help="openai: the first retry's wait in seconds, doubled at each retry")
-    request_timeout_s: float = option(300.0, help="openai: seconds to wait for an answer")
+    request_timeout_s: float = option(300.0, help="openai: seconds one attempt may take, from connecting to the "
+                                                   "answer's last byte")
     allow_external_endpoint: bool = option(False, help="openai: accept an endpoint outside the cluster (a public "
                                                        "address or name); passages are sent there")
 

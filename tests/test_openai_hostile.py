@@ -13,7 +13,7 @@ import pytest
 from bonito_ray import cli
 from bonito_ray.cli import main
 from bonito_ray.config import DEMO_MODEL, ConfigError, GenerateConfig
-from bonito_ray.engines import endpoint
+from bonito_ray.engines import endpoint, http_client
 from bonito_ray.engines.endpoint import EndpointURLError, endpoint_host, host_scope
 from bonito_ray.engines.openai import CompletionsClient, Secret, served_window
 from bonito_ray.prompt import build_prompt
@@ -78,6 +78,13 @@ def test_metadata_services_are_refused_even_when_external_endpoints_are_allowed(
     for allowed in (False, True):
         with pytest.raises(ConfigError, match="not a model server.*cloud metadata service"):
             GenerateConfig(**OPENAI, endpoint=url, allow_external_endpoint=allowed)
+
+
+def test_a_lookup_that_hangs_is_given_up_at_its_deadline(monkeypatch):
+    monkeypatch.setattr(endpoint.socket, "getaddrinfo", lambda *a, **k: time.sleep(3) or [])
+    started = time.monotonic()
+    assert endpoint.resolve("vllm.corp.example", timeout_s=0.2) == []
+    assert time.monotonic() - started < 2
 
 
 def test_a_name_that_resolves_to_a_metadata_service_is_refused():
@@ -152,6 +159,14 @@ def test_a_models_list_that_drips_fails_planning_at_the_deadline(fault, tmp_path
         with pytest.raises(ConfigError, match=r"/v1/models: no answer within 1 s$"):
             served_window(config)
         assert time.monotonic() - started < DRIP_TOTAL_S / 2
+
+
+def test_an_answer_past_the_size_limit_is_cut_off(monkeypatch):
+    monkeypatch.setattr(http_client, "MAX_ANSWER_BYTES", 64)  # a completion's answer is longer
+    with CompletionsServer(DEMO_MODEL) as server:
+        out = client(server)(requests_for(1))
+    assert out["engine_error"].to_pylist() == [
+        "connection error: AnswerTooLarge: an answer longer than 64 bytes (gave up after 1 attempts)"]
 
 
 # --- a 200 that is no completion ---------------------------------------------------------------------------------

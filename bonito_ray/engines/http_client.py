@@ -80,7 +80,7 @@ def fetch(session: requests.Session, method: str, url: str, deadline_s: float, *
             for chunk in response.iter_content(_CHUNK_BYTES):
                 body += chunk
                 if len(body) > MAX_ANSWER_BYTES:
-                    raise AnswerTooLarge(f"an answer longer than {MAX_ANSWER_BYTES >> 20} MiB")
+                    raise AnswerTooLarge(f"an answer longer than {MAX_ANSWER_BYTES} bytes")
             if deadline.expired:  # cut short, the headers or body can read as a whole answer, a wrong one
                 raise DeadlineExceeded(f"no answer within {deadline_s:g} s")
             return Answer(response.status_code, response.reason or "", response.headers, bytes(body))
