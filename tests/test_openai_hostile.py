@@ -166,7 +166,7 @@ def test_an_answer_past_the_size_limit_is_cut_off(monkeypatch):
     with CompletionsServer(DEMO_MODEL) as server:
         out = client(server)(requests_for(1))
     assert out["engine_error"].to_pylist() == [
-        "connection error: AnswerTooLarge: an answer longer than 64 bytes (gave up after 1 attempts)"]
+        "connection error: RequestException: an answer longer than 64 bytes (gave up after 1 attempts)"]
 
 
 # --- a 200 that is no completion ---------------------------------------------------------------------------------

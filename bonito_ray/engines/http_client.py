@@ -31,14 +31,6 @@ _CHUNK_BYTES = 64 << 10
 _current = threading.local()  # the Deadline of the request this thread is making
 
 
-class DeadlineExceeded(requests.Timeout):
-    """A request that did not end within its deadline."""
-
-
-class AnswerTooLarge(requests.RequestException):
-    """An answer longer than MAX_ANSWER_BYTES."""
-
-
 class Answer(NamedTuple):
     """A server's whole answer: its status, reason, headers and body."""
 
@@ -70,7 +62,7 @@ def new_session() -> requests.Session:
 
 def fetch(session: requests.Session, method: str, url: str, deadline_s: float, **kwargs) -> Answer:
     """One request and its whole answer within ``deadline_s`` seconds; raises what ``requests`` raises
-    (DeadlineExceeded, a ``requests.Timeout``, when the deadline passes)."""
+    (``requests.Timeout`` when the deadline passes, whatever the socket's end looked like)."""
     deadline = _Deadline(deadline_s)
     _current.deadline = deadline
     try:
@@ -80,13 +72,13 @@ def fetch(session: requests.Session, method: str, url: str, deadline_s: float, *
             for chunk in response.iter_content(_CHUNK_BYTES):
                 body += chunk
                 if len(body) > MAX_ANSWER_BYTES:
-                    raise AnswerTooLarge(f"an answer longer than {MAX_ANSWER_BYTES} bytes")
+                    raise requests.RequestException(f"an answer longer than {MAX_ANSWER_BYTES} bytes")
             if deadline.expired:  # cut short, the headers or body can read as a whole answer, a wrong one
-                raise DeadlineExceeded(f"no answer within {deadline_s:g} s")
+                raise requests.Timeout(f"no answer within {deadline_s:g} s")
             return Answer(response.status_code, response.reason or "", response.headers, bytes(body))
     except requests.RequestException:
         if deadline.expired:
-            raise DeadlineExceeded(f"no answer within {deadline_s:g} s") from None
+            raise requests.Timeout(f"no answer within {deadline_s:g} s") from None
         raise
     finally:
         deadline.cancel()
