@@ -16,7 +16,8 @@ manifest says) and then rolls it forward, each step idempotent:
    are not being moved in;
 3. move each staged file into place (a file already moved is skipped);
 4. add to the ledger (incremental runs);
-5. write ``_manifest.json`` from the committed files, then the dataset card (``bonito_ray.card``),
+5. write ``_manifest.json`` from the committed files (naming every one of them: what is bonito-ray's at
+   the output is decided from it, see ``bonito_ray.ownership``), then the dataset card (``bonito_ray.card``),
    then ``_SUCCESS``;
 6. delete the staging dir, journal and run record last.
 
@@ -36,7 +37,7 @@ import numpy as np
 import pyarrow.dataset as pds
 import pyarrow.fs as pafs
 
-from bonito_ray import card, ledger
+from bonito_ray import card, ledger, ownership
 from bonito_ray.errors import UserError
 from bonito_ray.report import RunSummary, read_manifest, summarize, write_manifest
 from bonito_ray.schema import (COMMIT_FILE, EXAMPLE_REJECT_DIRS, MANIFEST_FILE, PROGRESS_FILE,
@@ -56,8 +57,9 @@ class ResumeMismatchError(UserError, ValueError):
 
 
 def is_complete(fs: pafs.FileSystem, root: str) -> bool:
-    """Whether ``_SUCCESS`` is at ``root``."""
-    return fs.get_file_info(join(root, SUCCESS_FILE)).type == pafs.FileType.File
+    """Whether ``_SUCCESS`` is at ``root`` beside a manifest of ours (Spark and Hadoop leave a ``_SUCCESS`` too)."""
+    return fs.get_file_info(join(root, SUCCESS_FILE)).type == pafs.FileType.File \
+        and ownership.manifest_of(fs, root) is not None
 
 
 def start_or_resume(fs: pafs.FileSystem, root: str, identity: dict[str, Any]) -> bool:
@@ -175,7 +177,8 @@ def roll_forward(fs: pafs.FileSystem, root: str, output_uri: str) -> RunSummary:
     summary = summarize(fs, root, output=output_uri,
                         examples_per_passage=manifest["examples_per_passage"], **manifest["run"])
     written = write_manifest(fs, root, summary, manifest["config"], manifest["identity"],
-                             runs=_runs(fs, root, manifest), command=manifest.get("command"))
+                             runs=_runs(fs, root, manifest), command=manifest.get("command"),
+                             files=ownership.committed_files(fs, root))
     _crash_point("manifest")
     card.write_card(fs, root, written)
     _crash_point("card")

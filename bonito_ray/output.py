@@ -12,10 +12,11 @@ A run first **leases** the output (``open_output``; one writer at a time, see ``
 and only the lease holder makes the transitions, each checking the lease first::
 
     open_output  -> leased     refused: input and output overlap, output is a file, not writable,
-                               holds files bonito-ray did not write, or another live run holds it
+                               holds files bonito-ray did not write or symbolic links (decided from
+                               bonito-ray's records: bonito_ray.ownership), or another live run holds it
     recover      COMMITTING -> COMMITTED   the interrupted commit rolled forward (bonito_ray.commit)
     finished     COMMITTED, same job, nothing new -> nothing to do (a different job is refused)
-    clear        any -> EMPTY              --overwrite: deletes OWNED_ENTRIES, never anything else
+    clear        any -> EMPTY              --overwrite: deletes the files our records name, nothing else
     begin        EMPTY -> STAGING; STAGING -> STAGING (resume: same job only);
                  COMMITTED -> STAGING (--incremental, same settings only)
     commit       STAGING -> COMMITTING -> COMMITTED
@@ -29,7 +30,6 @@ same job (or grows, for --incremental). Only INCOMPLETE needs --overwrite.
 from __future__ import annotations
 
 import enum
-import fnmatch
 import logging
 import os
 import posixpath
@@ -41,15 +41,14 @@ import numpy as np
 import pyarrow.fs as pafs
 
 from bonito_ray import commit, ledger
+from bonito_ray.ownership import describe, take_inventory
 from bonito_ray.errors import UserError
 from bonito_ray.lease import Lease
 from bonito_ray.report import RunSummary, read_manifest
-from bonito_ray.schema import LEASE_FILE, OWNED_ENTRIES, RUN_FILE, STAGING_DIR
+from bonito_ray.schema import LEASE_FILE, RUN_FILE, STAGING_DIR
 from bonito_ray.storage import join, resolve_filesystem
 
 logger = logging.getLogger(__name__)
-
-_SHOWN = 5  # foreign entries named in a refusal
 
 
 class OutputError(UserError, ValueError):
@@ -110,10 +109,8 @@ def _location(uri: str, may_be_glob: bool = False) -> tuple[str, str]:
 
 
 def foreign_entries(fs: pafs.FileSystem, root: str) -> list[str]:
-    """The entries at the top of ``root`` that bonito-ray did not write (OWNED_ENTRIES names its own)."""
-    entries = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
-    return sorted(e.base_name + ("/" if e.type == pafs.FileType.Directory else "") for e in entries
-                  if not any(fnmatch.fnmatchcase(e.base_name, pattern) for pattern in OWNED_ENTRIES))
+    """The files under ``root`` that no record of bonito-ray's accounts for (see bonito_ray.ownership)."""
+    return list(take_inventory(fs, root).foreign)
 
 
 def open_output(input_uri: str, output_uri: str, s3_endpoint: str | None = None, *,
@@ -136,14 +133,19 @@ def open_output(input_uri: str, output_uri: str, s3_endpoint: str | None = None,
     return Output(output_uri, fs, root, lease, created=existed == pafs.FileType.NotFound)
 
 
-def _refuse_foreign(fs: pafs.FileSystem, root: str, output_uri: str, overwrite: bool) -> None:
-    foreign = foreign_entries(fs, root)
-    if not foreign:
-        return
-    shown = ", ".join(foreign[:_SHOWN]) + (f" and {len(foreign) - _SHOWN} more" if len(foreign) > _SHOWN else "")
+def _refuse_foreign(fs: pafs.FileSystem, root: str, output_uri: str, overwrite: bool) -> list[str]:
+    """Refuse an output holding links or files bonito-ray did not write; returns the files it did write."""
+    inventory = take_inventory(fs, root)
     refused = "refusing --overwrite: " if overwrite else ""
-    raise OutputExistsError(f"{refused}output {output_uri} holds files bonito-ray did not write ({shown}); "
-                            "choose a new or empty location (bonito-ray deletes nothing it did not write)")
+    if inventory.links:
+        raise OutputExistsError(
+            f"{refused}output {output_uri} holds symbolic links ({describe(inventory.links)}); files written "
+            "through them would land outside the output: remove them, or choose a new or empty location")
+    if inventory.foreign:
+        raise OutputExistsError(
+            f"{refused}output {output_uri} holds files bonito-ray did not write ({describe(inventory.foreign)}); "
+            "choose a new or empty location (bonito-ray deletes nothing it did not write)")
+    return list(inventory.ours)
 
 
 def _is_s3_client_error(err: Exception) -> bool:
@@ -211,20 +213,17 @@ class Output:
         return RunSummary(**{**manifest["summary"], "nothing_done": why, "wall_seconds": 0.0})
 
     def clear(self) -> None:
-        """--overwrite: delete bonito-ray's entries (OWNED_ENTRIES, the lease aside); refuse anything else first."""
+        """--overwrite: delete the files bonito-ray's records name (the lease aside); refuse anything else first."""
         self.lease.check()
-        _refuse_foreign(self.fs, self.root, self.uri, overwrite=True)
-        entries = [e for e in self.fs.get_file_info(pafs.FileSelector(self.root, allow_not_found=True))
-                   if not e.base_name.startswith(LEASE_FILE)]
-        if not entries:
+        ours = [f for f in _refuse_foreign(self.fs, self.root, self.uri, overwrite=True)
+                if not f.startswith(LEASE_FILE)]
+        if not ours:
             return
-        logger.warning("--overwrite: deleting the bonito-ray dataset at %s (%s)", self.uri,
-                       ", ".join(sorted(e.base_name for e in entries)))
-        for entry in entries:
-            if entry.type == pafs.FileType.Directory:
-                self.fs.delete_dir(entry.path)
-            else:
-                self.fs.delete_file(entry.path)
+        logger.warning("--overwrite: deleting the bonito-ray dataset at %s (%d files: %s)", self.uri, len(ours),
+                       describe(sorted({f.split("/", 1)[0] for f in ours})))
+        for relative in ours:
+            self.fs.delete_file(join(self.root, relative))
+        _remove_empty_folders(self.fs, self.root, ours)
 
     def begin(self, identity: dict[str, Any]) -> bool:
         """-> STAGING: record this run, or resume the unfinished one of the same job; True when resuming."""
@@ -250,6 +249,16 @@ class Output:
     def release(self) -> None:
         """Give the output up (idempotent); a folder this run created and left empty is removed."""
         self._release()
+
+
+def _remove_empty_folders(fs: pafs.FileSystem, root: str, deleted: list[str]) -> None:
+    """Remove the folders that held ``deleted`` files and are empty now, deepest first (object stores have none)."""
+    folders = {relative.rsplit("/", i)[0] for relative in deleted for i in range(1, relative.count("/") + 1)}
+    for folder in sorted(folders, key=lambda f: -f.count("/")):
+        path = join(root, folder)
+        if not fs.get_file_info(pafs.FileSelector(path, allow_not_found=True)):
+            if fs.get_file_info(path).type == pafs.FileType.Directory:
+                fs.delete_dir(path)
 
 
 def _give_up(lease: Lease, fs: pafs.FileSystem, root: str, created: bool) -> None:

@@ -65,8 +65,7 @@ def format_preview(examples: list[dict[str, Any]]) -> str:
 def format_stats(output_uri: str, s3_endpoint: str | None, examples: int, seed: int | None) -> str:
     """The committed dataset's card figures and ``examples`` random examples per task type."""
     fs, root = resolve_filesystem(output_uri, s3_endpoint)
-    if not commit.is_complete(fs, root):
-        raise OutputError(f"{output_uri} holds no committed bonito-ray dataset (no _SUCCESS)")
+    _require_dataset(fs, root, output_uri)
     manifest = read_manifest(fs, root)
     figures = card.collect(fs, root)
     summary = manifest["summary"]
@@ -90,12 +89,17 @@ def write_card(output_uri: str, s3_endpoint: str | None) -> str:
     from bonito_ray.lease import Lease
 
     fs, root = resolve_filesystem(output_uri, s3_endpoint)
-    if not commit.is_complete(fs, root):
-        raise OutputError(f"{output_uri} holds no committed bonito-ray dataset (no _SUCCESS)")
+    _require_dataset(fs, root, output_uri)
     with Lease.acquire(fs, root, output_uri, s3_endpoint):
         card.write_card(fs, root, read_manifest(fs, root))
     plots = "with plots" if importlib.util.find_spec("matplotlib") else f"without plots: {card.PLOTS_HINT}"
     return f"bonito-ray: wrote the dataset card of {output_uri} ({plots})"
+
+
+def _require_dataset(fs, root: str, output_uri: str) -> None:
+    if not commit.is_complete(fs, root):
+        raise OutputError(f"{output_uri} is not a committed bonito-ray dataset "
+                          "(no _SUCCESS beside a bonito-ray _manifest.json)")
 
 
 def _aligned(rows: list[list[str]]) -> list[str]:

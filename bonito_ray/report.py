@@ -113,13 +113,14 @@ def _tally(fs: pafs.FileSystem, files: list[str], key: str) -> tuple[Counter, in
 
 
 def write_manifest(fs: pafs.FileSystem, root: str, summary: RunSummary, config: dict[str, Any],
-                   identity: dict[str, Any], *, runs: list[dict[str, Any]] = (), command: str | None = None
-                   ) -> dict[str, Any]:
+                   identity: dict[str, Any], *, runs: list[dict[str, Any]] = (), command: str | None = None,
+                   files: list[str] = ()) -> dict[str, Any]:
     """Write ``_manifest.json`` (counts, files, config, versions, input fingerprint, the runs that made the
-    dataset, the command) and return it; ``_SUCCESS`` is the commit's."""
+    dataset, the command) and return it; ``_SUCCESS`` is the commit's. ``files``: every file the commits put in
+    place (``written``: what bonito-ray may later replace or delete there, see bonito_ray.ownership)."""
     manifest = {"summary": asdict(summary), "stages": stage_counts(summary), "config": config,
                 "versions": _versions(), "input_fingerprint": identity["input_fingerprint"], "identity": identity,
-                "runs": list(runs), "command": command}
+                "runs": list(runs), "command": command, "written": sorted(files)}
     write_bytes(fs, join(root, MANIFEST_FILE), json.dumps(manifest, indent=2, sort_keys=True).encode("utf-8"))
     return manifest
 

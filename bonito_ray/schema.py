@@ -9,7 +9,8 @@ Layout under the output prefix (accepted files are named ``train-*`` so that
     _rejects/stage=clean/rejects-<hash>.pq                    passages filtered out (length, duplicate)
     _rejects/stage=generation/rejects-<write id>-<task>.pq    generations that did not parse
     _rejects/stage=validation/rejects-<write id>-<task>.pq    parsed tasks a validator rejected
-    _rejects/stage=task_dedup/rejects-<file>.pq               duplicate generated tasks
+    _rejects/stage=task_dedup/rejects-<task>-<write id>-<task>.pq  duplicate generated tasks (no "train" in
+                                                              the name: `datasets` would read it as train)
     self_guide/train-*.parquet                                SELF-GUIDE's accepted examples (bonito_ray.self_guide)
     _self_guide/inputs-round-<r>.pq                           SELF-GUIDE: the generated inputs kept, per round
     _rejects/stage=self_guide_{input,sample,vote}/*.pq        SELF-GUIDE: inputs, annotation samples, votes dropped
@@ -147,8 +148,9 @@ CARD_FILE = "README.md"
 HF_YAML_FILE = ".huggingface.yaml"  # read by `datasets` beside or instead of README.md's header
 LEASE_FILE = "_lease.json"
 TEMPORARY_PREFIX = ".tmp-"  # a file being written (renamed into place when whole; see bonito_ray.storage)
-# Every entry bonito-ray writes at the top of an output (glob patterns): --overwrite deletes these
-# and nothing else, and an output holding anything else is refused.
+# The names of the entries bonito-ray writes at the top of an output (glob patterns). Names only: the corpus
+# reader skips such hidden entries quietly. What bonito-ray may delete is decided from its records
+# (bonito_ray.ownership), never from these.
 OWNED_ENTRIES = (*ACCEPTED_DIRS, SELF_GUIDE_DIR, LEGACY_ACCEPTED_DIRS, REJECTS_DIR, MANIFEST_FILE, SUCCESS_FILE, LEDGER_FILE, STAGING_DIR,
                  CARD_DIR, HF_YAML_FILE, LEASE_FILE, f"{LEASE_FILE}.*", f"{TEMPORARY_PREFIX}*")
 # The output lease: a run renews it every TTL/5 seconds; one not renewed for TTL seconds is taken over.

@@ -67,8 +67,8 @@ import pyarrow.parquet as pq
 
 from bonito_ray.prompt import CONTEXT_PLACEHOLDER
 from bonito_ray.rejects import DUPLICATE_TASK
-from bonito_ray.schema import (PARQUET_SUFFIX, REJECT_SCHEMA, REJECTS_SUFFIX, STAGING_DIR, TASK_DEDUP_REJECTS_DIR,
-                               accepted_dir, conform, is_accepted_file)
+from bonito_ray.schema import (ACCEPTED_FILE_PREFIX, PARQUET_SUFFIX, REJECT_SCHEMA, REJECTS_SUFFIX, STAGING_DIR,
+                               TASK_DEDUP_REJECTS_DIR, accepted_dir, conform, is_accepted_file)
 from bonito_ray.storage import join, list_files, resolve_filesystem, write_parquet
 
 NEAR = 0.8  # estimated Jaccard similarity, per part, from which two tasks are near duplicates
@@ -277,7 +277,8 @@ def _drop_from_staged(output_uri: str, s3_endpoint: str | None, task_type: str,
         details = [duplicates[i].detail for i in rejects["id"].to_pylist()]
         rejects = rejects.append_column("reason", pa.array([DUPLICATE_TASK] * rejects.num_rows, pa.string())) \
                          .append_column("detail", pa.array(details, pa.string()))
-        stem = path.rsplit("/", 1)[-1].removesuffix(PARQUET_SUFFIX)
+        # Not "train-...": `datasets` puts any file whose name holds the word "train" in the train split.
+        stem = path.rsplit("/", 1)[-1].removesuffix(PARQUET_SUFFIX).removeprefix(ACCEPTED_FILE_PREFIX)
         write_parquet(fs, join(staging, TASK_DEDUP_REJECTS_DIR, f"rejects-{task_type}-{stem}{REJECTS_SUFFIX}"),
                       conform(rejects, REJECT_SCHEMA))
         kept = table.filter(pc.invert(dropped))

@@ -334,7 +334,11 @@ def test_completion_and_journal_markers_are_files(tmp_path):
     (tmp_path / ".staging" / "_commit.json").rmdir()
     (tmp_path / "_SUCCESS").write_bytes(b"")
     (tmp_path / ".staging" / "_commit.json").write_text("{}")
-    assert commit.is_complete(fs, root) and commit.has_journal(fs, root)
+    assert not commit.is_complete(fs, root) and commit.has_journal(fs, root)  # a _SUCCESS alone: Spark's, Hadoop's
+    (tmp_path / "_manifest.json").write_text(json.dumps({"summary": "lots"}))
+    assert not commit.is_complete(fs, root)
+    (tmp_path / "_manifest.json").write_text(json.dumps({"summary": {}}))
+    assert commit.is_complete(fs, root)
 
 
 # ---- output: overlap, foreign entries, what a finished job does ----------------------------------------
@@ -383,16 +387,37 @@ def test_locations_normalise_schemes_paths_and_globs(tmp_path, monkeypatch):
     assert output._location("odd[1]", True) == ("file", f"{tmp_path}/odd[1]")
 
 
-def test_foreign_entries_are_sorted_and_folders_marked(tmp_path):
-    for owned in ("task_type=a", "ynqa", "_rejects", ".staging"):
-        (tmp_path / owned).mkdir()
-    for owned in ("_manifest.json", "_SUCCESS", "_ledger.json", "_lease.json", "_lease.json.1", ".tmp-9"):
-        (tmp_path / owned).write_text("")
-    (tmp_path / "zeta").mkdir()
-    (tmp_path / "alpha.txt").write_text("")
-    (tmp_path / "Task_type=b").mkdir()
-    assert output.foreign_entries(LocalFileSystem(), str(tmp_path)) == ["Task_type=b/", "alpha.txt", "zeta/"]
+def test_ownership_comes_from_our_records_not_from_names(tmp_path):
+    def write(relative, text=""):
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relative).write_text(text)
+
+    def foreign():
+        return output.foreign_entries(LocalFileSystem(), str(tmp_path))
+
+    names = ["ynqa/train-a-0.parquet", "_rejects/stage=corpus/rejects-b.pq", "_self_guide/inputs-round-1.pq",
+             "_SUCCESS", "_ledger.json", "_card/README.md", "_card/yield.png", ".huggingface.yaml", "_lease.json",
+             ".staging/ynqa/train-c-0.parquet", "task_type=a/train-d-0.parquet", ".tmp-9", "zeta/alpha.txt"]
+    for name in names:
+        write(name)
+    assert foreign() == sorted(names)  # no record: nothing is ours, whatever the names
     assert output.foreign_entries(LocalFileSystem(), str(tmp_path / "absent")) == []
+    write(f".tmp-{'a' * 32}-_manifest.json")  # a write of ours under way: the write id in the name
+    write(f"_lease.json.taken-{'b' * 32}")
+    write("_lease.json", json.dumps({"run_id": "r", "heartbeat": 1}))
+    write(".staging/_run.json", "{}")  # a run record: the staging folder is the run's
+    assert foreign() == sorted(set(names) - {"_lease.json", ".staging/ynqa/train-c-0.parquet"})
+    write("_manifest.json", json.dumps({"summary": {}, "identity": {}, "written": ["ynqa/train-a-0.parquet"]}))
+    assert foreign() == sorted(["_rejects/stage=corpus/rejects-b.pq", "_self_guide/inputs-round-1.pq", ".tmp-9",
+                                "task_type=a/train-d-0.parquet", "zeta/alpha.txt"])
+    # A manifest of an earlier version (no `written`): its files, and the data files of _rejects/ and _self_guide/.
+    write("_manifest.json", json.dumps({"summary": {"files": [{"path": "task_type=a/train-d-0.parquet"}]},
+                                        "identity": {}}))
+    assert foreign() == [".tmp-9", "ynqa/train-a-0.parquet", "zeta/alpha.txt"]
+    write("_manifest.json", json.dumps({"summary": "lots", "identity": {}}))  # not a manifest of ours
+    assert "_manifest.json" in foreign() and "_SUCCESS" in foreign()
+    write(".staging/_commit.json", json.dumps({"moves": ["ynqa/train-a-0.parquet"]}))  # a journal names its moves
+    assert "ynqa/train-a-0.parquet" not in foreign() and "_SUCCESS" not in foreign()
 
 
 def test_foreign_files_are_refused_naming_the_first_five(tmp_path):

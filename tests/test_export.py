@@ -55,7 +55,8 @@ def test_cli_export_to_a_uri_with_a_task_filter(dataset, tmp_path, capsys):
     out = tmp_path / "uri-export"
     assert main(["export", "--input", str(dataset), "--output", f"file://{out}", "--formats", "messages",
                  "--task-types", "yes-no question answering", "--name", "leases"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["dataset_info.json", "messages.jsonl"]
+    assert sorted(p.name for p in out.iterdir()) == ["_export.json", "dataset_info.json", "messages.jsonl"]
+    assert json.loads((out / "_export.json").read_text()) == {"written": ["dataset_info.json", "messages.jsonl"]}
     rows = read_back(out / "messages.jsonl", tmp_path / "cache")
     assert len(rows) == sum(r["task_type"] == "ynqa" for r in ROWS)
     assert list(json.loads((out / "dataset_info.json").read_text())) == ["leases_messages"]

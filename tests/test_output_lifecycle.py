@@ -25,7 +25,7 @@ from bonito_ray.config import GenerateConfig
 from bonito_ray.lease import Lease, LeaseHeldError
 from bonito_ray.output import OutputError, OutputExistsError, State, check_no_overlap, inspect, open_output
 from bonito_ray.pipeline import generate, plan_job
-from bonito_ray.schema import LEASE_FILE, OWNED_ENTRIES, stable_id
+from bonito_ray.schema import LEASE_FILE, stable_id
 from bonito_ray.storage import resolve_filesystem
 from tests.corpus_files import write_jsonl
 from tests.tiny_models import sample_passages
@@ -87,6 +87,8 @@ def test_states_are_read_from_the_markers(tmp_path):
     (out / "ynqa" / "train-a-0.parquet").write_bytes(b"x")
     assert inspect(fs, str(out)) is State.INCOMPLETE  # files, and nothing saying how they got there
     (out / "_SUCCESS").write_bytes(b"")
+    assert inspect(fs, str(out)) is State.INCOMPLETE  # a _SUCCESS alone is anyone's (Spark, Hadoop)
+    (out / "_manifest.json").write_text(json.dumps({"summary": {}, "identity": {}}))
     assert inspect(fs, str(out)) is State.COMMITTED
     (out / ".staging").mkdir()
     (out / ".staging" / "_run.json").write_text("{}")
@@ -177,29 +179,39 @@ def test_overwrite_refuses_foreign_files_before_deleting_anything(ray_cluster, r
     (out / ".notes").write_text("someone's dotfile")
     (out / "reports").mkdir()
     (out / "reports" / "q3.txt").write_text("someone's report")
-    with pytest.raises(OutputExistsError, match=r"refusing --overwrite: .*\(\.notes, reports/\)") as refused:
+    with pytest.raises(OutputExistsError, match=r"refusing --overwrite: .*\(\.notes, reports/q3\.txt\)") as refused:
         generate(config, overwrite=True)
     assert "pass --overwrite" not in str(refused.value)
     assert sorted(p.relative_to(out) for p in out.rglob("*")) == sorted(
         ours + [Path(".notes"), Path("reports"), Path("reports/q3.txt")])
 
 
-def test_overwrite_deletes_every_owned_entry_and_nothing_else(ray_cluster, random_model, tmp_path):
+def test_overwrite_deletes_what_our_records_name_and_refuses_look_alikes(ray_cluster, random_model, tmp_path):
     corpus = write_jsonl(tmp_path / "c.jsonl", sample_passages(4))
     out = tmp_path / "out"
     generate(GenerateConfig(input=str(corpus), output=str(out), engine="echo", model=random_model,
                             task_types=["ynqa", "nli"], incremental=True))
-    (out / ".tmp-0123-_manifest.json").write_text("left by a killed write")
-    (out / "exqa").mkdir()  # a task type the new run will not produce
-    (out / "exqa" / "train-old-0.parquet").write_bytes(b"old")
-    (out / "task_type=nli").mkdir()  # the hive-style folder of an earlier version
-    (out / "task_type=nli" / "train-old-0.parquet").write_bytes(b"old")
+    written = json.loads((out / "_manifest.json").read_text())["written"]
+    assert written == sorted(str(p.relative_to(out)) for p in out.rglob("*.parquet"))
+    assert {w.split("/")[0] for w in written} == {"ynqa", "nli"}
+    (out / f".tmp-{'0' * 32}-_manifest.json").write_text("left by a killed write")  # our atomic write's name
     summary = generate(GenerateConfig(input=str(corpus), output=str(out), engine="echo", model=random_model,
                                       task_types=["ynqa"]), overwrite=True)
     assert summary.accepted == {"ynqa": 4}
     assert sorted(p.name for p in out.iterdir()) == [".huggingface.yaml", "_SUCCESS", "_card", "_manifest.json",
                                                      "ynqa"]
-    assert all(any(Path(name).match(pattern) for pattern in OWNED_ENTRIES) for name in os.listdir(out))
+    # Files named like ours that no record of ours names are someone else's, whatever their name.
+    look_alikes = ["exqa/train-old-0.parquet", "task_type=nli/train-old-0.parquet", ".tmp-backup.tar",
+                   "_card/notes.md", "_rejects/stage=corpus/rejects-mine.pq"]
+    for name in look_alikes:
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_bytes(b"someone's")
+        before = sorted(p.relative_to(out) for p in out.rglob("*"))
+        with pytest.raises(OutputExistsError, match=f"refusing --overwrite: .*\\({re.escape(name)}\\)"):
+            generate(GenerateConfig(input=str(corpus), output=str(out), engine="echo", model=random_model,
+                                    task_types=["ynqa"]), overwrite=True)
+        assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+        (out / name).unlink()
 
 
 # ---- one writer per output ------------------------------------------------------------------------

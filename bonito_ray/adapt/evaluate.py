@@ -13,6 +13,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+import pyarrow.fs as pafs
+
 from bonito_ray import cluster
 from bonito_ray.adapt.errors import AdaptError, EvalSetError
 from bonito_ray.adapt.evalsets import GENERATION, EvalSet, load_eval_set
@@ -20,11 +22,12 @@ from bonito_ray.adapt.fsio import read_text, write_text
 from bonito_ray.adapt.metrics import rouge_available
 from bonito_ray.adapt.protocols import BONITO, METRIC_LABELS, PROTOCOLS, SELF_GUIDE, Protocol
 from bonito_ray.hf_models import padded_tokenizer
+from bonito_ray.ownership import read_record
 from bonito_ray.adapt.prompts import check_prompt_format
 from bonito_ray.adapt.scoring import ADAPTED, ZERO_SHOT, Scorer
 from bonito_ray.adapt.train_loop import ADAPTER_METADATA_FILE
 from bonito_ray.self_guide.spec import TaskSpec, load_spec, parse_spec
-from bonito_ray.storage import driver_path, join
+from bonito_ray.storage import driver_path, join, resolve_filesystem
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +96,8 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
     for flag in ("max_new_tokens", "batch_size", "num_replicas"):
         if getattr(config, flag) is not None and getattr(config, flag) <= 0:
             raise AdaptError(f"--{flag.replace('_', '-')} must be positive, not {getattr(config, flag)}")
+    if config.output:
+        _refuse_foreign_report(config.output)
     model, prompt_format, task = resolve_model(config)
     protocol = resolve_protocol(config, task)
     max_new_tokens = config.max_new_tokens or protocol.max_new_tokens
@@ -131,6 +136,17 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
     if config.output:
         write_text(config.output, json.dumps(report, indent=2))
     return report
+
+
+def _refuse_foreign_report(uri: str) -> None:
+    """--output may replace an earlier report of ours, never another file (or write into a folder)."""
+    fs, path = resolve_filesystem(uri)
+    kind = fs.get_file_info(path).type
+    if kind == pafs.FileType.Directory:
+        raise AdaptError(f"--output {uri} is a folder; give the report's file name")
+    if kind != pafs.FileType.NotFound and read_record(fs, path, {"protocol", "variants", "sets"}) is None:
+        raise AdaptError(f"--output {uri} is a file bonito-ray did not write (not an evaluation report); "
+                         "choose another name (bonito-ray overwrites nothing it did not write)")
 
 
 def _check_sets(sets: list[EvalSet], protocol: Protocol, task: TaskSpec | None) -> None:

@@ -15,6 +15,9 @@ open output slot) where a Bonito task's input goes, and the slot's answer (closi
 the output.
 
 ``dataset_info.json`` registers the Alpaca and messages files with LLaMA-Factory.
+
+``_export.json`` records the files an export wrote, before it writes them: a later export may replace
+those, and refuses an output holding anything else (bonito_ray.ownership), or lying in the dataset.
 """
 
 from __future__ import annotations
@@ -29,8 +32,10 @@ from typing import Any
 from bonito_ray.adapt.data import example_task_types, iter_examples, self_guide_task
 from bonito_ray.adapt.errors import AdaptError
 from bonito_ray.adapt.prompts import answer_text, plain_text, prompt_text
+from bonito_ray.output import check_no_overlap
+from bonito_ray.ownership import read_record, refuse_foreign_files
 from bonito_ray.self_guide.spec import TaskSpec
-from bonito_ray.storage import join, resolve_filesystem
+from bonito_ray.storage import join, resolve_filesystem, write_bytes
 
 ExportRecord = dict[str, object]
 
@@ -68,6 +73,7 @@ FORMATS: dict[str, ExportFormat] = {
     "prompt-completion": ExportFormat("prompt_completion.jsonl", prompt_completion_record),
 }
 DATASET_INFO_FILE = "dataset_info.json"
+RECORD_FILE = "_export.json"  # {"written": [the files of the exports made here]}
 
 
 @dataclass
@@ -127,8 +133,11 @@ def export(dataset: str, output: str, formats: str | Iterable[str] | None = None
     task = self_guide_task(dataset, example_task_types(dataset, task_types))
     rows = iter_examples(dataset, task_types)
     first = next(rows)  # checks the dataset (layout, columns, not empty) before any output is created
+    check_no_overlap(dataset, output)
     fs, root = resolve_filesystem(output)
-    fs.create_dir(root, recursive=True)
+    info = dataset_info(name, chosen)
+    files = [FORMATS[f].file_name for f in chosen] + ([DATASET_INFO_FILE] if info else [])
+    _claim(fs, root, output, files)
     summary = ExportSummary(output=output, rows=0, files=[FORMATS[f].file_name for f in chosen])
     with contextlib.ExitStack() as stack:
         writers = [_RecordWriter(stack.enter_context(fs.open_output_stream(join(root, FORMATS[f].file_name))),
@@ -139,12 +148,20 @@ def export(dataset: str, output: str, formats: str | Iterable[str] | None = None
             summary.rows += 1
         for writer in writers:
             writer.finish()
-    info = dataset_info(name, chosen)
     if info:
         with fs.open_output_stream(join(root, DATASET_INFO_FILE)) as stream:
             stream.write(json.dumps(info, indent=2).encode("utf-8"))
         summary.files.append(DATASET_INFO_FILE)
     return summary
+
+
+def _claim(fs, root: str, output: str, files: list[str]) -> None:
+    """Refuse an output holding what no export of ours wrote; record ``files`` as ours before writing them."""
+    record = read_record(fs, join(root, RECORD_FILE), {"written"}) or {"written": []}
+    earlier = {f for f in record["written"] if isinstance(f, str)}
+    refuse_foreign_files(fs, root, output, lambda f: f == RECORD_FILE or f in earlier, "export output")
+    fs.create_dir(root, recursive=True)
+    write_bytes(fs, join(root, RECORD_FILE), json.dumps({"written": sorted(earlier | set(files))}).encode("utf-8"))
 
 
 class _RecordWriter:

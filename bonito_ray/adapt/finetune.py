@@ -27,6 +27,8 @@ from bonito_ray.adapt.errors import FinetuneConfigError
 from bonito_ray.adapt.fsio import delete, read_text, write_text
 from bonito_ray.adapt.models import bitsandbytes_available
 from bonito_ray.hf_models import padded_tokenizer
+from bonito_ray.output import check_no_overlap
+from bonito_ray.ownership import read_record, refuse_foreign_files
 from bonito_ray.adapt.prompts import check_prompt_format
 from bonito_ray.adapt.train_loop import ADAPTER_DIR, MERGED_DIR, TrainingData, train_loop_per_worker
 from bonito_ray.self_guide.spec import TaskSpec
@@ -37,6 +39,7 @@ logger = logging.getLogger(__name__)
 CHECKPOINTS_DIR = "checkpoints"
 CONFIG_FILE = "finetune_config.json"
 SUMMARY_FILE = "finetune_summary.json"
+RUN_ENTRIES = (CONFIG_FILE, CHECKPOINTS_DIR, ADAPTER_DIR, MERGED_DIR, SUMMARY_FILE)  # what a run writes
 CHECKPOINTS_KEPT = 2  # the newest ones: enough to resume even if the last was cut short
 
 
@@ -175,6 +178,7 @@ def finetune(config: FinetuneConfig, overwrite: bool = False) -> FinetuneSummary
 
     started = time.monotonic()
     config.validate()
+    _refuse_foreign_output(config)
     tokenizer = padded_tokenizer(config.model)
     check_prompt_format(tokenizer, config.prompt_format, config.model)
     data, dropped, task = prepare_data(config, tokenizer)
@@ -210,11 +214,21 @@ def finetune(config: FinetuneConfig, overwrite: bool = False) -> FinetuneSummary
     return summary
 
 
+def _refuse_foreign_output(config: FinetuneConfig) -> None:
+    """Refuse an output inside the dataset, or holding files that no fine-tuning run of ours wrote: a run's
+    files are those of RUN_ENTRIES beside its settings (CONFIG_FILE), which it writes first."""
+    check_no_overlap(config.dataset, config.output)
+    fs, root = resolve_filesystem(config.output)
+    ours = read_record(fs, join(root, CONFIG_FILE), {"model", "dataset"}) is not None
+    refuse_foreign_files(fs, root, config.output, lambda f: ours and f.split("/", 1)[0] in RUN_ENTRIES,
+                         "fine-tuning output")
+
+
 def _claim_output(config: FinetuneConfig, overwrite: bool) -> None:
     """Record the settings at the output; refuse to resume a run whose training settings differ."""
     path = join(config.output, CONFIG_FILE)
     if overwrite:  # only what a run writes: never anything else the user keeps there
-        for name in (CONFIG_FILE, CHECKPOINTS_DIR, ADAPTER_DIR, MERGED_DIR, SUMMARY_FILE):
+        for name in RUN_ENTRIES:
             delete(join(config.output, name))
     previous = read_text(path)
     if previous is not None:
