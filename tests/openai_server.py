@@ -13,7 +13,7 @@ does. It records every attempt: what was asked, what was answered, and the Autho
 Hostile faults, for either route (``faults`` for completions, ``models_fault`` for ``/v1/models``):
 ``drip`` (the headers, then the body a byte every ``DRIP_S`` seconds), ``drip-headers`` (the
 status line, then the headers a byte at a time), ``echo-auth`` (HTTP 500 whose message quotes
-the request's Authorization header), and the 200 answers of ``MALFORMED`` (a ``usage`` that is not
+the request's Authorization header, as every error message does with ``echo_auth``), and the 200 answers of ``MALFORMED`` (a ``usage`` that is not
 token counts, no choices, a text that is not a string, JSON that is not JSON...).
 """
 
@@ -60,6 +60,7 @@ class CompletionsServer:
     fault_every: int = 0
     faults: tuple[str, ...] = ("429", "500", "drop")
     models_fault: str | None = None  # a hostile fault for every GET /v1/models
+    echo_auth: bool = False  # every error message quotes the request's Authorization header, as a careless server's
     api_key: str | None = None
     attempts: list[Attempt] = field(default_factory=list)
 
@@ -208,6 +209,8 @@ def _handler(server: CompletionsServer) -> type[BaseHTTPRequestHandler]:
             return False
 
         def _answer(self, status: int, answer: dict, headers: dict | None = None) -> None:
+            if server.echo_auth and "error" in answer:
+                answer["error"]["message"] += f" (Authorization: {self.headers.get('Authorization')})"
             self._send(status, json.dumps(answer).encode(), headers)
 
         def _send(self, status: int, data: bytes, headers: dict | None = None) -> None:

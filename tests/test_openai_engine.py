@@ -250,7 +250,7 @@ def test_openai_job_end_to_end(ray_cluster, tmp_path, monkeypatch, capfd):
     monkeypatch.setenv(KEY_ENV, secret)  # the driver's environment only: Ray's workers started without it
     documents = short_documents(6)
     write_jsonl(tmp_path / "in.jsonl", documents + ["word " * 2000])  # too long for the window, not chunked
-    with CompletionsServer(DEMO_MODEL, max_model_len=512, api_key=secret, fault_every=3) as server:
+    with CompletionsServer(DEMO_MODEL, max_model_len=512, api_key=secret, fault_every=3, echo_auth=True) as server:
         config = openai_config(server, tmp_path, api_key_env=KEY_ENV, task_types=["ynqa", "exqa"], max_tokens=64,
                                passage_tokens=20_000, seed=0, max_retries=3, retry_backoff_s=0.01, batch_size=4,
                                max_concurrent_requests=4, max_error_rate=0.5)
@@ -265,6 +265,7 @@ def test_openai_job_end_to_end(ray_cluster, tmp_path, monkeypatch, capfd):
     refused = [r for r in pds.dataset(str(out / GENERATION_REJECTS_DIR)).to_table().to_pylist()
                if r["reason"] == "engine_error"]
     assert len(refused) == 2 and all("maximum context length is 512" in r["detail"] for r in refused)
+    assert all("(Authorization: Bearer ***)" in r["detail"] for r in refused)  # the server's echo, blanked out
 
     # Throttled, failed and dropped first attempts were retried until answered.
     faulted = {a.prompt for a in attempts if a.status in ("429", "500", "drop")}
