@@ -163,3 +163,20 @@ def test_finetune_and_evaluate_refuse_a_users_files_before_any_work(dataset, ran
     with pytest.raises(AdaptError, match="not an evaluation report"):
         evaluate(EvaluateConfig(eval_sets=["unused.jsonl"], model=random_model, output=str(report)))
     assert report.read_text() == "my notes"
+
+
+def test_a_fine_tuning_runs_files_and_evaluation_reports_beside_them_are_ours(dataset, random_model, tmp_path):
+    from bonito_ray.adapt.finetune import CONFIG_FILE, _refuse_foreign_output
+
+    out = tmp_path / "ft"
+    config = FinetuneConfig(model=random_model, dataset=str(dataset), output=str(out))
+    (out / "adapter").mkdir(parents=True)
+    (out / "adapter" / "adapter_config.json").write_text("{}")
+    (out / "report.json").write_text(json.dumps({"protocol": "bonito", "variants": {}, "sets": []}))
+    with pytest.raises(OwnershipError, match=r"\(adapter/adapter_config\.json\)"):  # no run record: not ours
+        _refuse_foreign_output(config)
+    (out / CONFIG_FILE).write_text(json.dumps(config.identity()))
+    _refuse_foreign_output(config)
+    (out / "notes.json").write_text(json.dumps({"protocol": "mine"}))
+    with pytest.raises(OwnershipError, match=r"\(notes\.json\)"):
+        _refuse_foreign_output(config)

@@ -138,13 +138,18 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
     return report
 
 
+def is_report(fs: pafs.FileSystem, path: str) -> bool:
+    """Whether the file at ``path`` is an evaluation report of ours."""
+    return read_record(fs, path, {"protocol", "variants", "sets"}) is not None
+
+
 def _refuse_foreign_report(uri: str) -> None:
     """--output may replace an earlier report of ours, never another file (or write into a folder)."""
     fs, path = resolve_filesystem(uri)
     kind = fs.get_file_info(path).type
     if kind == pafs.FileType.Directory:
         raise AdaptError(f"--output {uri} is a folder; give the report's file name")
-    if kind != pafs.FileType.NotFound and read_record(fs, path, {"protocol", "variants", "sets"}) is None:
+    if kind != pafs.FileType.NotFound and not is_report(fs, path):
         raise AdaptError(f"--output {uri} is a file bonito-ray did not write (not an evaluation report); "
                          "choose another name (bonito-ray overwrites nothing it did not write)")
 

@@ -24,6 +24,7 @@ from bonito_ray import cluster, console
 from bonito_ray.adapt.batches import StepPlan, encode_examples
 from bonito_ray.adapt.data import load_examples, self_guide_task, split
 from bonito_ray.adapt.errors import FinetuneConfigError
+from bonito_ray.adapt.evaluate import is_report
 from bonito_ray.adapt.fsio import delete, read_text, write_text
 from bonito_ray.adapt.models import bitsandbytes_available
 from bonito_ray.hf_models import padded_tokenizer
@@ -215,13 +216,17 @@ def finetune(config: FinetuneConfig, overwrite: bool = False) -> FinetuneSummary
 
 
 def _refuse_foreign_output(config: FinetuneConfig) -> None:
-    """Refuse an output inside the dataset, or holding files that no fine-tuning run of ours wrote: a run's
-    files are those of RUN_ENTRIES beside its settings (CONFIG_FILE), which it writes first."""
+    """Refuse an output inside the dataset, or holding files that no run of ours wrote: a fine-tuning run's
+    are those of RUN_ENTRIES beside its settings (CONFIG_FILE), which it writes first; the docs put
+    evaluation reports beside them."""
     check_no_overlap(config.dataset, config.output)
     fs, root = resolve_filesystem(config.output)
-    ours = read_record(fs, join(root, CONFIG_FILE), {"model", "dataset"}) is not None
-    refuse_foreign_files(fs, root, config.output, lambda f: ours and f.split("/", 1)[0] in RUN_ENTRIES,
-                         "fine-tuning output")
+    run = read_record(fs, join(root, CONFIG_FILE), {"model", "dataset"}) is not None
+
+    def ours(relative: str) -> bool:
+        return (run and relative.split("/", 1)[0] in RUN_ENTRIES) or is_report(fs, join(root, relative))
+
+    refuse_foreign_files(fs, root, config.output, ours, "fine-tuning output")
 
 
 def _claim_output(config: FinetuneConfig, overwrite: bool) -> None:
