@@ -3,7 +3,7 @@
 - **Nowhere else**: the session ignores proxy variables (a proxy would take the passages out of
   the cluster) and ``.netrc``, follows no redirects, and refuses to talk to a cloud metadata
   service (``endpoint.is_metadata_address``) whatever the name resolved to on this node: the
-  connected peer is checked before the request, and its key, is sent.
+  connected peer is checked before the request (and the key with it) is sent.
 - **One deadline**: ``requests``' timeout bounds each read, so a server that sends a byte now
   and then never times out. Here a watchdog shuts the request's socket down when its deadline
   passes (connection, headers and body together), and the request fails as a ``requests.Timeout``.
@@ -28,7 +28,7 @@ from bonito_ray.engines.endpoint import is_metadata_address
 
 MAX_ANSWER_BYTES = 16 << 20
 _CHUNK_BYTES = 64 << 10
-_current = threading.local()  # the Deadline of the request this thread is making
+_current = threading.local()  # the _Deadline of the request this thread is making
 
 
 class Answer(NamedTuple):

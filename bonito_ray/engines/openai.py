@@ -175,7 +175,8 @@ def served_window(config: GenerateConfig) -> int | None:
     key = api_key(config)
     timeout = min(config.request_timeout_s, MODELS_TIMEOUT_S)
     try:
-        response = fetch(new_session(), "GET", url, timeout, headers=auth_headers(key))
+        with new_session() as session:
+            response = fetch(session, "GET", url, timeout, headers=auth_headers(key))
     except requests.Timeout:
         raise ConfigError(f"cannot reach endpoint {url}: no answer within {timeout:g} s") from None
     except requests.RequestException as err:
