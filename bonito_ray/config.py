@@ -18,6 +18,7 @@ import yaml
 from bonito_ray.engines import ENGINE_HELP, ENGINE_NAMES, check_engine_settings
 from bonito_ray.errors import UserError
 from bonito_ray.generators import DEFAULT_GENERATOR, GENERATOR_HELP, GENERATOR_NAMES
+from bonito_ray.ledger import INCREMENTAL_CHECKS, SIZE_MTIME
 from bonito_ray.model_cache import PACKAGED_MODELS, resolve_model
 from bonito_ray.storage import EndpointError, check_endpoint
 from bonito_ray.tasks import resolve_task_types
@@ -154,6 +155,11 @@ class GenerateConfig(EngineResources, OpenAISettings):
     rows_per_file: int = option(50_000, help="target rows per output Parquet file")
     incremental: bool = option(False, help="scheduled runs: generate only for input files new or changed since the "
                                            "last run, and add to the dataset (a ledger is kept next to it)")
+    incremental_check: str = option(SIZE_MTIME, choices=INCREMENTAL_CHECKS,
+                                    help="--incremental: how a file counts as changed: size-mtime (its size or "
+                                         "modification time differs; an edit that keeps both, as cp -p or rsync -t "
+                                         "can, is missed) or content (a SHA-256 of its bytes: each run reads every "
+                                         "file once more)")
     # Quality: validators after parsing (bonito_ray.validators), the user's own, generated-task dedup.
     validate: str = option(DEFAULT_LEVEL, choices=LEVELS,
                            help="task validators after parsing: strict (form and answer: span, options, yes/no), basic "
@@ -225,6 +231,10 @@ class GenerateConfig(EngineResources, OpenAISettings):
         _check(self.card_samples >= 0, "card_samples must be >= 0")
         _check(bool(self.license), "license must not be empty")
         _check(self.validate in LEVELS, f"validate must be one of {', '.join(LEVELS)}, got {self.validate!r}")
+        _check(self.incremental_check in INCREMENTAL_CHECKS,
+               f"incremental_check must be one of {', '.join(INCREMENTAL_CHECKS)}, got {self.incremental_check!r}")
+        _check(self.incremental or self.incremental_check == SIZE_MTIME,
+               "incremental_check applies to --incremental runs only")
         if isinstance(self.validators, str):
             self.validators = [v.strip() for v in self.validators.split(",") if v.strip()]
         try:

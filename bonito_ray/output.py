@@ -180,12 +180,14 @@ class Output:
             logger.warning("%s: finishing the commit of an interrupted run", self.uri)
             commit.roll_forward(self.fs, self.root, self.uri)
 
-    def pending(self, current: dict[str, str], *, fresh: bool = False) -> tuple[list[str], list[str], list[str]]:
-        """For --incremental: (input URIs new or changed, changed ones among them, deleted ones) since the ledger.
+    def pending(self, current: dict[str, str], recheck: ledger.Recheck, *,
+                fresh: bool = False) -> tuple[list[str], list[str], list[str], list[str]]:
+        """For --incremental: (input URIs new or changed, changed ones among them, deleted ones, unchanged ones
+        recorded by another --incremental-check) since the ledger (see ``ledger.pending``).
 
         ``fresh``: the dataset is about to be replaced (--overwrite), so every input file is new.
         """
-        return ledger.pending(current, {} if fresh else ledger.read_ledger(self.fs, self.root))
+        return ledger.pending(current, {} if fresh else ledger.read_ledger(self.fs, self.root), recheck)
 
     def finished(self, identity: dict[str, Any], incremental: bool, has_work: bool) -> RunSummary | None:
         """The dataset's summary when this job has nothing to do; None when it has; refuses a different job."""

@@ -54,6 +54,9 @@ class JobPlan:
     skipped: tuple[SkippedFile, ...] = ()  # entries under the input that are not read: corpus rejects
     output: Output | None = None  # leased for this job until ``release``
     removed: list[str] = field(default_factory=list)  # incremental: files processed before, deleted since
+    # incremental: files unchanged since the ledger recorded them by another --incremental-check, and their
+    # signatures by this run's, recorded at commit
+    rechecked: dict[str, str] = field(default_factory=dict)
     finished: RunSummary | None = None  # set when the job has nothing to do (the dataset's summary)
     overwrite: bool = False
 
@@ -80,23 +83,28 @@ def plan_job(config: GenerateConfig, overwrite: bool = False) -> JobPlan:
 def _plan_job(config: GenerateConfig, output: Output, overwrite: bool) -> JobPlan:
     listing = list_corpus_files(config.input, config.s3_endpoint)
     input_fs, files = listing.fs, listing.files
-    current = ledger.signatures(config.input, input_fs, files)
+    current = ledger.signatures(config.input, input_fs, files, config.incremental_check)
     changed: list[str] = []
     removed: list[str] = []
+    rechecked: dict[str, str] = {}
     if not overwrite:
         output.recover()  # a commit a killed run started is finished first
     if config.incremental:
-        todo, changed, removed = output.pending(current, fresh=overwrite)
+        paths = {display_uri(config.input, f): f for f in files}
+        todo, changed, removed, unchanged = output.pending(
+            current, lambda uris, check: ledger.signatures(config.input, input_fs, [paths[u] for u in uris], check),
+            fresh=overwrite)
         files = [f for f in files if display_uri(config.input, f) in todo]
-        current = {uri: current[uri] for uri in todo}
+        current, rechecked = {uri: current[uri] for uri in todo}, {uri: current[uri] for uri in unchanged}
     if files:
         check_context_column(input_fs, files[0], config.context_column, display_uri(config.input, files[0]))
     passage_tokens = settle_passage_tokens(config)
     identity = {**config.identity(), "passage_tokens": passage_tokens,
                 "input_fingerprint": input_fingerprint(input_fs, files)}
-    finished = None if overwrite else output.finished(identity, config.incremental, bool(files or removed))
+    finished = None if overwrite else output.finished(identity, config.incremental,
+                                                      bool(files or removed or rechecked))
     return JobPlan(input_fs, files, passage_tokens, identity, current, changed, skipped=listing.skipped,
-                   output=output, removed=removed, finished=finished, overwrite=overwrite)
+                   output=output, removed=removed, rechecked=rechecked, finished=finished, overwrite=overwrite)
 
 
 def generate(config: GenerateConfig, overwrite: bool = False, plan: JobPlan | None = None) -> RunSummary:
@@ -139,7 +147,8 @@ def _commit(config: GenerateConfig, plan: JobPlan, resumed: bool, skipped_done: 
                         "wall_seconds": round(time.monotonic() - started, 3)},
                 "run_id": plan.output.lease.run_id, "command": config.command()}
     return plan.output.commit(stale_sources=plan.changed + plan.removed,
-                              ledger_entries=plan.signatures if config.incremental else None, manifest=manifest)
+                              ledger_entries=plan.signatures | plan.rechecked if config.incremental else None,
+                              manifest=manifest)
 
 
 def _run_pipeline(config: GenerateConfig, plan: JobPlan, done: np.ndarray) -> None:
