@@ -9,7 +9,7 @@ import sys
 import types
 import typing
 
-from bonito_ray import cluster, preview
+from bonito_ray import cluster, interrupt, preview
 from bonito_ray.adapt import cli as adapt_cli
 from bonito_ray.config import ConfigError, GenerateConfig, cli_flag, load_config
 from bonito_ray.errors import UserError
@@ -189,14 +189,20 @@ def run_stats(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``bonito-ray`` console script; returns the exit code (2 for a user error)."""
+    """Entry point of the ``bonito-ray`` console script; returns the exit code (2 for a user error; 143 or 130
+    when stopped by SIGTERM or SIGINT, see ``bonito_ray.interrupt``)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        return args.func(args)
+        with interrupt.stop_on_signals():
+            return args.func(args)
     except UserError as err:
         print(f"bonito-ray: error: {err}", file=sys.stderr)
         return 2
+    except interrupt.Stopped as stop:
+        print(f"bonito-ray: {stop}: nothing more is committed; rerun the same command to resume from what "
+              "this run saved", file=sys.stderr)
+        return stop.exit_code
 
 
 if __name__ == "__main__":

@@ -8,6 +8,12 @@ started. A job never joins someone else's cluster because it happened to be runn
 Private corpora never leave the cluster: every place that can report usage (Ray, the HF hub
 client, vLLM) is switched off in the driver, in a local cluster it starts (its workers inherit the
 driver's environment), and through the engine stages' runtime env on a cluster it joins.
+
+A private cluster on a busy machine can be slow to come up: Ray's driver waits 30 s for its node to
+register, and then fails with a traceback ("The current node timed out during startup"), leaving the
+processes it started behind (alive, they held the command's exit for minutes). Here the wait is longer
+(``START_WAIT_SECONDS``), a start that times out is cleaned up and tried once more, and a second
+timeout is a ``ClusterStartError``: one line that says what to do.
 """
 
 from __future__ import annotations
@@ -18,7 +24,8 @@ import os
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from bonito_ray import console
+from bonito_ray import console, interrupt
+from bonito_ray.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +37,20 @@ PRIVACY_ENV = {
 }
 LOCAL = "local"  # the address that starts a private local cluster
 ADDRESS_ENV = "RAY_ADDRESS"  # set by `ray job submit` in the job's driver
+
+# How long a private cluster's node may take to register. Ray's driver polls for 30 s (a constant in
+# ray/_private/node.py), each poll waiting up to Ray's `raylet_start_wait_time_s` (read from this
+# variable by Ray's C++ core, in the driver and in the node's processes; its default is 10 s): so the
+# driver waits max(30 s, this). A value the user set is kept.
+START_WAIT_ENV = "RAY_raylet_start_wait_time_s"
+START_WAIT_SECONDS = 60
+START_ATTEMPTS = 2  # a start that timed out is tried once more before the job fails
+START_TIMED_OUT = "timed out during startup"  # Ray's message (a bare Exception) when the node never registered
+STOP_GRACE_SECONDS = 5.0  # what a failed start left gets to exit on SIGTERM before SIGKILL
+
+
+class ClusterStartError(UserError, RuntimeError):
+    """A private Ray cluster did not come up on this machine."""
 
 
 def resolve_address(address: str | None) -> str:
@@ -47,17 +68,65 @@ def connect(address: str | None = None, verbose: bool = False) -> None:
         return
     address = resolve_address(address)
     console.quiet_token_auth_notice(verbose)
-    with console.KeepDriverLogging():
+    with console.KeepDriverLogging(), interrupt.kept_across_ray_init():
         if address == LOCAL:
-            setup = {} if verbose else {"worker_process_setup_hook": console.quiet_private_cluster_workers}
-            ray.init(address=LOCAL, include_dashboard=False, log_to_driver=True,
-                     logging_config=console.ray_logging_config(verbose), runtime_env=setup)
+            _start_private(verbose)
         else:
             ray.init(address=address, log_to_driver=True, logging_config=console.ray_logging_config(verbose))
     if address == LOCAL:
         logger.info("started a private local Ray cluster")
     else:
         logger.info("joined the Ray cluster at %s", address)
+
+
+def _start_private(verbose: bool) -> None:
+    """Start a private local cluster, trying once more if it times out; ClusterStartError if it never comes up."""
+    os.environ.setdefault(START_WAIT_ENV, str(START_WAIT_SECONDS))
+    setup = {} if verbose else {"worker_process_setup_hook": console.quiet_private_cluster_workers}
+    for attempt in range(1, START_ATTEMPTS + 1):
+        before = _descendants()
+        try:
+            ray.init(address=LOCAL, include_dashboard=False, log_to_driver=True,
+                     logging_config=console.ray_logging_config(verbose), runtime_env=setup)
+            return
+        except Exception as err:  # noqa: BLE001 - Ray's timeout is a bare Exception, told by its message
+            if START_TIMED_OUT not in str(err):
+                raise
+            # Ray leaves the processes of a start that failed running: end them, so that neither the
+            # next try nor this command's exit waits on them.
+            _stop_processes(_descendants() - before)
+            logger.warning("the private Ray cluster did not start within %ss (attempt %d of %d)",
+                           os.environ[START_WAIT_ENV], attempt, START_ATTEMPTS)
+    raise ClusterStartError(
+        f"could not start a private Ray cluster: its node did not come up in time, {START_ATTEMPTS} times "
+        f"(the machine is probably too busy; {START_WAIT_ENV}={os.environ[START_WAIT_ENV]} seconds is the wait). "
+        f"Rerun when it is less loaded, or pass --ray-address to join a running Ray cluster")
+
+
+# psutil: Ray ships it (ray/thirdparty_files, on the path once ray is imported) to watch its own processes.
+
+def _descendants() -> set:
+    import psutil
+
+    return set(psutil.Process().children(recursive=True))
+
+
+def _stop_processes(processes: set) -> None:
+    """SIGTERM ``processes``, then SIGKILL those still there after STOP_GRACE_SECONDS; returns once all are gone."""
+    import psutil
+
+    for process in processes:
+        try:
+            process.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(processes, timeout=STOP_GRACE_SECONDS)
+    for process in alive:
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=STOP_GRACE_SECONDS)
 
 
 def on_driver_node() -> NodeAffinitySchedulingStrategy:

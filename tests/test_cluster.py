@@ -12,6 +12,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -97,3 +98,74 @@ def test_a_submitted_driver_joins_the_cluster_in_ray_address(ray_cluster):
     assert landed["gcs"] == session
     assert landed["cleaner_level"] < logging.ERROR  # a cluster that may run a dashboard keeps Ray Train's warnings
     assert landed["report_level"] == logging.NOTSET  # left to the cluster's own logging
+
+
+def test_a_private_start_waits_longer_for_its_node_than_rays_default_and_keeps_the_users_wait(monkeypatch):
+    waits = []
+    monkeypatch.delenv(cluster.ADDRESS_ENV, raising=False)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kwargs: waits.append(os.environ.get(cluster.START_WAIT_ENV)))
+    monkeypatch.delenv(cluster.START_WAIT_ENV, raising=False)
+    cluster.connect()
+    monkeypatch.setenv(cluster.START_WAIT_ENV, "200")
+    cluster.connect()
+    # Ray's C++ core reads the variable (default 10 s); its driver waits max(30 s, that) for the node.
+    assert waits == [str(cluster.START_WAIT_SECONDS), "200"] and cluster.START_WAIT_SECONDS > 30
+
+
+# The real command line, its private cluster's node never registering: Ray's own start code runs and
+# starts the node's processes, its node lookup fails as it does while the raylet is not up, and its
+# clock runs fast, so that Ray's 30 s wait is over at the first lookup. Reports what it saw.
+_NEVER_STARTS = """
+import json, os, sys, time, types
+import ray._private.node as node, ray._private.services as services
+import psutil
+from bonito_ray import cli
+from bonito_ray.cluster import START_WAIT_ENV
+
+lookups = []
+
+def never_registered(gcs_address, node_id):
+    lookups.append((gcs_address, os.environ.get(START_WAIT_ENV)))
+    raise RuntimeError("the node is not registered yet")
+
+class FastClock(types.ModuleType):
+    def __getattr__(self, name):
+        return getattr(time, name)
+    def monotonic(self):
+        return time.monotonic() + 1000 * len(lookups)
+
+node.time, services.get_node = FastClock("time"), never_registered
+code = cli.main(sys.argv[1:])
+left = [p.name() for p in psutil.Process().children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE]
+print(json.dumps({"starts": len({gcs for gcs, _ in lookups}), "waits": sorted({w for _, w in lookups}), "left": left,
+                  "returned_at": time.time()}), flush=True)
+sys.exit(code)
+"""
+
+
+def test_a_private_cluster_that_never_starts_is_tried_twice_then_one_line_and_a_prompt_exit(random_model, tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.jsonl").write_text(json.dumps({"text": "A passage that is never read."}) + "\n")
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if k not in (cluster.ADDRESS_ENV, cluster.START_WAIT_ENV)}
+    job = subprocess.Popen([sys.executable, "-c", _NEVER_STARTS, "generate", "--input", str(corpus), "--output",
+                            str(out), "--engine", "echo", "--model", random_model, "--passage-tokens", "64",
+                            "--ray-address", "local"],
+                           cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    stdout, stderr = job.communicate(timeout=600)  # until the driver and everything it started close its pipes
+    ended = time.time()
+    assert job.returncode == 2, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    errors = [line for line in stderr.splitlines() if line.startswith("bonito-ray:")]
+    assert len(errors) == 1 and errors[0].startswith("bonito-ray: error: could not start a private Ray cluster")
+    assert "busy" in errors[0] and "--ray-address" in errors[0], errors[0]
+    report = json.loads(stdout.strip().splitlines()[-1])
+    assert report["starts"] == cluster.START_ATTEMPTS == 2  # a start that timed out is tried once more
+    assert report["waits"] == [str(cluster.START_WAIT_SECONDS)]
+    # Nothing either start left runs on (Ray leaves a failed start's processes: they held the exit for
+    # minutes), so the command ends with its line, and the lease is given back.
+    assert report["left"] == []
+    assert ended - report["returned_at"] < 30, ended - report["returned_at"]
+    assert not (out / "_lease.json").exists()

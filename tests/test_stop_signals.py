@@ -1,0 +1,88 @@
+"""SIGTERM and SIGINT stop a job cleanly (bonito_ray.interrupt): one line, exit code 143 or 130, the lease
+released, the progress file saying "failed", and the staged work resumed by a rerun.
+
+The job runs through the real command line on a private Ray cluster, its echo engine held on some
+passages (tests/held_engine_driver.py) so that it is still staging when the signal comes, however fast
+or slow the machine. Every wait is on a state, with a generous deadline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bonito_ray.schema import LEASE_FILE, PROGRESS_FILE, STAGING_DIR
+from tests.corpus_files import write_jsonl
+from tests.held_engine_driver import GATE_ENV, HOLD_MARKER
+from tests.test_output_lifecycle import expected, ids_and_sources, job_args
+from tests.tiny_models import sample_passages
+
+ROOT = Path(__file__).resolve().parents[1]
+DEADLINE = 600.0  # seconds for a state to come about on a busy machine (Ray start, first staged files)
+EXIT_DEADLINE = 180.0  # seconds from the signal to the driver's exit
+
+
+def wait_for(condition, what: str, process: subprocess.Popen, log: Path, timeout: float = DEADLINE) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process.poll() is None, f"the job ended before {what}: {log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"no {what} within {timeout:.0f}s: {log.read_text()[-3000:]}"
+        time.sleep(0.2)
+
+
+def corpus_with_held_passages(root: Path) -> dict[Path, int]:
+    """Four files the engine answers at once and one whose passages it holds; file -> lines."""
+    free, held = sample_passages(80), [f"{HOLD_MARKER} {p}" for p in sample_passages(86)[80:]]
+    files = {write_jsonl(root / f"part-{i}.jsonl", free[20 * i:20 * (i + 1)]): 20 for i in range(4)}
+    files[write_jsonl(root / "part-held.jsonl", held)] = len(held)
+    return files
+
+
+@pytest.mark.parametrize(("signum", "code"), [pytest.param(signal.SIGTERM, 143, id="SIGTERM"),
+                                              pytest.param(signal.SIGINT, 130, id="SIGINT")])
+def test_a_signal_while_staging_stops_in_one_line_releases_the_lease_and_a_rerun_resumes(
+        ray_cluster, random_model, tmp_path, signum, code):
+    files = corpus_with_held_passages(tmp_path / "corpus")
+    out, log = tmp_path / "out", tmp_path / "stderr.log"
+    args = job_args(tmp_path / "corpus", out, random_model, "--batch-size", "1", ray="local")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), GATE_ENV: str(tmp_path / "gate"),
+           "BONITO_RAY_PROGRESS_SECONDS": "0.5"}
+    with open(log, "w") as stderr:
+        job = subprocess.Popen([sys.executable, str(ROOT / "tests" / "held_engine_driver.py"), "generate", *args],
+                               cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+    try:
+        progress = out / STAGING_DIR / PROGRESS_FILE
+        wait_for(lambda: progress.exists() and ids_and_sources(out), "staged examples", job, log)
+        job.send_signal(signum)
+        job.wait(timeout=EXIT_DEADLINE)
+    finally:
+        if job.poll() is None:
+            job.kill()
+            job.wait()
+    stderr = log.read_text()
+    assert job.returncode == code, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    stops = [line for line in stderr.splitlines() if line.startswith("bonito-ray: stopped")]
+    assert stops == [line for line in stderr.splitlines() if line.startswith("bonito-ray:")], stderr[-3000:]
+    assert len(stops) == 1 and signal.Signals(signum).name in stops[0], stderr[-3000:]
+    assert not (out / LEASE_FILE).exists()
+    assert json.loads(progress.read_text())["state"] == "failed"
+    assert "failed" in stderr  # the progress line's last word on the run
+    staged = ids_and_sources(out)
+    assert staged and set(staged) < set(expected(files))  # the work staged so far is kept, and is not all of it
+
+    # The rerun (on the session's cluster: a second private start would only cost time) resumes it.
+    (tmp_path / "gate").touch()  # nothing holds the plain command line's engine; the gate is for completeness
+    rerun = subprocess.run([sys.executable, "-m", "bonito_ray.cli", "generate",
+                            *job_args(tmp_path / "corpus", out, random_model, "--batch-size", "1")],
+                           cwd=ROOT, capture_output=True, text=True, timeout=DEADLINE)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "resumed" in rerun.stdout, rerun.stdout
+    assert ids_and_sources(out) == expected(files)  # every example exactly once
