@@ -8,9 +8,9 @@ compressed ``.gz``, ``.bz2``, ``.zst``), Parquet, Arrow files of a `datasets` da
 Nothing under the input is dropped silently:
 
 - a file the listing does not read (unsupported format, hidden or ``_``-prefixed, a second path to
-  a file or directory already listed, a broken link) is a :class:`SkippedFile`, written by
-  :func:`reject_skipped` to ``_rejects/stage=corpus/`` with its reason; bonito-ray's own
-  outputs (``_rejects``, ``_manifest.json``, ...) are the one exception;
+  a file or directory already listed, a broken link, a name that is not UTF-8) is a
+  :class:`SkippedFile`, written by :func:`reject_skipped` to ``_rejects/stage=corpus/`` with its
+  reason; bonito-ray's own outputs (``_rejects``, ``_manifest.json``, ...) are the one exception;
 - a record that cannot be read (invalid JSON or UTF-8, JSON nested deeper than the parser follows,
   a lone surrogate escape, a missing, null, empty or non-string context, a Parquet cell Python
   cannot hold) goes there too, with its reason and line, and the records after it are read;
@@ -195,6 +195,10 @@ def _scan_local(root: str) -> tuple[list[str], list[SkippedFile]]:
             if _is_own_output(entry.name):
                 continue
             path = f"{directory}/{entry.name}"
+            if not _is_utf8(entry.name):  # pyarrow cannot open it, nor can a reject's source column hold it
+                skipped.append(SkippedFile(os.fsencode(path).decode("utf-8", errors="replace"), INVALID_UTF8,
+                                           f"a name that is not UTF-8: {os.fsencode(entry.name)!r}"))
+                continue
             try:
                 status = entry.stat()  # follows links
             except OSError as err:
@@ -218,6 +222,15 @@ def _scan_local(root: str) -> tuple[list[str], list[SkippedFile]]:
             else:
                 skipped.append(SkippedFile(path, UNSUPPORTED_FORMAT, "not a regular file"))
     return files, skipped
+
+
+def _is_utf8(name: str) -> bool:
+    """Whether a name listed from disk is UTF-8 (Python hands other bytes on as lone surrogates)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _is_hidden(name: str) -> bool:

@@ -52,8 +52,8 @@ def _also(name: str, stages: tuple[str, ...], meaning: str) -> str:
 
 # stage=corpus: records and files of the input (bonito_ray.corpus)
 INVALID_JSON = _reason("invalid_json", CORPUS_STAGE, "a JSONL line that is not JSON")
-INVALID_UTF8 = _reason("invalid_utf8", CORPUS_STAGE, "a line, file or value that is not UTF-8, or a context holding "
-                                                         "a lone surrogate (a JSON escape such as \\ud800)")
+INVALID_UTF8 = _reason("invalid_utf8", CORPUS_STAGE, "a line, file, file name or value that is not UTF-8, or a context "
+                                                         "holding a lone surrogate (a JSON escape such as \\ud800)")
 NOT_AN_OBJECT = _reason("not_an_object", CORPUS_STAGE, "a JSONL line that is not a JSON object")
 MISSING_CONTEXT_COLUMN = _reason("missing_context_column", CORPUS_STAGE, "a record without the context column")
 NULL_CONTEXT = _reason("null_context", CORPUS_STAGE, "a record whose context is null")

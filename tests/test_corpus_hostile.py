@@ -9,6 +9,7 @@ from __future__ import annotations
 import bz2
 import contextlib
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -160,6 +161,23 @@ def test_hostile_parquet_cells_are_rejects_and_the_cells_after_them_are_read(ray
     got = [(r["source"].rsplit("/", 1)[1], r["position"], r["reason"]) for r in corpus_rejects(out)]
     assert sorted(got) == [("bytes.parquet", 2, "invalid_utf8"), ("times.parquet", 1, "non_string_context"),
                            ("times.parquet", 2, "non_string_context"), ("times.parquet", 3, "null_context")]
+
+
+def test_a_file_name_that_is_not_utf8_is_a_reject_and_the_other_files_are_read(ray_cluster, tmp_path):
+    corpus = tmp_path / "in"
+    write_jsonl(corpus / "ok.jsonl", ["a well named file"])
+    bad = os.path.join(os.fsencode(corpus), b"latin1-caf\xe9")  # a name written on a Latin-1 system
+    os.makedirs(bad)
+    with open(os.path.join(bad, b"a.jsonl"), "wb") as f:
+        f.write(b'{"text": "inside a folder whose name is not UTF-8"}\n')
+    with open(os.path.join(os.fsencode(corpus), b"\xff.jsonl"), "wb") as f:
+        f.write(b'{"text": "a file whose name is not UTF-8"}\n')
+    listing = list_corpus_files(str(corpus))
+    out = tmp_path / "out"
+    reject_skipped(str(corpus), listing.skipped, str(out))
+    assert [r["context"] for r in read(corpus, out)] == ["a well named file"]
+    assert [(r["source"], r["reason"]) for r in corpus_rejects(out)] == [
+        (f"{corpus}/latin1-caf\ufffd", "invalid_utf8"), (f"{corpus}/\ufffd.jsonl", "invalid_utf8")]
 
 
 def test_empty_files_are_counted_in_the_summary_and_the_manifest(ray_cluster, random_model, tmp_path):
