@@ -86,3 +86,31 @@ def test_a_signal_while_staging_stops_in_one_line_releases_the_lease_and_a_rerun
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "resumed" in rerun.stdout, rerun.stdout
     assert ids_and_sources(out) == expected(files)  # every example exactly once
+
+
+def test_a_self_guide_job_stopped_by_sigterm_is_failed_unleased_and_resumed_by_a_rerun(ray_cluster, tmp_path):
+    """The same for SELF-GUIDE, in this process on the scripted model: SIGTERM comes as its second engine pass
+    (round 2) starts, after two rounds were staged."""
+    from bonito_ray import interrupt
+    from bonito_ray.self_guide.config import SelfGuideConfig
+    from bonito_ray.self_guide.pipeline import self_guide
+    from tests.test_self_guide import scripted_stage, write_spec
+
+    out = tmp_path / "out"
+    config = SelfGuideConfig(spec=write_spec(tmp_path / "spec.yaml", examples=18), output=str(out), engine="echo",
+                             inputs_per_round=6, rounds_per_pass=2, samples=5, seed=7)
+    passes = []
+
+    def stopped_at_second_pass(requests):
+        passes.append(1)
+        if len(passes) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return scripted_stage(requests)
+
+    with interrupt.stop_on_signals(), pytest.raises(interrupt.Stopped) as stopped:
+        self_guide(config, engine_stage=stopped_at_second_pass)
+    assert stopped.value.exit_code == 143
+    assert not (out / LEASE_FILE).exists()
+    assert json.loads((out / STAGING_DIR / PROGRESS_FILE).read_text())["state"] == "failed"
+    summary = self_guide(config, engine_stage=scripted_stage)
+    assert summary.rounds_skipped == 2
