@@ -68,8 +68,9 @@ def _content_hash(fs: pafs.FileSystem, path: str) -> str:
 
 
 def total_size(signatures: dict[str, str]) -> int:
-    """The bytes of the files whose ``signatures`` these are."""
-    return sum(int(signature.split(":", 1)[0]) for signature in signatures.values())
+    """The bytes of the files whose ``signatures`` these are; a file gone since the listing has none."""
+    sizes = (signature.split(":", 1)[0] for signature in signatures.values())
+    return sum(int(size) for size in sizes if size.isdigit())
 
 
 Recheck = Callable[[list[str], str], dict[str, str]]  # (input URIs, check) -> their signatures by that check

@@ -47,6 +47,13 @@ def test_an_edit_keeping_size_and_mtime_is_seen_by_the_content_check_only(tmp_pa
     assert ledger.total_size(after[ledger.CONTENT]) == corpus.stat().st_size
 
 
+def test_a_file_gone_since_the_listing_has_a_signature_of_no_size(tmp_path):
+    # Its reader rejects it as missing_file; the plan (which sizes dedup by the bytes to read) goes on.
+    for check in ledger.INCREMENTAL_CHECKS:
+        gone = sign(tmp_path, [tmp_path / "gone.jsonl"], check)
+        assert ledger.total_size(gone) == 0 and ledger.check_of(gone[str(tmp_path / "gone.jsonl")]) == check
+
+
 def test_a_change_of_check_compares_each_file_by_the_check_it_was_recorded_by(tmp_path):
     same, copied, grown = (write_jsonl(tmp_path / f"{name}.jsonl", sample_passages(3))
                            for name in ("same", "copied", "grown"))
