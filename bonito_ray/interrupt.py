@@ -74,13 +74,18 @@ def stop_on_signals() -> Iterator[None]:
 def kept_across_ray_init() -> Iterator[None]:
     """Around ``ray.init``: it sets a SIGTERM handler of its own (``sys.exit(15)``, and its core worker's
     fatal-signal handler beneath it), which would end a run stopped this module's way at once. Handlers
-    of ``stop_on_signals`` are put back; any other handler is left as Ray set it."""
+    of ``stop_on_signals`` are put back; any other handler is left as Ray set it. A SIGTERM that Ray's
+    handler took while ``ray.init`` ran (a slow start on a busy machine) is ``Stopped`` as any other."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     before = {each: signal.getsignal(each) for each in SIGNALS}
     try:
         yield
+    except SystemExit as exit_:
+        if exit_.code == signal.SIGTERM and before[signal.SIGTERM] in _OWN:
+            raise Stopped(signal.SIGTERM) from None
+        raise
     finally:
         for each, handler in before.items():
             if handler in _OWN:

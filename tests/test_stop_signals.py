@@ -114,3 +114,49 @@ def test_a_self_guide_job_stopped_by_sigterm_is_failed_unleased_and_resumed_by_a
     assert json.loads((out / STAGING_DIR / PROGRESS_FILE).read_text())["state"] == "failed"
     summary = self_guide(config, engine_stage=scripted_stage)
     assert summary.rounds_skipped == 2
+
+
+def _like_ray_init(signum: int | None = None) -> None:
+    """What ``ray.init`` does to SIGTERM: a handler of its own that exits with the signal's number; then,
+    with ``signum``, that signal comes while it runs."""
+    signal.signal(signal.SIGTERM, lambda number, frame: sys.exit(number))
+    if signum is not None:
+        os.kill(os.getpid(), signum)
+        time.sleep(0.01)  # the handler runs between bytecodes
+
+
+def test_handlers_are_back_after_ray_init_and_a_sigterm_during_it_is_a_stop():
+    from bonito_ray import interrupt
+
+    before = signal.getsignal(signal.SIGTERM)
+    with interrupt.stop_on_signals():
+        ours = signal.getsignal(signal.SIGTERM)
+        with interrupt.kept_across_ray_init():
+            _like_ray_init()
+        assert signal.getsignal(signal.SIGTERM) is ours
+        with pytest.raises(interrupt.Stopped) as stopped, interrupt.kept_across_ray_init():
+            _like_ray_init(signal.SIGTERM)
+        assert stopped.value.exit_code == 143
+    assert signal.getsignal(signal.SIGTERM) is before
+    # A process that does not handle the signals this way (the Python API) keeps Ray's handler, and its exit.
+    try:
+        with pytest.raises(SystemExit), interrupt.kept_across_ray_init():
+            _like_ray_init(signal.SIGTERM)
+        assert signal.getsignal(signal.SIGTERM) is not before
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+def test_a_second_signal_while_stopping_does_not_cut_the_cleanup_short():
+    from bonito_ray import interrupt
+
+    cleaned = False
+    with pytest.raises(interrupt.Stopped) as stopped, interrupt.stop_on_signals():
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.01)
+        finally:
+            os.kill(os.getpid(), signal.SIGTERM)  # e.g. Ctrl-C pressed again, or kubectl's TERM after it
+            time.sleep(0.01)
+            cleaned = True
+    assert cleaned and stopped.value.exit_code == 130
