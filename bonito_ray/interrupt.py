@@ -84,6 +84,7 @@ def kept_across_ray_init() -> Iterator[None]:
         yield
     except SystemExit as exit_:
         if exit_.code == signal.SIGTERM and before[signal.SIGTERM] in _OWN:
+            before = dict.fromkeys(SIGNALS, _already_stopping)  # put back below: repeats are ignored, as in _stop
             raise Stopped(signal.SIGTERM) from None
         raise
     finally:

@@ -137,6 +137,7 @@ def test_handlers_are_back_after_ray_init_and_a_sigterm_during_it_is_a_stop():
         with pytest.raises(interrupt.Stopped) as stopped, interrupt.kept_across_ray_init():
             _like_ray_init(signal.SIGTERM)
         assert stopped.value.exit_code == 143
+        assert signal.getsignal(signal.SIGTERM) is interrupt._already_stopping  # a repeat is ignored, as after _stop
     assert signal.getsignal(signal.SIGTERM) is before
     # A process that does not handle the signals this way (the Python API) keeps Ray's handler, and its exit.
     try:
