@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from bonito_ray.cluster import PRIVACY_ENV
+from bonito_ray.cluster import PRIVACY_ENV, START_WAIT_ENV, START_WAIT_SECONDS
 
 from tests import tiny_models
 
@@ -27,6 +27,8 @@ def ray_cluster():
     import ray
 
     os.environ.update(PRIVACY_ENV)
+    # A busy machine: the node gets the private cluster's longer start wait (bonito_ray.cluster), not Ray's 30 s.
+    os.environ.setdefault(START_WAIT_ENV, str(START_WAIT_SECONDS))
     ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
              log_to_driver=False)
     yield
