@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import importlib
 import json
 import logging
 import os
@@ -64,6 +65,11 @@ PACKAGED_MODELS = {m.name: m for m in (
 )}
 
 
+# Models that another module of bonito-ray builds once into the cache from a packaged one: name -> that module,
+# whose ``merged_folder()`` returns the folder. Imported only when asked for (building one needs peft).
+BUILT_MODELS = {"bonito-smollm2-demo": "bonito_ray.demo_bonito"}
+
+
 class ModelNotInstalledError(UserError, RuntimeError):
     """A packaged model asked for whose wheel (or the GGUF reader) is not installed."""
 
@@ -79,13 +85,16 @@ def cache_root() -> Path:
 
 def resolve_model(model: str) -> str:
     """What to load for a ``--model`` value: an existing folder as it is (a folder wins over a name, as in
-    transformers); a packaged model's name as its converted folder (converted now if need be); its hub id,
+    transformers); a packaged model's name as its converted folder (converted now if need be), a built one's
+    (``BUILT_MODELS``) likewise; a packaged model's hub id,
     offline (``HF_HUB_OFFLINE``) and not in the hub's cache, likewise when its wheel is installed; anything
     else as it is (a hub id, or a folder that does not exist, which loading reports)."""
     if Path(model).expanduser().exists():
         return model
     if model in PACKAGED_MODELS:
         return str(model_folder(PACKAGED_MODELS[model]))
+    if model in BUILT_MODELS:
+        return str(importlib.import_module(BUILT_MODELS[model]).merged_folder())
     packaged = next((m for m in PACKAGED_MODELS.values() if m.hub_id == model), None)
     if packaged is not None and _hub_offline() and not _in_hub_cache(model) and _installed(packaged):
         logger.info("the hub is offline: %s is the %s wheel's model, converted locally", model, packaged.distribution)

@@ -23,7 +23,12 @@ the text they were trained for, not a claim about other text.
 ``--dump PATH`` writes every generation (passage id, task type, raw text, parsed input/output)
 as JSON lines, for reading.
 
-Usage: ``python jobs/dev/evaluate_demo_model.py [--model-dir bonito_ray/demo_model] [--corpus PATH]
+``--model`` takes what ``bonito-ray generate --model`` takes: a folder, or a name such as
+``bonito-smollm2-demo`` (the real-language-model demo generator, ``bonito_ray/demo_bonito.py``).
+Several ``--corpus`` files are evaluated together; ``jobs/examples/handwritten_passages_more.jsonl``
+holds 22 more hand-written passages in other domains (cooking, astronomy, sport, travel, ...).
+
+Usage: ``python jobs/dev/evaluate_demo_model.py [--model bonito_ray/demo_model] [--corpus PATH ...]
 [--limit N] [--seed 0] [--batch-size 16] [--dump PATH]``
 """
 
@@ -40,6 +45,7 @@ import pyarrow as pa
 
 from bonito_ray.config import DEMO_MODEL
 from bonito_ray.engines.hf import HFGenerator
+from bonito_ray.model_cache import resolve_model
 from bonito_ray.prompt import CONTEXT_PLACEHOLDER, SEPARATOR, Task, build_prompt, parse_generation
 from train_demo_model import NLI_LABELS, YES_NO_LABELS
 
@@ -127,9 +133,11 @@ def dump(results: list[Result], path: Path) -> None:
 def main() -> int:
     """Command-line entry point; returns the exit status."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model-dir", type=Path, default=Path(DEMO_MODEL))
-    parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS,
-                        help="JSONL corpus (text field); the quality bar applies to the default only")
+    parser.add_argument("--model-dir", "--model", dest="model", default=DEMO_MODEL,
+                        help="model folder or a name --model takes (e.g. bonito-smollm2-demo)")
+    parser.add_argument("--corpus", type=Path, nargs="+", default=[DEFAULT_CORPUS],
+                        help="JSONL corpora (text field), evaluated together; the quality bar applies to the "
+                             "default only")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--limit", type=int, default=None, help="only the first N passages")
@@ -139,14 +147,15 @@ def main() -> int:
     parser.add_argument("--dump", type=Path, default=None, help="write every generation here (JSONL)")
     args = parser.parse_args()
 
-    generator = HFGenerator(str(args.model_dir), num_threads=args.threads)
+    generator = HFGenerator(resolve_model(args.model), num_threads=args.threads)
 
-    contexts = load_corpus(args.corpus, args.limit)
+    contexts = [c for corpus in args.corpus for c in load_corpus(corpus, args.limit)]
     jobs = [(pid, context, task_type) for pid, context in contexts for task_type in TASK_TYPES]
     results, new_tokens, seconds = generate(generator, jobs, args.batch_size, args.max_new_tokens, args.seed)
 
     parsed = [r for r in results if r.parsed]
-    print(f"model {args.model_dir}: {len(contexts)} passages x {len(TASK_TYPES)} task types ({args.corpus})")
+    corpora = ", ".join(map(str, args.corpus))
+    print(f"model {args.model}: {len(contexts)} passages x {len(TASK_TYPES)} task types ({corpora}; seed {args.seed})")
     print(f"parse rate: {rate(len(parsed), len(results))}")
     for task_type in TASK_TYPES:
         of_type = [r for r in results if r.task_type == task_type]
@@ -178,8 +187,8 @@ def main() -> int:
     exqa = [r for r in parsed if r.task_type == "exqa"]
     parse_rate = len(parsed) / len(results)
     span_rate = sum(r.parsed.output in r.context for r in exqa) / len(exqa) if exqa else 0.0
-    if args.corpus.resolve() != DEFAULT_CORPUS:
-        print(f"\nquality bar not enforced: {args.corpus} is not the held-out demo corpus "
+    if [c.resolve() for c in args.corpus] != [DEFAULT_CORPUS]:
+        print(f"\nquality bar not enforced: {corpora} is not the held-out demo corpus "
               f"({DEFAULT_CORPUS.name}); figures only")
         return 0
     if parse_rate < MIN_PARSE_RATE or span_rate < MIN_EXQA_SPAN_RATE:
