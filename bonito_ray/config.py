@@ -17,7 +17,7 @@ import yaml
 
 from bonito_ray.engines import ENGINE_HELP, ENGINE_NAMES, check_engine_settings
 from bonito_ray.errors import UserError
-from bonito_ray.generators import DEFAULT_GENERATOR, GENERATOR_HELP, GENERATOR_NAMES
+from bonito_ray.generators import DEFAULT_GENERATOR, GENERATOR_HELP, GENERATOR_NAMES, GENERATORS
 from bonito_ray.ledger import INCREMENTAL_CHECKS, SIZE_MTIME
 from bonito_ray.model_cache import PACKAGED_MODELS, resolve_model
 from bonito_ray.storage import EndpointError, check_endpoint
@@ -255,7 +255,8 @@ class GenerateConfig(EngineResources, OpenAISettings):
         """The settings that decide what a run generates (not how fast): a resumed run must match them.
         A setting added since a dataset was made is left out at its earlier value, so that its identity holds."""
         return {k: v for k, v in self.to_dict().items() if k in _IDENTITY
-                and not (k in _ADDED_SINCE and v == _ADDED_SINCE[k])} | self.openai_identity()
+                and not (k in _ADDED_SINCE and v == _ADDED_SINCE[k])} | self.openai_identity() \
+            | GENERATORS[self.generator].identity()
 
     def command(self) -> str:
         """The ``bonito-ray generate`` command that runs this job (``command_line``)."""

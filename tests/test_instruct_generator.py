@@ -20,12 +20,14 @@ from bonito_ray.cli import build_parser, config_overrides, main
 from bonito_ray.commit import ResumeMismatchError
 from bonito_ray.config import ConfigError, GenerateConfig, load_config
 from bonito_ray.generators import GENERATORS, instruct
+from bonito_ray.generators.instruct_examples import EXAMPLE_PASSAGE
 from bonito_ray.output import OutputExistsError
 from bonito_ray.pipeline import generate, plan_job
 from bonito_ray.prompt import MARKERS, Rejection, Task, build_prompt, parse_generation
 from bonito_ray.rejects import GENERATION_STAGE, REASONS, VALIDATION_STAGE
 from bonito_ray.schema import ACCEPTED_SCHEMA, EXAMPLE_REJECT_DIRS, STAGING_DIR, table_from_rows
 from bonito_ray.tasks import TASK_DESCRIPTIONS, TASK_TYPES
+from bonito_ray.validators import Candidate, check, validators_for
 from tests.corpus_files import write_jsonl
 from tests.tiny_models import build_chat_model, sample_passages
 
@@ -52,11 +54,27 @@ def tokenizer(chat_model):
 
 def test_the_request_names_the_type_says_what_it_is_and_holds_the_passage():
     text = instruct.request_text("  " + PASSAGE + "\n", "exqa")
-    assert '"extractive question answering"' in text and TASK_DESCRIPTIONS["exqa"] in text
-    assert f"<passage>\n{PASSAGE}\n</passage>" in text  # stripped, as Bonito's prompt holds it
-    assert "{{context}}" in text and "language of the passage" in text
-    assert text.endswith("<input>\nthe input, with {{context}} in it\n</input>\n<output>\nthe output\n</output>")
+    assert "extractive question answering task" in text and TASK_DESCRIPTIONS["exqa"] in text
+    assert text.endswith(f"<passage>\n{PASSAGE}\n</passage>")  # stripped, as Bonito's prompt holds it
+    assert "{{context}}" in text and "language of the passage" in text and "<input>" in text and "<output>" in text
     assert instruct.request_text(PASSAGE, "natural language inference") == instruct.request_text(PASSAGE, "nli")
+
+
+def test_the_request_comes_after_a_worked_example_of_the_type_and_the_answer_is_started():
+    turns = instruct.messages(PASSAGE, "natural language inference")
+    assert [t["role"] for t in turns] == ["user", "assistant", "user"]
+    assert turns[0]["content"] == instruct.request_text(EXAMPLE_PASSAGE, "nli")
+    assert turns[1]["content"] == instruct.example_answer("nli") and turns[1]["content"].startswith("<input>\n")
+    assert turns[2]["content"] == instruct.request_text(PASSAGE, "nli")
+    assert instruct.build_prompt(PASSAGE, "nli", NoBosTokenizer()).endswith("\nASSISTANT:<input>\n")
+
+
+@pytest.mark.parametrize("task_type", list(TASK_TYPES))
+def test_every_worked_example_parses_and_passes_the_strict_validators_of_its_type(task_type):
+    parsed = instruct.parse_generation(instruct.example_answer(task_type), EXAMPLE_PASSAGE)
+    assert isinstance(parsed, Task) and "{{context}}" not in parsed.input + parsed.output
+    candidate = Candidate(task_type, parsed.input, parsed.output, EXAMPLE_PASSAGE, finish_reason="stop")
+    assert check(candidate, validators_for("strict")) is None
 
 
 @pytest.mark.static
@@ -67,7 +85,9 @@ def test_every_task_type_has_a_one_line_description():
 
 def test_the_prompt_is_the_chat_template_with_one_bos(tokenizer):
     prompt = GENERATORS["instruct"].prompt(PASSAGE, "ynqa", tokenizer)
-    assert prompt == f"[INST] {instruct.request_text(PASSAGE, 'ynqa')} [/INST]"  # the template's BOS dropped...
+    example, request = instruct.request_text(EXAMPLE_PASSAGE, "ynqa"), instruct.request_text(PASSAGE, "ynqa")
+    assert prompt == (f"[INST] {example} [/INST]{instruct.example_answer('ynqa')}{tokenizer.eos_token}"
+                      f"[INST] {request} [/INST]<input>\n")  # the template's BOS dropped...
     ids = tokenizer(prompt)["input_ids"]
     assert ids.count(tokenizer.bos_token_id) == 1 and ids[0] == tokenizer.bos_token_id  # ...the engine adds it
 
@@ -78,15 +98,15 @@ class NoBosTokenizer:
     bos_token, bos_token_id, chat_template = "<s>", 1, "..."
 
     def apply_chat_template(self, messages, tokenize, add_generation_prompt):
-        assert (tokenize, add_generation_prompt) == (False, True) and [m["role"] for m in messages] == ["user"]
-        return f"<s>USER: {messages[0]['content']}\nASSISTANT:"
+        assert (tokenize, add_generation_prompt) == (False, True)
+        return "<s>" + "".join(f"{m['role'].upper()}: {m['content']}\n" for m in messages) + "ASSISTANT:"
 
     def __call__(self, text):
         return {"input_ids": [7] * len(text.split())}
 
 
 def test_a_template_bos_stays_when_the_tokenizer_adds_none():
-    assert instruct.chat_prompt(NoBosTokenizer(), "Hi") == "<s>USER: Hi\nASSISTANT:"
+    assert instruct.chat_prompt(NoBosTokenizer(), [{"role": "user", "content": "Hi"}]) == "<s>USER: Hi\nASSISTANT:"
 
 
 @pytest.mark.static
@@ -141,6 +161,18 @@ def test_parsing_hand_written_answers(text, parsed):
     assert instruct.parse_generation(text, "  " + PASSAGE + "\n") == parsed
 
 
+@pytest.mark.parametrize(("generated", "parsed"), [
+    # what follows the prompt's <input>
+    ("{{context}}\nWho pays?\n</input>\n<output>\nthe tenant\n</output>", Task(f"{PASSAGE}\nWho pays?", "the tenant")),
+    # a model that starts its own <input> anyway
+    ("  <input>\n{{context}}\nWho pays?\n</input>\n<output>the tenant</output>",
+     Task(f"{PASSAGE}\nWho pays?", "the tenant")),
+    ("The example has an input and an output.", Rejection("no_output_tag")),
+])
+def test_the_generation_is_read_as_the_answer_after_the_prompts_start(generated, parsed):
+    assert GENERATORS["instruct"].parse(generated, PASSAGE) == parsed
+
+
 def test_every_reason_the_parser_gives_is_registered_at_the_generation_stage():
     texts = ["", "<input>", "<input>x</input>", "<input></input><output>y</output>", "<input>x<output>",
              "<input>a<input>b<output>c", "<output>x"]
@@ -157,6 +189,7 @@ def test_the_generator_is_a_flag_a_yaml_key_and_part_of_the_identity(tmp_path):
     assert "--generator instruct" in config.command()
     again = load_config(None, config_overrides(build_parser().parse_args(shlex.split(config.command())[1:])))
     assert again == config and config.identity()["generator"] == "instruct"
+    assert config.identity()["generator_revision"] == GENERATORS["instruct"].revision == 2  # the prompt's
     # Bonito's is left out of the identity, as datasets made before this setting have it
     assert "generator" not in GenerateConfig(input="i", output="o").identity()
     (tmp_path / "job.yaml").write_text("input: i\noutput: o\ngenerator: instruct\n")
@@ -244,6 +277,23 @@ def test_an_unfinished_run_is_not_resumed_with_another_generator(chat_model, tmp
         plan.release()
     with pytest.raises(ResumeMismatchError, match="with a different generator"):
         generate(GenerateConfig(**{**config.to_dict(), "generator": "bonito"}))
+
+
+def test_an_unfinished_run_asked_with_the_earlier_prompt_is_not_resumed(chat_model, tmp_path):
+    corpus = write_jsonl(tmp_path / "corpus.jsonl", sample_passages(2))
+    config = GenerateConfig(input=str(corpus), output=str(tmp_path / "out"), engine="echo", model=chat_model,
+                            generator="instruct")
+    plan = plan_job(config)
+    try:  # what a killed run of the first instruct prompt left: an identity without the prompt's revision
+        earlier = {k: v for k, v in plan.identity.items() if k != "generator_revision"}
+        plan.output.begin(earlier)
+        staged = tmp_path / "out" / STAGING_DIR / "ynqa" / "train-w1-000000.parquet"
+        staged.parent.mkdir(parents=True)
+        pq.write_table(table_from_rows([{"id": "00" * 16, "task_type": "ynqa"}], ACCEPTED_SCHEMA), staged)
+    finally:
+        plan.release()
+    with pytest.raises(ResumeMismatchError, match="with a different generator_revision"):
+        generate(config)
 
 
 def test_a_random_chat_model_on_the_hf_engine_every_row_accounted_for(ray_cluster, chat_model, tokenizer, tmp_path):

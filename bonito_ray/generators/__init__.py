@@ -43,6 +43,14 @@ class Generator:
     answer_layout: tuple[str, str, str]  # text before the input, between input and output, after the output
     # of an answer that parses (the echo engine answers in it)
     chat_template: bool = False  # the prompt is the model's chat template, rendered here with its tokenizer
+    # Raised whenever the prompt changes: a job's identity holds it (``identity``), so that an unfinished run is
+    # not resumed, nor a dataset added to, with tasks asked another way.
+    revision: int = 1
+
+    def identity(self) -> dict[str, int]:
+        """What of the generator, besides its name, a job's identity holds: the prompt's revision, left out at 1
+        so that the identity of a dataset made before revisions were counted holds."""
+        return {} if self.revision == 1 else {"generator_revision": self.revision}
 
     def check_model(self, tokenizer: Any, model: str) -> None:
         """Refuse, in one line, a model this generator cannot prompt."""
@@ -66,8 +74,8 @@ GENERATORS: dict[str, Generator] = {g.name: g for g in (
     Generator("bonito", "Bonito's meta-template, for a Bonito model", _bonito_prompt, bonito.parse_generation,
               _bonito_sizing_prompts, bonito.MARKERS, ("", f"\n{bonito.SEPARATOR}\n", "")),
     Generator("instruct", "any instruction-tuned chat model, asked in its chat template", instruct.build_prompt,
-              instruct.parse_generation, instruct.sizing_prompts, instruct.MARKERS, instruct.ANSWER_LAYOUT,
-              chat_template=True),
+              instruct.parse_answer, instruct.sizing_prompts, instruct.MARKERS, instruct.ANSWER_LAYOUT,
+              chat_template=True, revision=2),  # 2: a worked example, and the answer started (<input>)
 )}
 GENERATOR_NAMES = tuple(GENERATORS)
 GENERATOR_HELP = ", ".join(f"{g.name} ({g.summary})" for g in GENERATORS.values())

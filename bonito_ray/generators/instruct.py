@@ -1,8 +1,11 @@
 """The ``instruct`` generator: any instruction-tuned chat model asked to write one task for a passage.
 
-The request is one user turn (some chat templates refuse a system turn) naming the task type, saying
+The request is a user turn (no system turn: some chat templates refuse one) naming the task type, saying
 what a task of that type is (``bonito_ray.tasks.TASK_DESCRIPTIONS``), holding the passage, and asking
-for the answer in tags, in the passage's language::
+for the answer in tags, in the passage's language. It comes twice: first about a short example passage,
+answered by a worked example of the type (``instruct_examples``), then about the passage; and the prompt
+ends with the answer's start (``<input>``), so that the model goes on with the task rather than talking
+about the request. The whole answer::
 
     <input>
     ... the task input, with {{context}} where the passage goes ...
@@ -15,7 +18,8 @@ Tags rather than "Input:" / "Output:" lines: a chat model's preamble ("Sure! Her
 closing remarks fall outside them, and a task whose own text says "Output:" still parses. The model
 writes ``{{context}}`` instead of copying the passage: a copy would spend ``--max-tokens`` on it (and
 may not be word for word); a model that copies anyway still passes, as ``passage_missing`` checks the
-passage itself. Parsing puts the passage back where ``{{context}}`` stands, as Bonito's does.
+passage itself. Parsing puts the passage back where ``{{context}}`` stands, as Bonito's does, and reads
+what the model wrote as following the prompt's ``<input>`` (or its own, if it writes one).
 
 The prompt is the model's chat template rendered here, by its tokenizer, into the plain text every
 engine takes as it takes Bonito's prompt; the leading BOS the template writes is dropped when the
@@ -31,12 +35,17 @@ from typing import Any
 
 from bonito_ray.prompt import CONTEXT_PLACEHOLDER, Rejection, Task
 from bonito_ray.rejects import EMPTY_INPUT, EMPTY_OUTPUT, MULTIPLE_TASKS, NO_INPUT_TAG, NO_OUTPUT_TAG
-from bonito_ray.tasks import TASK_TYPES, full_task_name, task_description
+from bonito_ray.generators.instruct_examples import EXAMPLE_PASSAGE, EXAMPLE_TASKS
+from bonito_ray.tasks import TASK_TYPES, full_task_name, resolve_task_type, task_description
 
 INPUT_OPEN, INPUT_CLOSE, OUTPUT_OPEN, OUTPUT_CLOSE = "<input>", "</input>", "<output>", "</output>"
 PASSAGE_OPEN, PASSAGE_CLOSE = "<passage>", "</passage>"
-# What an answer that parses looks like around the task input and output (the echo engine writes it too).
-ANSWER_LAYOUT = (f"{INPUT_OPEN}\n", f"\n{INPUT_CLOSE}\n{OUTPUT_OPEN}\n", f"\n{OUTPUT_CLOSE}")
+# The answer's start, written at the end of the prompt: a small model asked a question tends to talk about
+# it; started on its answer, it writes the task (SmolLM2-135M-Instruct: docs/generators.md).
+ANSWER_START = f"{INPUT_OPEN}\n"
+# What a model writes after the prompt, when it parses, around the task input and output (the echo engine
+# writes it too).
+ANSWER_LAYOUT = ("", f"\n{INPUT_CLOSE}\n{OUTPUT_OPEN}\n", f"\n{OUTPUT_CLOSE}")
 # Strings a passage must not hold: it could close its own block early, or forge or break an answer.
 MARKERS = (CONTEXT_PLACEHOLDER, PASSAGE_OPEN, PASSAGE_CLOSE, INPUT_OPEN, INPUT_CLOSE, OUTPUT_OPEN, OUTPUT_CLOSE)
 
@@ -44,22 +53,31 @@ _TAG = re.compile(r"</?(input|output)>", re.IGNORECASE)  # models write <Input> 
 
 
 def request_text(context: str, task_type: str) -> str:
-    """The user turn asking for one task of ``task_type`` (short or full name) about ``context``."""
+    """A user turn asking for one task of ``task_type`` (short or full name) about ``context``."""
     return (
-        f"Write one training example of the task type \"{full_task_name(task_type)}\" for the passage below: "
-        f"{task_description(task_type)}.\n\n"
-        f"{PASSAGE_OPEN}\n{context.strip()}\n{PASSAGE_CLOSE}\n\n"
-        "The example has an input (the instruction or question, with the passage in it) and an output (the "
-        f"correct answer). Write {CONTEXT_PLACEHOLDER} exactly where the passage goes instead of copying it. "
-        "Write in the language of the passage. Reply with the example only, in exactly this form:\n"
-        f"{ANSWER_LAYOUT[0]}the input, with {CONTEXT_PLACEHOLDER} in it{ANSWER_LAYOUT[1]}the output{ANSWER_LAYOUT[2]}"
+        f"Write one {full_task_name(task_type)} task about the passage below: {task_description(task_type)}. "
+        f"Write {CONTEXT_PLACEHOLDER} where the passage goes instead of copying it, and write in the language of "
+        f"the passage. Answer with the task only: its input between {INPUT_OPEN} tags, its output between "
+        f"{OUTPUT_OPEN} tags.\n\n{PASSAGE_OPEN}\n{context.strip()}\n{PASSAGE_CLOSE}"
     )
 
 
-def chat_prompt(tokenizer: Any, text: str) -> str:
-    """``text`` as the one user turn of ``tokenizer``'s chat template, ready for the assistant's answer."""
-    rendered = tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
-                                             add_generation_prompt=True)
+def example_answer(task_type: str) -> str:
+    """The worked example's answer for ``task_type``, in full (tags and all)."""
+    task_input, task_output = EXAMPLE_TASKS[resolve_task_type(task_type)]
+    return f"{INPUT_OPEN}\n{task_input}\n{INPUT_CLOSE}\n{OUTPUT_OPEN}\n{task_output}\n{OUTPUT_CLOSE}"
+
+
+def messages(context: str, task_type: str) -> list[dict[str, str]]:
+    """The conversation asked: the request about the example passage, its answer, then the request about ``context``."""
+    return [{"role": "user", "content": request_text(EXAMPLE_PASSAGE, task_type)},
+            {"role": "assistant", "content": example_answer(task_type)},
+            {"role": "user", "content": request_text(context, task_type)}]
+
+
+def chat_prompt(tokenizer: Any, turns: list[dict[str, str]]) -> str:
+    """``turns`` in ``tokenizer``'s chat template, ready for the assistant's answer."""
+    rendered = tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
     bos = tokenizer.bos_token
     if bos and rendered.startswith(bos) and _adds_bos(tokenizer):
         rendered = rendered[len(bos):]
@@ -74,13 +92,21 @@ def _adds_bos(tokenizer: Any) -> bool:
 
 
 def build_prompt(context: str, task_type: str, tokenizer: Any) -> str:
-    """The prompt the engine gets: the request in the model's chat template."""
-    return chat_prompt(tokenizer, request_text(context, task_type))
+    """The prompt the engine gets: the conversation in the model's chat template, and the answer's start."""
+    return chat_prompt(tokenizer, messages(context, task_type)) + ANSWER_START
 
 
 def sizing_prompts(tokenizer: Any) -> list[str]:
     """The prompts around a one-character passage: the longest bounds what a prompt adds to its passage."""
     return [build_prompt("x", task_type, tokenizer) for task_type in TASK_TYPES]
+
+
+def parse_answer(generated_text: str, context: str) -> Task | Rejection:
+    """The task in what the model wrote after the prompt's ``ANSWER_START`` (``parse_generation`` of the whole
+    answer); a model that writes ``<input>`` again anyway is read from its own."""
+    if generated_text.lstrip().lower().startswith(INPUT_OPEN):
+        return parse_generation(generated_text, context)
+    return parse_generation(ANSWER_START + generated_text, context)
 
 
 def parse_generation(generated_text: str, context: str) -> Task | Rejection:
