@@ -205,12 +205,23 @@ def ray_head():
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+# Ray's job server answers before its node's job agent is up; on a busy machine a submission can come
+# first, and Ray then asks to try again later. The head is up (_wait_until_up): the agent follows.
+AGENT_NOT_UP = "No available agent to submit job"
+AGENT_WAIT_S = 180
+
+
 def _submit(head: RayHead, submission_id: str, job_args: list[str]) -> subprocess.CompletedProcess:
     runtime_env = {"env_vars": {**PRIVACY_ENV, "HF_HUB_OFFLINE": "1"}, "excludes": UPLOAD_EXCLUDES}
-    return head.ray("job", "submit", "--address", head.address, "--submission-id", submission_id,
-                    "--working-dir", str(ROOT), "--runtime-env-json", json.dumps(runtime_env),
-                    "--entrypoint-num-cpus", "0.5", "--no-wait",
-                    "--", "python", "jobs/generate.py", *job_args)
+    deadline = time.monotonic() + AGENT_WAIT_S
+    while True:
+        submitted = head.ray("job", "submit", "--address", head.address, "--submission-id", submission_id,
+                             "--working-dir", str(ROOT), "--runtime-env-json", json.dumps(runtime_env),
+                             "--entrypoint-num-cpus", "0.5", "--no-wait",
+                             "--", "python", "jobs/generate.py", *job_args)
+        if AGENT_NOT_UP not in submitted.stderr + submitted.stdout or time.monotonic() > deadline:
+            return submitted
+        time.sleep(3)
 
 
 def _wait_for_job(head: RayHead, submission_id: str) -> str:
