@@ -95,11 +95,11 @@ def test_the_shipped_adapter_is_small_and_names_its_base():
 # --- the real model -----------------------------------------------------------------------------------------
 
 TASK_TYPES = ["ynqa", "exqa", "nli"]
-PASSAGES = 3
+PASSAGES = 2  # a 135M model on 2 CPU cores generates a few tokens a second under load: 6 prompts are enough
 PROMPTS = PASSAGES * len(TASK_TYPES)
-# Of 9. Measured: 87.9% of 165 prompts parse (55 hand-written passages x ynqa, exqa, nli, seed 0; see
-# docs/demo_model_review.md), i.e. about 8 of 9; the bound keeps a wide margin, as a few rows vary a lot.
-MIN_PARSED = 5
+# Of 6. Measured: 87.9% of 165 prompts parse (55 hand-written passages x ynqa, exqa, nli, seed 0; see
+# docs/demo_model_review.md), i.e. about 5 of 6; the bound keeps a wide margin, as a few rows vary a lot.
+MIN_PARSED = 3
 
 
 def shortest_sample_passages(count: int) -> list[str]:
