@@ -13,16 +13,10 @@ complete, the record written last, under the cache's lock for that place.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import os
-import shutil
-import socket
-import uuid
 from pathlib import Path
 
-from bonito_ray.model_cache import (PACKAGED_MODELS, PARTIAL, RECORD, CacheFolderError, _complete,
-                                    _conversion_lock, _remove_dead_partials, cache_root, model_folder)
+from bonito_ray.model_cache import PACKAGED_MODELS, _complete, build_once, cache_root, model_folder
 
 logger = logging.getLogger(__name__)
 
@@ -49,25 +43,9 @@ def merged_folder(adapter: Path | None = None) -> Path:
     if _complete(target):
         return target
     base = model_folder(PACKAGED_MODELS[BASE])
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with _conversion_lock(target):
-        if _complete(target):  # another process merged it while this one waited
-            return target
-        if target.exists():
-            raise CacheFolderError(f"{target} is not a model folder bonito-ray completed (no {RECORD}); "
-                                   "move it away and run again")
-        _remove_dead_partials(target)
-        partial = target.with_name(f"{target.name}{PARTIAL}{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-        logger.info("merging the %s adapter into %s, once: %s", NAME, BASE, target)
-        try:
-            merge(base, adapter, partial)
-            record = {"model": NAME, "base": BASE, "adapter_digest": adapter_digest(adapter)}
-            (partial / RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-            os.rename(partial, target)  # atomic: the folder appears complete or not at all
-        except BaseException:
-            shutil.rmtree(partial, ignore_errors=True)
-            raise
-    return target
+    record = {"model": NAME, "base": BASE, "adapter_digest": adapter_digest(adapter)}
+    return build_once(target, lambda partial: merge(base, adapter, partial), record,
+                      f"merging the {NAME} adapter into {BASE}")
 
 
 def merge(base: Path, adapter: Path, into: Path) -> None:

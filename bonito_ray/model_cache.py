@@ -108,20 +108,30 @@ def model_folder(packaged: PackagedModel) -> Path:
     if _complete(target):
         return target
     source = gguf_file(packaged)
+    record = {"model": packaged.name, "hub_id": packaged.hub_id,
+              "source": f"{packaged.distribution}=={packaged.version}:{packaged.gguf}"}
+    return build_once(target, lambda partial: convert_gguf(source, partial), record,
+                      f"converting {packaged.name} ({source.name})")
+
+
+def build_once(target: Path, build, record: dict, doing: str) -> Path:
+    """The cache folder ``target``, built first by ``build(folder)`` if the cache has none: in a temporary
+    sibling, ``record`` written last, then renamed into place (atomic), under the cache's lock for ``target``;
+    a folder there without the record is refused. ``doing`` says what the build does, for the log."""
+    if _complete(target):
+        return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with _conversion_lock(target):
-        if _complete(target):  # another process converted it while this one waited
+        if _complete(target):  # another process built it while this one waited
             return target
         if target.exists():
             raise CacheFolderError(f"{target} is not a model folder bonito-ray completed (no {RECORD}); "
                                    "move it away and run again")
         _remove_dead_partials(target)
         partial = target.with_name(f"{target.name}{PARTIAL}{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-        logger.info("converting %s (%s) into %s, once", packaged.name, source.name, target)
+        logger.info("%s into %s, once", doing, target)
         try:
-            convert_gguf(source, partial)
-            record = {"model": packaged.name, "hub_id": packaged.hub_id,
-                      "source": f"{packaged.distribution}=={packaged.version}:{packaged.gguf}"}
+            build(partial)
             (partial / RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
             os.rename(partial, target)  # atomic: the folder appears complete or not at all
         except BaseException:
