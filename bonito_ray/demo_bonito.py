@@ -13,12 +13,10 @@ complete, the record written last, under the cache's lock for that place.
 from __future__ import annotations
 
 import hashlib
-import logging
 from pathlib import Path
 
 from bonito_ray.model_cache import PACKAGED_MODELS, _complete, build_once, cache_root, model_folder
 
-logger = logging.getLogger(__name__)
 
 NAME = "bonito-smollm2-demo"
 BASE = "smollm2-135m-instruct"
