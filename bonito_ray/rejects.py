@@ -88,6 +88,8 @@ NO_OUTPUT_TAG = _reason("no_output_tag", GENERATION_STAGE, "an instruct generati
                                                           "input")
 MULTIPLE_TASKS = _reason("multiple_tasks", GENERATION_STAGE, "an instruct generation with more than one <input> or "
                                                             "<output>")
+MISPLACED_TAG = _reason("misplaced_tag", GENERATION_STAGE, "an instruct generation whose input or output holds a "
+                                                          "stray answer tag (a </output> before the <output>)")
 EMPTY_INPUT = _reason("empty_input", GENERATION_STAGE, "a generation whose task input is empty")
 EMPTY_OUTPUT = _reason("empty_output", GENERATION_STAGE, "a generation whose task output is empty")
 ENGINE_ERROR = _reason("engine_error", GENERATION_STAGE, "a request the engine refused (e.g. over the window)")

@@ -156,6 +156,9 @@ def test_an_answer_in_a_generators_layout_parses_back(name):
      Rejection("multiple_tasks")),
     ("<input>\n \n</input>\n<output>the tenant</output>", Rejection("empty_input")),
     ("<input>{{context}} Who pays?</input>\n<output>\n</output>", Rejection("empty_output")),
+    # SmolLM2-135M-Instruct wrote this: a closing tag before the output's opening one
+    ("<input>{{context}}\n</output>\n<output>\nYes\n</output>", Rejection("misplaced_tag")),
+    ("<input>{{context}} Who pays?</input><output>the tenant</input></output>", Rejection("misplaced_tag")),
 ])
 def test_parsing_hand_written_answers(text, parsed):
     assert instruct.parse_generation(text, "  " + PASSAGE + "\n") == parsed
@@ -175,9 +178,10 @@ def test_the_generation_is_read_as_the_answer_after_the_prompts_start(generated,
 
 def test_every_reason_the_parser_gives_is_registered_at_the_generation_stage():
     texts = ["", "<input>", "<input>x</input>", "<input></input><output>y</output>", "<input>x<output>",
-             "<input>a<input>b<output>c", "<output>x"]
+             "<input>a<input>b<output>c", "<output>x", "<input>a</output><output>b"]
     reasons = {instruct.parse_generation(t, PASSAGE).reason for t in texts}
-    assert reasons == {"no_input_tag", "no_output_tag", "empty_input", "empty_output", "multiple_tasks"}
+    assert reasons == {"no_input_tag", "no_output_tag", "empty_input", "empty_output", "multiple_tasks",
+                       "misplaced_tag"}
     assert all((GENERATION_STAGE, r) in REASONS for r in reasons)
 
 
@@ -319,10 +323,10 @@ def test_the_generators_doc_commands_parse_and_name_shipped_files():
     text = (ROOT / "docs" / "generators.md").read_text()
     lines = " ".join(re.findall(r"```bash\n(.*?)```", text, flags=re.S)).replace("\\\n", " ").splitlines()
     commands = [shlex.split(line)[1:] for line in lines if line.strip().startswith("bonito-ray ")]
-    assert [c[0] for c in commands] == ["generate", "self-guide", "generate"]
+    assert [c[0] for c in commands] == ["generate", "self-guide", "generate", "generate"]
     parser = build_parser()
     parsed = [parser.parse_args(c) for c in commands]
-    assert [getattr(a, "generator", None) for a in parsed] == [None, None, "instruct"]
+    assert [getattr(a, "generator", None) for a in parsed] == [None, None, "instruct", "instruct"]
     for args in parsed:
         for value in (getattr(args, "input", None), args.config):
             assert value is None or (ROOT / value).exists(), value

@@ -34,7 +34,8 @@ import re
 from typing import Any
 
 from bonito_ray.prompt import CONTEXT_PLACEHOLDER, Rejection, Task
-from bonito_ray.rejects import EMPTY_INPUT, EMPTY_OUTPUT, MULTIPLE_TASKS, NO_INPUT_TAG, NO_OUTPUT_TAG
+from bonito_ray.rejects import (EMPTY_INPUT, EMPTY_OUTPUT, MISPLACED_TAG, MULTIPLE_TASKS, NO_INPUT_TAG,
+                                NO_OUTPUT_TAG)
 from bonito_ray.generators.instruct_examples import EXAMPLE_PASSAGE, EXAMPLE_TASKS
 from bonito_ray.tasks import TASK_TYPES, full_task_name, resolve_task_type, task_description
 
@@ -127,6 +128,8 @@ def parse_generation(generated_text: str, context: str) -> Task | Rejection:
     output_end = next((start for tag, start, _ in tags if start >= output_start and tag == OUTPUT_CLOSE),
                       len(generated_text))
     passage = context.strip()
+    if _TAG.search(generated_text[input_start:input_end]) or _TAG.search(generated_text[output_start:output_end]):
+        return Rejection(MISPLACED_TAG)  # tags out of order: what lies between them is no task's part
     task_input = generated_text[input_start:input_end].strip().replace(CONTEXT_PLACEHOLDER, passage)
     task_output = generated_text[output_start:output_end].strip().replace(CONTEXT_PLACEHOLDER, passage)
     if not task_input:
