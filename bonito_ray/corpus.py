@@ -45,7 +45,7 @@ from bonito_ray.errors import UserError
 from bonito_ray.rejects import (DUPLICATE_PATH, EMPTY_CONTEXT, EMPTY_FILE, HIDDEN_FILE, INVALID_JSON, INVALID_UTF8,
                                 MISSING_CONTEXT_COLUMN, MISSING_FILE, NON_STRING_CONTEXT, NOT_AN_OBJECT, NULL_CONTEXT,
                                 TRUNCATED_FILE, UNREADABLE_FILE, UNSUPPORTED_FORMAT, write_rejects)
-from bonito_ray.schema import CORPUS_STAGE, DOCUMENT_SCHEMA, OWNED_ENTRIES, stable_id, table_from_rows
+from bonito_ray.schema import CORPUS_STAGE, DOCUMENT_SCHEMA, OWNED_ENTRIES, is_utf8, stable_id, table_from_rows
 from bonito_ray.storage import display_uri, resolve_filesystem
 
 logger = logging.getLogger(__name__)
@@ -195,7 +195,7 @@ def _scan_local(root: str) -> tuple[list[str], list[SkippedFile]]:
             if _is_own_output(entry.name):
                 continue
             path = f"{directory}/{entry.name}"
-            if not _is_utf8(entry.name):  # pyarrow cannot open it, nor can a reject's source column hold it
+            if not is_utf8(entry.name):  # pyarrow cannot open it, nor can a reject's source column hold it
                 skipped.append(SkippedFile(os.fsencode(path).decode("utf-8", errors="replace"), INVALID_UTF8,
                                            f"a name that is not UTF-8: {os.fsencode(entry.name)!r}"))
                 continue
@@ -222,15 +222,6 @@ def _scan_local(root: str) -> tuple[list[str], list[SkippedFile]]:
             else:
                 skipped.append(SkippedFile(path, UNSUPPORTED_FORMAT, "not a regular file"))
     return files, skipped
-
-
-def _is_utf8(name: str) -> bool:
-    """Whether a name listed from disk is UTF-8 (Python hands other bytes on as lone surrogates)."""
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _is_hidden(name: str) -> bool:

@@ -188,6 +188,16 @@ def is_legacy_accepted_file(relative: str) -> bool:
         and name.startswith(ACCEPTED_FILE_PREFIX) and name.endswith(PARQUET_SUFFIX)
 
 
+def is_utf8(text: str) -> bool:
+    """Whether ``text`` can be written to a string column as UTF-8 (a lone surrogate cannot: JSON's ``\\ud800``
+    escapes decode to one, and Python hands a file name's non-UTF-8 bytes on as them)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def stable_id(*parts: object) -> str:
     """A 128-bit hex id derived from ``parts``: the same inputs always give the same id."""
     return hashlib.sha256("\x1f".join(map(str, parts)).encode("utf-8")).hexdigest()[:32]

@@ -54,6 +54,7 @@ from bonito_ray.config import ConfigError, GenerateConfig
 from bonito_ray.engines import LENGTH, STOP, EngineStage
 from bonito_ray.engines.endpoint import EndpointURLError, endpoint_host, host_scope
 from bonito_ray.generators import GENERATORS
+from bonito_ray.schema import is_utf8
 
 logger = logging.getLogger(__name__)
 
@@ -350,15 +351,6 @@ def parse_completion(answer: Any, key: Secret | None = None) -> Generation:
 def is_token_count(value: Any) -> bool:
     """An int that fits the contract's int64 column (not a bool, a float or a numeral in a string)."""
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2 ** 63
-
-
-def is_utf8(text: str) -> bool:
-    """Whether ``text`` can be written as UTF-8 (JSON's ``\\ud800`` escapes decode to lone surrogates)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 class CompletionsClient:
