@@ -36,7 +36,6 @@ from dataclasses import dataclass
 from bonito_ray.options import normalise, offered_options
 from bonito_ray.rejects import DEGENERATE, NOT_A_SPAN, NOT_AN_OPTION, NOT_YES_NO, PASSAGE_MISSING, TRUNCATED
 
-LEVEL_NAMES = ("off", "basic", "strict")
 DEFAULT_LEVEL = "strict"
 LENGTH = "length"  # the finish reason of a generation cut at the token limit (vLLM's name)
 MAX_REPEATS = 8  # identical consecutive tokens that make a text degenerate

@@ -26,7 +26,6 @@ if TYPE_CHECKING:  # the configuration imports the registry: types only here
     from bonito_ray.config import GenerateConfig
 
 EngineStage = Callable[["Dataset"], "Dataset"]
-OUTPUT_COLUMNS = ("generated_text", "num_input_tokens", "num_generated_tokens", "finish_reason", "engine_error")
 STOP, LENGTH = "stop", "length"
 
 
