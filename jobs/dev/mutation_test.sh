@@ -1,72 +1,43 @@
 #!/usr/bin/env bash
 # Mutation testing of bonito-ray's pure core with mutmut 3 (settings: setup.cfg [mutmut]).
 #
-# Mutates the functions listed in SCOPE below (prompt and parsing, task names, dedup keys and the
-# shard's choice, request/example mapping, ids and schema conforming, the resume and commit
-# decisions, the output's state and overlap decisions, the task validators and option detection,
-# generated-task dedup's decision) and runs each mutant against the fast unit
-# tests only (setup.cfg pytest_add_cli_args_test_selection); no test there starts Ray, and
-# RAY_ENABLE_AUTO_CONNECT=0 keeps a mutant from starting one. Functions outside SCOPE need a
-# Ray cluster or a CLI process and are covered by the slower tests, not measured here.
+# Mutates the parts of bonito_ray named by SCOPE in jobs/dev/mutation_scope.py, by group (a module), and
+# runs each mutant against the fast unit tests only (setup.cfg pytest_add_cli_args_test_selection, in
+# mutmut's own process: `-n 0`, no xdist workers); no test there starts Ray, and
+# RAY_ENABLE_AUTO_CONNECT=0 keeps a mutant from starting one. Functions outside SCOPE need a Ray cluster
+# or a CLI process and are covered by the slower tests, not measured here (docs/mutation.md).
 #
-# Usage: jobs/dev/mutation_test.sh [max workers, default 2]
-# Prints the survivors and "score: KILLED/TOTAL (P%)". mutants/ is scratch (git-ignored).
+# Usage: jobs/dev/mutation_test.sh [max workers, default 2] [group ...; default all of them]
+# Prints each group's survivors and score, and records them in jobs/dev/mutation_results.json, the one
+# source of the figures README.md and docs/mutation.md quote (jobs/dev/check_mutation_figures.py checks
+# that they do). Fails, saying why, on a SCOPE part that names no code or matches no mutant, when mutmut
+# fails (the tail of its log shown; the whole log in mutants/run.log), or after an hour.
+# mutants/ is scratch (git-ignored), removed at each start.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 workers="${1:-2}"
+groups=("${@:2}")
+command="jobs/dev/mutation_test.sh $workers${groups[*]:+ ${groups[*]}}"
 
-SCOPE=(
-  'bonito_ray.prompt.*'
-  'bonito_ray.tasks.*'
-  'bonito_ray.dedup.x__keys_and_owners__mutmut_*'
-  'bonito_ray.engine_rows.x_row_seed__mutmut_*'
-  'bonito_ray.engine_rows.x_to_requests__mutmut_*'
-  'bonito_ray.engine_rows.x_to_examples__mutmut_*'
-  'bonito_ray.engine_rows.x__to_example__mutmut_*'
-  'bonito_ray.engine_rows.x_drop_done__mutmut_*'
-  'bonito_ray.schema.x_stable_id__mutmut_*'
-  'bonito_ray.schema.x_conform__mutmut_*'
-  'bonito_ray.schema.x_table_from_rows__mutmut_*'
-  'bonito_ray.commit.x_is_complete__mutmut_*'
-  'bonito_ray.commit.x_has_journal__mutmut_*'
-  'bonito_ray.commit.x_start_or_resume__mutmut_*'
-  'bonito_ray.commit.x_staged_example_files__mutmut_*'
-  'bonito_ray.commit.x_committed_example_files__mutmut_*'
-  'bonito_ray.commit.x_example_files__mutmut_*'
-  'bonito_ray.commit.x__example_files__mutmut_*'
-  'bonito_ray.commit.x_done_ids__mutmut_*'
-  'bonito_ray.commit.x__ids__mutmut_*'
-  'bonito_ray.commit.x__is_staged_data__mutmut_*'
-  'bonito_ray.commit.x__move__mutmut_*'
-  'bonito_ray.output.x_inspect__mutmut_*'
-  'bonito_ray.output.x_check_no_overlap__mutmut_*'
-  'bonito_ray.output.x__location__mutmut_*'
-  'bonito_ray.output.x_foreign_entries__mutmut_*'
-  'bonito_ray.output.x__refuse_foreign__mutmut_*'
-  'bonito_ray.output.x__differences__mutmut_*'
-  'bonito_ray.output.xǁOutputǁfinished__mutmut_*'
-  'bonito_ray.validators.*'
-  'bonito_ray.options.*'
-  'bonito_ray.task_dedup.x_normalise__mutmut_*'
-  'bonito_ray.task_dedup.x_task_parts__mutmut_*'
-  'bonito_ray.task_dedup.x_shingles__mutmut_*'
-  'bonito_ray.task_dedup.xǁSignerǁ*'
-  'bonito_ray.task_dedup.x_banded__mutmut_*'
-  'bonito_ray.task_dedup.x_find_duplicates__mutmut_*'
-  'bonito_ray.task_dedup.x__nearest__mutmut_*'
-)
+globs=$(python3 jobs/dev/mutation_scope.py globs "${groups[@]}")  # fails first on a part that names nothing
+mapfile -t scope <<< "$globs"
 
 export RAY_ENABLE_AUTO_CONNECT=0
 rm -rf mutants  # a clean measurement: no results cached from an earlier version of the code or tests
-timeout 3600 mutmut run --max-children "$workers" "${SCOPE[@]}" > /dev/null
-mutmut results --all true | python3 -c '
-import fnmatch, sys
-scope = sys.argv[1:]
-results = [line.strip().rsplit(": ", 1) for line in sys.stdin if ": " in line]
-results = [(name, status) for name, status in results if any(fnmatch.fnmatch(name, g) for g in scope)]
-killed = sum(status == "killed" for _, status in results)
-for name, status in sorted(results):
-    if status != "killed":
-        print(f"{status}: {name}")
-print(f"score: {killed}/{len(results)} ({100 * killed / max(len(results), 1):.1f}%)")
-' "${SCOPE[@]}"
+mkdir mutants
+log=mutants/run.log
+started=$SECONDS
+status=0
+timeout 3600 mutmut run --max-children "$workers" "${scope[@]}" > "$log" 2>&1 || status=$?
+if (( status != 0 )); then
+  tail -n 40 "$log" >&2
+  if (( status == 124 )); then
+    echo "mutation_test: stopped after an hour; run fewer groups at a time (jobs/dev/mutation_test.sh $workers GROUP)" >&2
+  else
+    echo "mutation_test: mutmut failed (exit $status), no score recorded; the whole log: $log" >&2
+  fi
+  exit 1
+fi
+minutes=$(( (SECONDS - started) / 60 )).$(( (SECONDS - started) % 60 * 10 / 60 ))
+mutmut results --all true | python3 jobs/dev/mutation_scope.py record --command "$command" --minutes "$minutes" \
+  "${groups[@]}"
