@@ -111,6 +111,12 @@ _also(TOO_SHORT, _FILTERED, "shorter than the demonstrations' mean length less l
 _also(TOO_LONG, _FILTERED, "longer than the demonstrations' mean length plus length_std standard deviations")
 NOISE = _also("noise", _FILTERED, "a chatty assistant phrase or a template word (input, output)")
 _also(DUPLICATE, (SELF_GUIDE_INPUT_STAGE,), "the same text as an input kept before it")
+NEAR_DEMONSTRATION = _reason("near_demonstration", SELF_GUIDE_INPUT_STAGE,
+                             "a near copy of a demonstration's input: the Jaccard similarity of their word sets is "
+                             "at least near_duplicate_threshold")
+NEAR_DUPLICATE_INPUT = _reason("near_duplicate_input", SELF_GUIDE_INPUT_STAGE,
+                               "a near copy of an input kept before it: the Jaccard similarity of their word sets is "
+                               "at least near_duplicate_threshold")
 _also(ENGINE_ERROR, _FILTERED, "a request the engine refused (over the window; openai: an error answer, or retries "
                                "spent)")
 NOT_A_LABEL = _reason("not_a_label", SELF_GUIDE_SAMPLE_STAGE, "classification: an annotation holding none of the labels")

@@ -226,23 +226,35 @@ def test_progress_line_and_file_follow_the_steps(tmp_path, monkeypatch):
 
 # --- a whole run on a scripted model ---------------------------------------------------------------------------
 
+# The scripted model's inputs that are kept, by round: each a new clause, none a near copy of another.
+KEYS = ("The tenant returns all keys to the agent on the last day.",
+        "Spare keys made during the lease go back when the tenant leaves.",
+        "Lost keys are replaced at the cost of the tenant within a week.")
+PAINTS = ("The landlord paints the hall and the stairs every five years.",
+          "The landlord paints the outside walls before anyone moves in.",
+          "The tenant paints the bedroom walls white before moving out.")
+FIXED = "A fixed clause that the tenant signs every single year."
+
+
 def scripted_text(row: dict) -> str:
     """What the scripted model writes: an input by its index in the round, or an answer by the input's words."""
     prompt = row["prompt"]
     if prompt.endswith('[input] = "'):
         round_, k = row["position"], row["sample_index"]
-        return {0: f"Clause {round_}: the tenant returns all keys on the last day.",  # kept
+        return {0: KEYS[round_],  # kept
                 1: "",  # empty
                 2: "Sure, I'd be happy to help! The tenant pays for water.",  # noise, length in bounds
-                3: "Rent.",  # too short
-                4: "A fixed clause that the tenant signs every single year.",  # kept in round 0, then duplicate
-                5: f"Clause {round_}: the landlord paints the hall every five years."}[k] + '"\n'
+                # too short; in round 2 a near copy of demonstration 1 (9 of its 11 words), length in bounds
+                3: "The tenant pays the rent on the first day of every month." if round_ == 2 else "Rent.",
+                # kept in round 0; then a duplicate; then a near copy of it (8 of 11 words)
+                4: "A fixed clause which the tenant signs every year." if round_ == 2 else FIXED,
+                5: PAINTS[round_]}[k] + '"\n'
     text = json.loads(prompt.rsplit("[input] = ", 1)[1].split("\n")[0])
     j = row["sample_index"]
     if "keys" in text:  # 3 tenant, 1 landlord, 1 not a label: tenant wins 3 of 4
         answer = ["tenant", "tenant", "tenant", "The landlord.", "maybe"][j]
     elif "paints" in text:  # landlord, one noisy sample; round 2 says tenant
-        answer = "tenant" if text.startswith("Clause 2") else ("Sure, happy to help" if j == 1 else "landlord")
+        answer = "tenant" if text == PAINTS[2] else ("Sure, happy to help" if j == 1 else "landlord")
     else:  # the fixed clause: never a label
         answer = "unsure"
     return answer + '"\n'
@@ -336,10 +348,15 @@ def test_a_scripted_run_filters_votes_balances_and_exports(scripted_run, tmp_pat
     config, summary, progress = scripted_run
     spec, out = config.spec, Path(config.output)
 
-    # Inputs: rounds keep k0 and k5 (and k4 in round 0 only); drop empty, noise and too_short each round.
+    # Inputs: rounds keep k0 and k5 (and k4 in round 0 only); drop empty and noise each round, too_short in rounds
+    # 0 and 1, k4's duplicate in round 1; in round 2 a near copy of a demonstration and one of round 0's k4.
     assert summary.inputs_kept == 7
-    assert reasons(out / "_rejects" / "stage=self_guide_input") == {"empty": 3, "noise": 3, "too_short": 3,
-                                                                    "duplicate": 2}
+    assert reasons(out / "_rejects" / "stage=self_guide_input") == {
+        "empty": 3, "noise": 3, "too_short": 2, "duplicate": 1, "near_demonstration": 1, "near_duplicate_input": 1}
+    near = {r["reason"]: r["detail"] for r in rows(out / "_rejects" / "stage=self_guide_input")
+            if r["reason"].startswith("near_")}
+    assert near["near_demonstration"].startswith("word similarity 0.82 to demonstration 1 ")
+    assert near["near_duplicate_input"].startswith(f"word similarity 0.73 to an input kept before it, {FIXED!r} ")
     # Samples: each 'keys' input has one non-label; round 0 and 1 'paints' one noisy; the fixed clause 5 non-labels.
     assert reasons(out / "_rejects" / "stage=self_guide_sample") == {"not_a_label": 8, "noise": 2}
     # Votes: tenant 4 (3 'keys' + round 2 'paints'), landlord 2: balanced to 2 + 2; the fixed clause has no answer.
@@ -349,7 +366,7 @@ def test_a_scripted_run_filters_votes_balances_and_exports(scripted_run, tmp_pat
     assert summary.accepted == 4 and summary.labels == {"landlord": 2, "tenant": 2}
     assert progress[-1].startswith(SCRIPTED_FINAL_PROGRESS)  # the live line ends on the summary's counts
     by_input = {r["input"]: r["output"] for r in accepted}
-    assert by_input.get("Clause 0: the landlord paints the hall every five years.") == "landlord"
+    assert by_input.get(PAINTS[0]) == "landlord"
     assert all(r["task_type"] == "self_guide" and r["model"] == config.model for r in accepted)
     # Every generated input is accounted for exactly once: kept (then accepted or a vote reject) or dropped.
     input_ids = {stable_id(load_spec(spec).fingerprint(), "input", r, k) for r in range(3) for k in range(6)}
@@ -364,7 +381,12 @@ def test_a_scripted_run_filters_votes_balances_and_exports(scripted_run, tmp_pat
     manifest = json.loads((out / "_manifest.json").read_text())
     assert manifest["summary"]["accepted"] == {"self_guide": 4}
     assert manifest["summary"]["filtered"]["class_balance"] == 2
-    assert "SELF-GUIDE" in (out / "_card" / "README.md").read_text()
+    assert manifest["summary"]["filtered"]["near_demonstration"] == manifest["summary"]["filtered"][
+        "near_duplicate_input"] == 1  # counted as every other filter's drops: in the summary and the card
+    assert ("inputs dropped: 11 (duplicate: 1, empty: 3, near_demonstration: 1, near_duplicate_input: 1, noise: 3, "
+            "too_short: 2)") in summary.format()
+    card = (out / "_card" / "README.md").read_text()
+    assert "SELF-GUIDE" in card and "near_demonstration: 1" in card and "near_duplicate_input: 1" in card
     # Exported as finetune trains on it: the task's few-shot prompt around each input, the slot's answer.
     exported = export(str(out), str(tmp_path / "export"), "alpaca-jsonl,prompt-completion")
     lines = [json.loads(x) for x in (tmp_path / "export" / "alpaca.jsonl").read_text().splitlines()]

@@ -53,6 +53,12 @@ class SelfGuideConfig(EngineResources, OpenAISettings):
     input_length_filter: bool | None = option(None, default_text="on for classification", switch=True,
                                               help="drop inputs outside mean +/- length_std std of the demonstrations' "
                                                    "input lengths")
+    near_duplicate_filter: bool = option(True, switch=True,
+                                         help="drop inputs too close to a demonstration's input (near_demonstration) "
+                                              "or to an input kept before them (near_duplicate_input); not in the "
+                                              "paper")
+    near_duplicate_threshold: float = option(0.5, help="the Jaccard similarity of two inputs' word sets from which "
+                                                       "the near-duplicate filter drops the later one, in (0, 1]")
     # Output annotation (the paper: 10 samples at temperature 0.2, top-k 10, self-consistency 0.3).
     samples: int = option(10, help="annotations sampled per input for the vote")
     output_temperature: float = option(0.2, help="annotation temperature")
@@ -95,6 +101,7 @@ class SelfGuideConfig(EngineResources, OpenAISettings):
             _check(getattr(self, f"{name}_max_tokens") >= 1, f"{name}_max_tokens must be >= 1")
         _check(self.samples >= 1, "samples must be >= 1")
         _check(self.length_std > 0, "length_std must be > 0")
+        _check(0 < self.near_duplicate_threshold <= 1, "near_duplicate_threshold must be in (0, 1]")
         _check(0 < self.consistency_threshold <= 1, "consistency_threshold must be in (0, 1]")
         # The engine settings are checked by the engine's own configuration, once, here: built again at
         # each use, it would check again (an openai endpoint's name looked up, its warning repeated).

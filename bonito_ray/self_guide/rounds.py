@@ -5,11 +5,11 @@ so one engine start (the paper's one round per pass starts the engine every roun
 shows the demonstrations' inputs and a random 1-10 (``min_weak_examples``..``max_weak_examples``)
 of the inputs kept before its pass; for classification a label is drawn uniformly first and the
 prompt asks for an input with that label. Each generated input goes through the filters (empty,
-length, noise, duplicate of a kept input); the dropped ones are written with their reason to
-``_rejects/stage=self_guide_input/``, then the kept ones to ``_self_guide/inputs-round-<r>.pq``.
-That second file is the round's commit point: a rerun skips every round whose file is there and
-redoes the ones that are not (their rejects files, same names, are replaced), so a killed run
-neither loses nor repeats a round.
+length, noise, duplicate of a kept input, near copy of a demonstration or of a kept input); the
+dropped ones are written with their reason to ``_rejects/stage=self_guide_input/``, then the kept
+ones to ``_self_guide/inputs-round-<r>.pq``. That second file is the round's commit point: a rerun
+skips every round whose file is there and redoes the ones that are not (their rejects files, same
+names, are replaced), so a killed run neither loses nor repeats a round.
 """
 
 from __future__ import annotations
@@ -76,10 +76,15 @@ def round_requests(config: SelfGuideConfig, spec: TaskSpec, number: int, pool: l
 
 
 def filter_round(config: SelfGuideConfig, spec: TaskSpec, requests: list[dict[str, Any]],
-                 generations: dict[str, dict[str, Any]], seen: set[str]) -> tuple[list[dict], list[dict]]:
-    """(kept, rejects) of one round's generations, in request order; ``seen``: inputs kept before (grows)."""
-    bounds = (filters.LengthBounds.around([d.input for d in spec.demonstrations], config.length_std)
+                 generations: dict[str, dict[str, Any]], kept_before: list[str]) -> tuple[list[dict], list[dict]]:
+    """(kept, rejects) of one round's generations, in request order; ``kept_before``: the inputs kept in the rounds
+    before it, in order."""
+    demonstrations = [d.input for d in spec.demonstrations]
+    bounds = (filters.LengthBounds.around(demonstrations, config.length_std)
               if config.filters_input_length(spec) else None)
+    seen = set(kept_before)
+    near = (filters.NearCopies.of(demonstrations, config.near_duplicate_threshold, kept_before)
+            if config.near_duplicate_filter else None)
     kept, rejects = [], []
     for row in requests:
         generation = generations[row["id"]]
@@ -87,10 +92,13 @@ def filter_round(config: SelfGuideConfig, spec: TaskSpec, requests: list[dict[st
         if generation.get("engine_error"):
             reason, detail = ENGINE_ERROR, generation["engine_error"]
         else:
-            reason, detail = filters.first_drop(text, bounds=bounds, use_noise=config.noise_filter, seen=seen)
+            reason, detail = filters.first_drop(text, bounds=bounds, use_noise=config.noise_filter, seen=seen,
+                                                near=near)
         figures = engine.engine_fields(generation)
         if reason is None:
             seen.add(text)
+            if near is not None:
+                near.add(text)
             kept.append({"id": row["id"], "round": row["position"], "index": row["sample_index"],
                          "label": row["label"], "input": text, "num_input_tokens": figures["num_input_tokens"],
                          "num_generated_tokens": figures["num_generated_tokens"]})
@@ -137,7 +145,7 @@ def generate_inputs(config: SelfGuideConfig, spec: TaskSpec, stage: EngineStage,
                 progress.round_done(len(kept), dropped["reason"].to_pylist(), skipped=True)
                 continue
             kept, rejects = filter_round(config, spec, by_round[number], generations,
-                                         {row["input"] for row in kept_all})
+                                         [row["input"] for row in kept_all])
             guard()
             write_parquet(fs, rejects_file(staging, number), engine.reject_table(rejects))
             write_parquet(fs, path, pa.Table.from_pylist(kept, KEPT_SCHEMA))  # last: the round is done
