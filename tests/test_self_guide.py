@@ -631,6 +631,11 @@ def test_the_shipped_example_loads_and_the_docs_name_every_setting():
     assert spec.is_classification and config.rounds(spec) == 40 and len(spec.demonstrations) >= 3
     docs = (ROOT / "docs" / "self_guide.md").read_text()
     assert [name for name in field_names(SelfGuideConfig) if f"`{name}`" not in docs] == []
+    # The docs time the shipped config as it is, run by the command they show (issue 26, item 5): no flag to add.
+    assert "\nbonito-ray self-guide --config jobs/examples/self_guide.yaml\n" in docs
+    input_passes = config.engine_passes(spec) - 1  # the last pass is annotation's
+    assert (f"`rounds_per_pass: {config.rounds_per_pass}`: the {config.rounds(spec)} rounds in {input_passes} engine "
+            "passes") in " ".join(docs.split())
 
 
 def test_every_setting_has_a_flag_and_the_recorded_command_gives_back_the_same_config():
