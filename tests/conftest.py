@@ -12,13 +12,35 @@ from bonito_ray.cluster import PRIVACY_ENV, START_WAIT_ENV, START_WAIT_SECONDS
 
 from tests import tiny_models
 
-# Tests never reach a model hub: everything they load is built on the spot.
-os.environ["HF_HUB_OFFLINE"] = "1"
-# Dummy credentials for the local S3 endpoint, set before Ray starts so its workers inherit them.
-os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                   "AWS_DEFAULT_REGION": "us-east-1"})
-for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_SESSION_TOKEN"):
-    os.environ.pop(name, None)
+_SESSION_ENV = pytest.MonkeyPatch()
+
+
+def pytest_configure(config):
+    """The test run's environment, set before any test starts Ray or a process (they inherit it) and given
+    back when the run ends."""
+    # Tests never reach a model hub: everything they load is built on the spot.
+    _SESSION_ENV.setenv("HF_HUB_OFFLINE", "1")
+    # Dummy credentials for the local S3 endpoint, set before Ray starts so its workers inherit them.
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        _SESSION_ENV.setenv(name, value)
+    for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        _SESSION_ENV.delenv(name, raising=False)
+
+
+def pytest_unconfigure(config):
+    _SESSION_ENV.undo()
+
+
+@pytest.fixture(autouse=True)
+def _restore_environment():
+    """Give back os.environ as it was: a job sets the privacy settings in its driver's environment
+    (bonito_ray.cluster.connect), and a test may set more."""
+    saved = dict(os.environ)
+    yield
+    for name in set(os.environ) - set(saved):
+        del os.environ[name]
+    os.environ.update({name: value for name, value in saved.items() if os.environ.get(name) != value})
 
 
 @pytest.fixture(scope="session")
@@ -26,11 +48,15 @@ def ray_cluster():
     """A local Ray cluster on 127.0.0.1 for the whole session."""
     import ray
 
-    os.environ.update(PRIVACY_ENV)
-    # A busy machine: the node gets the private cluster's longer start wait (bonito_ray.cluster), not Ray's 30 s.
-    os.environ.setdefault(START_WAIT_ENV, str(START_WAIT_SECONDS))
-    ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
-             log_to_driver=False)
+    # Set only while it starts: its processes inherit them, and the tests' own environment stays as it was.
+    with pytest.MonkeyPatch.context() as starting:
+        for name, value in PRIVACY_ENV.items():
+            starting.setenv(name, value)
+        # A busy machine: the node gets the private cluster's longer start wait (bonito_ray.cluster), not Ray's 30 s.
+        if START_WAIT_ENV not in os.environ:
+            starting.setenv(START_WAIT_ENV, str(START_WAIT_SECONDS))
+        ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
+                 log_to_driver=False)
     yield
     ray.shutdown()
 
