@@ -35,17 +35,29 @@ def check_endpoint(endpoint: str, name: str = "s3_endpoint") -> None:
                             "AWS_SECRET_ACCESS_KEY (or a profile), and the endpoint as scheme://host:port")
 
 
+def s3_endpoint_in_force(s3_endpoint: str | None) -> str | None:
+    """The S3 endpoint S3 URIs go to: ``s3_endpoint``, else AWS_ENDPOINT_URL, else None (AWS itself)."""
+    endpoint = s3_endpoint or os.environ.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        check_endpoint(endpoint, "s3_endpoint" if s3_endpoint else "AWS_ENDPOINT_URL")
+    return endpoint or None
+
+
+def s3_region() -> str:
+    """The region of an S3 client at an endpoint: AWS_REGION, else AWS_DEFAULT_REGION, else us-east-1."""
+    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+
+
 def resolve_filesystem(uri: str, s3_endpoint: str | None = None) -> tuple[pafs.FileSystem, str]:
     """Return the filesystem and the path inside it for a local path or a URI."""
     if "://" not in uri:
         return pafs.LocalFileSystem(), os.path.abspath(uri)
     scheme, path = uri.split("://", 1)
-    endpoint = s3_endpoint or os.environ.get("AWS_ENDPOINT_URL")
-    if scheme in ("s3", "s3a") and endpoint:
-        check_endpoint(endpoint, "s3_endpoint" if s3_endpoint else "AWS_ENDPOINT_URL")
+    endpoint = s3_endpoint_in_force(s3_endpoint) if scheme in ("s3", "s3a") else None
+    if endpoint:
         parsed = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")
-        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-        return pafs.S3FileSystem(endpoint_override=parsed.netloc, scheme=parsed.scheme, region=region), path.rstrip("/")
+        return (pafs.S3FileSystem(endpoint_override=parsed.netloc, scheme=parsed.scheme, region=s3_region()),
+                path.rstrip("/"))
     try:
         return pafs.FileSystem.from_uri(uri)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
