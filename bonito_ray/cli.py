@@ -9,7 +9,7 @@ import sys
 import types
 import typing
 
-from bonito_ray import cluster, interrupt, preview
+from bonito_ray import cluster, interrupt, preview, s3_preflight
 from bonito_ray.adapt import cli as adapt_cli
 from bonito_ray.config import ConfigError, GenerateConfig, cli_flag, load_config
 from bonito_ray.errors import UserError
@@ -90,6 +90,7 @@ def run_self_guide(args: argparse.Namespace) -> int:
 
     overrides = {k: v for k, v in vars(args).items() if k not in _NOT_CONFIG}
     config = load_self_guide_config(args.config, overrides)
+    s3_preflight.check_settings(config)  # one line for an unusable s3:// URI, before any cluster work
     plan = plan_self_guide(config, overwrite=args.overwrite)  # a bad spec, model or output fails here
     try:
         if plan.finished is None:
@@ -158,6 +159,7 @@ def run_generate(args: argparse.Namespace) -> int:
     if args.preview is not None:
         return run_preview(args)
     config = load_config(args.config, config_overrides(args))
+    s3_preflight.check_settings(config)  # one line for an unusable s3:// URI, before any cluster work
     plan = plan_job(config, overwrite=args.overwrite)  # bad input, output or model fails here, before cluster work
     try:
         if plan.finished is None:  # a job with nothing to do needs no cluster
@@ -175,6 +177,7 @@ def run_preview(args: argparse.Namespace) -> int:
     overrides = config_overrides(args)
     overrides["output"] = overrides.get("output") or "(preview: none)"  # never opened: preview writes nothing
     config = load_config(args.config, overrides)
+    s3_preflight.check_settings(config)
     cluster.connect(config.ray_address)
     print(preview.format_preview(preview.preview(config, args.preview)))
     return 0
@@ -182,6 +185,7 @@ def run_preview(args: argparse.Namespace) -> int:
 
 def run_stats(args: argparse.Namespace) -> int:
     """``stats OUTPUT``: the card's figures and random examples; ``--write-card`` draws the card again."""
+    s3_preflight.check_settings(vars(args))
     if args.write_card:
         print(preview.write_card(args.output, args.s3_endpoint))
     print(preview.format_stats(args.output, args.s3_endpoint, args.examples, args.seed))

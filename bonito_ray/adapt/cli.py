@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 
+from bonito_ray import s3_preflight
 from bonito_ray.adapt.evaluate import EvaluateConfig, evaluate, format_table
 from bonito_ray.adapt.export import FORMATS, export
 from bonito_ray.adapt.finetune import FinetuneConfig, finetune
@@ -138,6 +139,7 @@ def dataset_task_types(names: str | None) -> list[str] | None:
 
 def run_export(args: argparse.Namespace) -> int:
     """``export``: write the trainer files and print what was written."""
+    s3_preflight.check_settings(vars(args))
     task_types = dataset_task_types(args.task_types)
     print(export(args.input, args.output, args.formats, task_types, args.name).format())
     return 0
@@ -145,6 +147,7 @@ def run_export(args: argparse.Namespace) -> int:
 
 def run_finetune(args: argparse.Namespace) -> int:
     """``finetune``: train (or resume) on the Ray cluster and print the summary."""
+    s3_preflight.check_settings(vars(args))
     options = {k: v for k, v in vars(args).items() if k not in ("command", "func", "overwrite", "log_level")}
     options["task_types"] = dataset_task_types(args.task_types)
     print(finetune(FinetuneConfig(**options), overwrite=args.overwrite).format())
@@ -153,6 +156,7 @@ def run_finetune(args: argparse.Namespace) -> int:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     """``evaluate``: score on the Ray cluster, print the table, write the JSON report."""
+    s3_preflight.check_settings(vars(args))
     options = {k: v for k, v in vars(args).items() if k not in ("command", "func", "log_level")}
     print(format_table(evaluate(EvaluateConfig(**options))))
     return 0
