@@ -312,46 +312,17 @@ class CorpusDatasource(FileBasedDatasource):
 
     def _open_input_source(self, filesystem: Any, path: str, **open_args: Any) -> pa.NativeFile | _MissingFile:
         try:
-            if _format_of(path) == PARQUET:
-                return filesystem.open_input_file(path)  # Parquet needs random access
-            # Raw bytes: compressed streams are decompressed by `_decompressed`, which keeps what precedes a cut.
-            return filesystem.open_input_stream(path, compression=None,
-                                                buffer_size=self._resolve_buffer_size(open_args))
+            return open_corpus_file(filesystem, path, self._resolve_buffer_size(open_args))
         except FileNotFoundError:
             return _MissingFile()
 
     def _read_stream(self, f: pa.NativeFile | _MissingFile, path: str) -> Iterator[pa.Table]:
         source = display_uri(self._input_uri, path)
-        documents: list[dict] = []
-        rejects: list[dict] = []
-        position = read = 0
         if isinstance(f, _MissingFile):
             self._reject(source, [_missing_file(self._input_uri, path, "when read")])
             return
-        try:
-            for position, context, reason, detail, raw in _records(f, path, self._context_column):
-                read += 1
-                if reason is None:
-                    documents.append({"source": source, "position": position, "context": context})
-                    if len(documents) >= BLOCK_ROWS:
-                        yield table_from_rows(documents, DOCUMENT_SCHEMA)
-                        documents = []
-                else:
-                    rejects.append({"source": source, "position": position, "reason": reason,
-                                    "detail": detail, "raw": raw})
-        except StreamError as err:  # a compressed stream cut short or corrupt; what came before it is kept
-            rejects.append({"source": source, "position": err.after + 1, "reason": err.reason,
-                            "detail": f"{err} (after record {err.after})", "raw": err.partial_text()})
-        except (OSError, EOFError, pa.ArrowException) as err:
-            if _is_transient(err):
-                raise  # Ray Data retries the whole file (DataContext.retried_io_errors)
-            # A file cut short or corrupt: keep what was read, reject the rest with the reason.
-            rejects.append({"source": source, "position": position + 1, "reason": UNREADABLE_FILE,
-                            "detail": f"{type(err).__name__}: {err} (after record {position})"})
-        if not read and not rejects:  # otherwise a 0-byte file would leave no trace in the run
-            rejects.append({"source": source, "reason": EMPTY_FILE, "detail": "no record in the file"})
-        if documents:
-            yield table_from_rows(documents, DOCUMENT_SCHEMA)
+        rejects: list[dict] = []
+        yield from file_documents(f, path, source, self._context_column, rejects)
         self._reject(source, rejects)
 
     def _reject(self, source: str, rejects: list[dict]) -> None:
@@ -359,6 +330,47 @@ class CorpusDatasource(FileBasedDatasource):
             logger.warning("%s: %d record(s) rejected (%s)", source, len(rejects),
                            ", ".join(sorted({r["reason"] for r in rejects})))
             write_rejects(self._output_uri, CORPUS_STAGE, rejects, self._s3_endpoint)
+
+
+def open_corpus_file(fs: pafs.FileSystem, path: str, buffer_size: int | None = None) -> pa.NativeFile:
+    """A corpus file opened as ``file_documents`` reads it."""
+    if _format_of(path) == PARQUET:
+        return fs.open_input_file(path)  # Parquet needs random access
+    # Raw bytes: compressed streams are decompressed by `_decompressed`, which keeps what precedes a cut.
+    return fs.open_input_stream(path, compression=None, buffer_size=buffer_size)
+
+
+def file_documents(f: pa.NativeFile, path: str, source: str, column: str, rejects: list[dict]) -> Iterator[pa.Table]:
+    """The documents of one corpus file (``f``, opened by ``open_corpus_file``) in blocks of ``BLOCK_ROWS``;
+    each record that is no document goes to ``rejects`` with its reason. Needs no Ray cluster (the datasource
+    reads with it, and so does ``bonito-ray plan``)."""
+    documents: list[dict] = []
+    position = read = 0
+    earlier = len(rejects)
+    try:
+        for position, context, reason, detail, raw in _records(f, path, column):
+            read += 1
+            if reason is None:
+                documents.append({"source": source, "position": position, "context": context})
+                if len(documents) >= BLOCK_ROWS:
+                    yield table_from_rows(documents, DOCUMENT_SCHEMA)
+                    documents = []
+            else:
+                rejects.append({"source": source, "position": position, "reason": reason,
+                                "detail": detail, "raw": raw})
+    except StreamError as err:  # a compressed stream cut short or corrupt; what came before it is kept
+        rejects.append({"source": source, "position": err.after + 1, "reason": err.reason,
+                        "detail": f"{err} (after record {err.after})", "raw": err.partial_text()})
+    except (OSError, EOFError, pa.ArrowException) as err:
+        if _is_transient(err):
+            raise  # Ray Data retries the whole file (DataContext.retried_io_errors)
+        # A file cut short or corrupt: keep what was read, reject the rest with the reason.
+        rejects.append({"source": source, "position": position + 1, "reason": UNREADABLE_FILE,
+                        "detail": f"{type(err).__name__}: {err} (after record {position})"})
+    if not read and len(rejects) == earlier:  # otherwise a 0-byte file would leave no trace in the run
+        rejects.append({"source": source, "reason": EMPTY_FILE, "detail": "no record in the file"})
+    if documents:
+        yield table_from_rows(documents, DOCUMENT_SCHEMA)
 
 
 def _missing_file(input_uri: str, path: str, when: str) -> dict:
