@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from types import SimpleNamespace
 
 import numpy as np
 import pyarrow as pa
@@ -22,7 +23,8 @@ from pyarrow.fs import LocalFileSystem, SubTreeFileSystem
 from bonito_ray import commit, dedup, engine_rows, output, schema
 from bonito_ray.prompt import build_prompt
 from bonito_ray.report import RunSummary
-from bonito_ray.tasks import TASK_TYPES, UnknownTaskTypeError, resolve_task_type, resolve_task_types
+from bonito_ray.tasks import (TASK_DESCRIPTIONS, TASK_TYPES, UnknownTaskTypeError, resolve_task_type, resolve_task_types,
+                              task_description)
 
 
 @pytest.fixture(autouse=True)
@@ -59,6 +61,10 @@ def test_task_type_lists_accept_iterables_and_skip_blank_entries():
     assert resolve_task_types("exqa") == ["exqa"]
 
 
+def test_a_task_description_is_found_by_short_or_full_name():
+    assert task_description(TASK_TYPES["exqa"]) == task_description("exqa") == TASK_DESCRIPTIONS["exqa"]
+
+
 # ---- schema ---------------------------------------------------------------------------------------
 
 
@@ -83,6 +89,30 @@ def test_table_from_rows_nulls_missing_fields():
     assert table.schema == target
     assert table.to_pylist() == [{"a": 1, "b": None}, {"a": None, "b": "x"}]
     assert schema.table_from_rows([{"a": 1}], target).schema == target  # b null in every row: still a string
+
+
+def test_utf8_text_is_writable_and_a_lone_surrogate_is_not():
+    assert schema.is_utf8("naïve café ✓") and not schema.is_utf8("name \udc80.jsonl")
+
+
+def test_data_files_are_whole_parquet_or_rejects_files_wherever_they_lie():
+    temporary = schema.TEMPORARY_PREFIX
+    assert schema.is_data_file("train-0.parquet") and schema.is_data_file("out/_rejects/stage=x/rejects-0.pq")
+    for path in (f"{temporary}train-0.parquet", f"out/ynqa/{temporary}train-0.parquet", "out/ynqa/train-0.json"):
+        assert not schema.is_data_file(path), path
+
+
+def test_accepted_files_are_train_parquet_files_right_in_a_task_folder():
+    assert schema.is_accepted_file("ynqa/train-a-0.parquet")
+    for path in ("ynqa/train-a/0.parquet", "ynqa/sub/train-a-0.parquet", "x/train-a-0.parquet", "ynqa/a-0.parquet"):
+        assert not schema.is_accepted_file(path), path
+
+
+def test_legacy_accepted_files_are_train_parquet_files_right_in_a_hive_task_folder():
+    assert schema.is_legacy_accepted_file("task_type=ynqa/train-0-1.parquet")
+    for path in ("ynqa/train-0-1.parquet", "xtask_type=ynqa/train-0.parquet", "task_type=ynqa/sub/train-0.parquet",
+                 "task_type=ynqa/rejects-0.parquet", "task_type=ynqa/train-0.parquet.tmp"):
+        assert not schema.is_legacy_accepted_file(path), path
 
 
 # ---- engine_rows ---------------------------------------------------------------------------------------
@@ -173,6 +203,45 @@ def test_drop_done_drops_exactly_the_done_ids_wherever_they_sort():
     assert engine_rows.drop_done(requests, done=one)["n"].to_pylist() == [0, 1, 2, 3, 5]
 
 
+def test_drop_done_tells_the_progress_counter_how_many_it_dropped_and_only_when_it_dropped_some():
+    ids = [f"{i:032x}" for i in (1, 5, 9)]
+    told = []
+    progress = SimpleNamespace(skipped=SimpleNamespace(remote=told.append))  # the counter actor's handle, in shape
+    two = np.array([bytes.fromhex(ids[0]), bytes.fromhex(ids[2])], dtype="S16")
+    engine_rows.drop_done(pa.table({"id": ids}), done=two, progress=progress)
+    engine_rows.drop_done(pa.table({"id": ids}), done=np.array([bytes.fromhex(f"{7:032x}")], dtype="S16"),
+                          progress=progress)
+    assert told == [2]
+
+
+def test_validation_keeps_the_schema_the_verdicts_detail_and_the_users_validators(tmp_path, monkeypatch):
+    (tmp_path / "house_rules.py").write_text(
+        "from bonito_ray.validators import Verdict\n\n\n"
+        "def no_sums(task):\n"
+        "    return Verdict('names_a_sum', 'the answer names a sum') if 'euros' in task.output else None\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    passage = "The tenant pays 900 euros a month."
+
+    def example(id_, **fields):
+        row = {"id": id_, "task_type": "exqa", "input": f"{passage}\nHow much?", "output": "900 euros",
+               "context": passage, "finish_reason": "stop", "num_generated_tokens": 5} | fields
+        return {name: row.get(name) for name in engine_rows.EXAMPLE_SCHEMA.names}
+
+    accepted = pa.Table.from_pylist([example("a")], engine_rows.EXAMPLE_SCHEMA)
+    assert engine_rows.validate_examples(accepted, level="strict").schema == engine_rows.EXAMPLE_SCHEMA  # detail: all null
+    cut = example("c", input=None, output=None, reason="no_separator", finish_reason="length", num_generated_tokens=256)
+    table = pa.Table.from_pylist([example("a"), cut], engine_rows.EXAMPLE_SCHEMA)
+    out = {r["id"]: r for r in engine_rows.validate_examples(table, level="strict", extra=["house_rules:no_sums"])
+           .to_pylist()}
+    assert (out["a"]["reason"], out["a"]["detail"]) == ("names_a_sum", "the answer names a sum")
+    assert out["c"]["reason"] == "truncated" and out["c"]["detail"].startswith(
+        "the generation stopped at the token limit (256 tokens) without ending; it did not parse either")
+    # level off with a user's validator: the user's rule runs, the level's truncation rule does not
+    out = {r["id"]: r for r in engine_rows.validate_examples(table, level="off", extra=["house_rules:no_sums"])
+           .to_pylist()}
+    assert out["a"]["reason"] == "names_a_sum" and (out["c"]["reason"], out["c"]["detail"]) == ("no_separator", None)
+
+
 # ---- dedup (the logic of the shard actor and the keys; the actor plumbing needs a cluster) --------------
 
 
@@ -253,6 +322,17 @@ def test_a_different_run_that_staged_no_examples_starts_over(tmp_path, caplog):
     assert (f"{root}: an unfinished run with a different model, seed staged no examples; starting over"
             in caplog.messages)
     assert json.loads((tmp_path / ".staging" / "_run.json").read_text()) == {"model": "n", "seed": 2}
+
+
+def test_a_different_run_is_refused_once_it_staged_a_self_guide_round_and_not_for_a_temporary_file(tmp_path):
+    fs, root = LocalFileSystem(), str(tmp_path)
+    commit.start_or_resume(fs, root, {"model": "m"})
+    rounds = tmp_path / ".staging" / schema.SELF_GUIDE_DIR
+    write_rows(rounds / f"{schema.TEMPORARY_PREFIX}round-0.parquet", [{"id": None, "source": "s"}])  # a killed write
+    assert commit.start_or_resume(fs, root, {"model": "n"}) is False
+    write_rows(rounds / "round-0.parquet", [{"id": None, "source": "s"}])
+    with pytest.raises(commit.ResumeMismatchError, match="a different model"):
+        commit.start_or_resume(fs, root, {"model": "m"})
 
 
 def test_example_files_are_the_accepted_and_generation_reject_parquet_files(tmp_path):
@@ -435,6 +515,16 @@ def test_foreign_files_are_refused_naming_the_first_five(tmp_path):
     with pytest.raises(output.OutputExistsError) as err:
         output._refuse_foreign(fs, root, "OUT", overwrite=False)
     assert str(err.value).startswith("output OUT holds files bonito-ray did not write (f0, f1, f2, f3, f4); ")
+
+
+def test_symbolic_links_in_the_output_are_refused_naming_them(tmp_path):
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "ynqa").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(output.OutputExistsError) as err:
+        output._refuse_foreign(LocalFileSystem(), str(tmp_path / "out"), "OUT", overwrite=False)
+    assert str(err.value) == ("output OUT holds symbolic links (ynqa/); files written through them would land "
+                              "outside the output: remove them, or choose a new or empty location")
 
 
 class _FakeLease:

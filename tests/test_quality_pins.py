@@ -6,6 +6,7 @@ branches no template reached. Pure functions only: no Ray.
 """
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from bonito_ray import options, task_dedup, validators
@@ -123,6 +124,21 @@ def test_a_part_exactly_at_the_threshold_is_near():
     below = at.copy()
     below[0, round(NUM_PERM * (1 - NEAR))] = 1
     assert task_dedup._nearest(below, ["k"], {"k": kept}) is None
+
+
+def test_the_decision_gets_the_shuffles_candidates_told_apart_by_existing_and_id():
+    new = pa.Table.from_pylist([{**row(i, "Is a deposit paid?", "Yes"), "task_type": "ynqa"} for i in "abc"])
+    records = pa.concat_tables([task_dedup.sign_tasks(new, existing=False),
+                                task_dedup.sign_tasks(new.slice(0, 1), existing=True)])  # a committed "a" too
+    members = pa.array([task_dedup.member(True, "a"), task_dedup.member(False, "c")])
+    kept = task_dedup.only_members(records, members)
+    assert sorted(zip(kept["existing"].to_pylist(), kept["id"].to_pylist())) == [(False, "c"), (True, "a")]
+
+
+def test_committed_tasks_of_changed_input_files_are_left_out_of_the_decision():
+    tasks = pa.table({"id": ["1", "2", "3"], "source": ["a.jsonl", "b.jsonl", "a.jsonl"]})
+    assert task_dedup._without_stale(tasks, ["b.jsonl", "gone.jsonl"])["id"].to_pylist() == ["1", "3"]
+    assert task_dedup._without_stale(tasks, []).equals(tasks)
 
 
 # ---- option detection: each detector on the shape only it sees ----------------------------------------

@@ -76,18 +76,19 @@ def display_name(mutant: str) -> str:
     return f"{module}.{function} {number}"
 
 
-def mutated_files() -> list[str]:
-    """setup.cfg's ``[mutmut] only_mutate``: the files mutmut makes mutants of."""
+def mutmut_setting(name: str) -> list[str]:
+    """A list in setup.cfg's ``[mutmut]``: ``only_mutate`` (the files mutmut makes mutants of),
+    ``pytest_add_cli_args_test_selection`` (the tests it runs)."""
     config = configparser.ConfigParser()
     config.read(ROOT / "setup.cfg")
-    return config.get("mutmut", "only_mutate").split()
+    return config.get("mutmut", name).split()
 
 
 def scope_problems(scope: dict[str, list[str]] = SCOPE) -> list[str]:
     """Parts of ``scope`` that name no function, class or method of the code, or a file mutmut does not
-    mutate; and mutated files no group covers. Empty when the scope matches the code."""
+    mutate; mutated files no group covers; tests in the selection that are gone. Empty when all is well."""
     problems = []
-    files = mutated_files()
+    files = mutmut_setting("only_mutate")
     covered = set()
     for group, parts in scope.items():
         for part in parts:
@@ -104,6 +105,12 @@ def scope_problems(scope: dict[str, list[str]] = SCOPE) -> list[str]:
                 problems.append(f"{group}: {part}: {path} defines no {name} (renamed or removed?)")
     problems += [f"{path}: in setup.cfg [mutmut] only_mutate, but in no group of SCOPE" for path in files
                  if path not in covered]
+    for test in mutmut_setting("pytest_add_cli_args_test_selection"):
+        path, _, name = test.partition("::")
+        if not (ROOT / path).is_file():
+            problems.append(f"setup.cfg [mutmut] test selection: {path} does not exist")
+        elif name and not _defines(ast.parse((ROOT / path).read_text(encoding="utf-8")), [name.split("[")[0]]):
+            problems.append(f"setup.cfg [mutmut] test selection: {path} has no test {name} (renamed or removed?)")
     return problems
 
 
