@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Any
 
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -47,6 +48,9 @@ START_WAIT_SECONDS = 60
 START_ATTEMPTS = 2  # a start that timed out is tried once more before the job fails
 START_TIMED_OUT = "timed out during startup"  # Ray's message (a bare Exception) when the node never registered
 STOP_GRACE_SECONDS = 5.0  # what a failed start left gets to exit on SIGTERM before SIGKILL
+# Set to 1 by tests of runs that must end before any cluster work (a refused run, a completed rerun): one
+# that connects anyway fails at once, instead of waiting on a cluster, or starting one.
+FORBID_ENV = "BONITO_RAY_FORBID_CLUSTER"
 
 
 class ClusterStartError(UserError, RuntimeError):
@@ -62,6 +66,9 @@ def connect(address: str | None = None, verbose: bool = False) -> None:
     """Connect to the Ray cluster ``resolve_address(address)`` names (a no-op when already connected).
 
     Ray's own logs and progress are quiet unless ``verbose`` (see :mod:`bonito_ray.console`)."""
+    if os.environ.get(FORBID_ENV) == "1":
+        raise RuntimeError(f"this run is connecting to a Ray cluster, which {FORBID_ENV}=1 forbids: "
+                           "it was to end before any cluster work")
     os.environ.update(PRIVACY_ENV)
     console.quiet_ray_data(verbose)
     if ray.is_initialized():
@@ -80,14 +87,20 @@ def connect(address: str | None = None, verbose: bool = False) -> None:
 
 
 def _start_private(verbose: bool) -> None:
-    """Start a private local cluster, trying once more if it times out; ClusterStartError if it never comes up."""
-    os.environ.setdefault(START_WAIT_ENV, str(START_WAIT_SECONDS))
+    """Start a private local cluster, its Ray logs quiet unless ``verbose`` (see ``start_local``)."""
     setup = {} if verbose else {"worker_process_setup_hook": console.quiet_private_cluster_workers}
+    start_local(include_dashboard=False, log_to_driver=True, logging_config=console.ray_logging_config(verbose),
+                runtime_env=setup)
+
+
+def start_local(**init_args: Any) -> None:
+    """``ray.init`` a fresh local cluster with ``init_args``, trying once more if its node times out;
+    ClusterStartError if it never comes up. (The test suite starts its own cluster with it too.)"""
+    os.environ.setdefault(START_WAIT_ENV, str(START_WAIT_SECONDS))
     for attempt in range(1, START_ATTEMPTS + 1):
         before = _descendants()
         try:
-            ray.init(address=LOCAL, include_dashboard=False, log_to_driver=True,
-                     logging_config=console.ray_logging_config(verbose), runtime_env=setup)
+            ray.init(address=LOCAL, **init_args)
             return
         except Exception as err:  # noqa: BLE001 - Ray's timeout is a bare Exception, told by its message
             if START_TIMED_OUT not in str(err):

@@ -20,6 +20,7 @@ import pytest
 from pyarrow.fs import LocalFileSystem
 
 from bonito_ray import lease as lease_module
+from bonito_ray.cluster import FORBID_ENV
 from bonito_ray.commit import CRASH_ENV, CRASH_EXIT_CODE, example_files
 from bonito_ray.config import GenerateConfig
 from bonito_ray.lease import Lease, LeaseHeldError
@@ -31,23 +32,32 @@ from tests.corpus_files import write_jsonl
 from tests.tiny_models import sample_passages
 
 ROOT = Path(__file__).resolve().parents[1]
-NO_CLUSTER = "127.0.0.1:1"  # a Ray address nobody listens on: a run that needs no cluster never notices it
+# The environment of a CLI run that must end before any cluster work: one that connects fails at once.
+NO_CLUSTER = {FORBID_ENV: "1"}
+# A deadline for a stuck run only: a job of these tests took over 300 s on a loaded machine (load 90 on 2 cores).
+# A run that must end before any cluster work never waits for it: it fails at once (NO_CLUSTER).
+CLI_TIMEOUT_SECONDS = 900
 
 
-def cli(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+def cli(*args: str, env: dict | None = None, timeout: int = CLI_TIMEOUT_SECONDS) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "bonito_ray.cli", "generate", *args], capture_output=True,
                           text=True, timeout=timeout, cwd=ROOT, env={**os.environ, **(env or {})})
 
 
-def job_args(corpus: Path, out: Path, model: str, *extra: str, ray: str | None = None) -> list[str]:
-    """CLI arguments of a small echo job; its driver joins the session's own cluster when one is up
-    (a Ray start per CLI process is most of its time), else starts a private one."""
-    if ray is None:
-        import ray as ray_module
+@pytest.fixture
+def joined_cluster(ray_cluster) -> list[str]:
+    """The CLI arguments that make a run's driver join the session's cluster: every run of these tests that
+    does cluster work joins it (a Ray start per CLI process would be most of its time)."""
+    import ray
 
-        ray = ray_module.get_runtime_context().gcs_address if ray_module.is_initialized() else "local"
+    return ["--ray-address", ray.get_runtime_context().gcs_address]
+
+
+def job_args(corpus: Path, out: Path, model: str, *extra: str) -> list[str]:
+    """CLI arguments of a small echo job; ``extra`` says where it runs (``joined_cluster``), unless it is to
+    end before any cluster work (run with ``NO_CLUSTER``)."""
     return ["--input", str(corpus), "--output", str(out), "--engine", "echo", "--model", model,
-            "--task-types", "ynqa", "--passage-tokens", "64", "--rows-per-file", "3", "--ray-address", ray, *extra]
+            "--task-types", "ynqa", "--passage-tokens", "64", "--rows-per-file", "3", *extra]
 
 
 def echo_job(corpus: Path, out: Path, model: str, **extra) -> GenerateConfig:
@@ -129,17 +139,17 @@ def test_a_symlink_does_not_hide_an_overlap(tmp_path):
 
 def test_overwrite_of_the_input_folder_is_refused_in_one_line_before_cluster_work(random_model, tmp_path):
     corpus = write_jsonl(tmp_path / "same" / "c.jsonl", sample_passages(3))
-    done = cli(*job_args(tmp_path / "same", tmp_path / "same", random_model, "--overwrite", ray=NO_CLUSTER))
+    done = cli(*job_args(tmp_path / "same", tmp_path / "same", random_model, "--overwrite"), env=NO_CLUSTER)
     assert "overlap" in one_line_error(done)
     assert corpus.read_text().count("\n") == 3 and sorted(p.name for p in (tmp_path / "same").iterdir()) == ["c.jsonl"]
 
 
-def test_output_inside_the_input_is_refused_even_after_a_completed_run(ray_cluster, random_model, tmp_path):
+def test_output_inside_the_input_is_refused_even_after_a_completed_run(random_model, tmp_path):
     corpus = write_jsonl(tmp_path / "in" / "c.jsonl", sample_passages(3))
     out = tmp_path / "in" / "out"
     out.mkdir()
     (out / "_SUCCESS").write_bytes(b"")  # as if an older version had completed a run there
-    done = cli(*job_args(tmp_path / "in", out, random_model, ray=NO_CLUSTER))
+    done = cli(*job_args(tmp_path / "in", out, random_model), env=NO_CLUSTER)
     assert "the output lies inside the input" in one_line_error(done)
     assert corpus.exists() and sorted(p.name for p in out.iterdir()) == ["_SUCCESS"]
 
@@ -150,7 +160,7 @@ def test_output_inside_the_input_is_refused_even_after_a_completed_run(ray_clust
 def test_output_that_is_a_file_is_one_line_before_cluster_work(random_model, tmp_path):
     write_jsonl(tmp_path / "c.jsonl", sample_passages(3))
     (tmp_path / "out").write_text("not a folder")
-    done = cli(*job_args(tmp_path / "c.jsonl", tmp_path / "out", random_model, ray=NO_CLUSTER))
+    done = cli(*job_args(tmp_path / "c.jsonl", tmp_path / "out", random_model), env=NO_CLUSTER)
     assert "is a file" in one_line_error(done)
     assert (tmp_path / "out").read_text() == "not a folder"
 
@@ -162,8 +172,16 @@ def test_unwritable_output_is_one_line_before_cluster_work(random_model, tmp_pat
     else:
         (tmp_path / "locked").mkdir(mode=0o555)
         out = tmp_path / "locked" / "out"
-    done = cli(*job_args(tmp_path / "c.jsonl", out, random_model, ray=NO_CLUSTER))
+    done = cli(*job_args(tmp_path / "c.jsonl", out, random_model), env=NO_CLUSTER)
     assert f"cannot write to output {out}" in one_line_error(done)
+
+
+def test_no_cluster_makes_a_run_that_reaches_cluster_work_fail_at_once(random_model, tmp_path):
+    """What the refused runs above are run with: were one to reach the cluster, it would fail now, not wait."""
+    write_jsonl(tmp_path / "c.jsonl", sample_passages(3))
+    done = cli(*job_args(tmp_path / "c.jsonl", tmp_path / "out", random_model), env=NO_CLUSTER)
+    assert done.returncode == 1 and f"{FORBID_ENV}=1 forbids" in done.stderr, done.stderr[-3000:]
+    assert not (tmp_path / "out" / "_SUCCESS").exists()
 
 
 # ---- --overwrite deletes only what bonito-ray wrote -----------------------------------------------
@@ -221,18 +239,23 @@ def test_second_run_on_a_leased_output_is_refused_in_one_line(random_model, tmp_
     write_jsonl(tmp_path / "c.jsonl", sample_passages(3))
     out = tmp_path / "out"
     with Lease.acquire(LocalFileSystem(), str(out), str(out)) as held:
-        done = cli(*job_args(tmp_path / "c.jsonl", out, random_model, ray=NO_CLUSTER))
+        done = cli(*job_args(tmp_path / "c.jsonl", out, random_model), env=NO_CLUSTER)
         assert f"is in use by run {held.run_id}" in one_line_error(done)
     assert not (out / LEASE_FILE).exists()  # released
 
 
-def test_two_runs_started_together_write_each_example_once(random_model, tmp_path):
+def test_two_runs_started_together_write_each_example_once(joined_cluster, random_model, tmp_path):
     corpus = write_jsonl(tmp_path / "c.jsonl", sample_passages(60))
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "bonito_ray.cli", "generate", *job_args(corpus, out, random_model)]
-    runs = [subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            for _ in range(2)]
-    results = [(run.wait(timeout=300), *run.communicate()) for run in runs]
+    args = job_args(corpus, out, random_model, *joined_cluster)
+    runs = [subprocess.Popen([sys.executable, "-m", "bonito_ray.cli", "generate", *args], cwd=ROOT,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    try:
+        outputs = [run.communicate(timeout=CLI_TIMEOUT_SECONDS) for run in runs]  # both pipes read: none fills up
+    finally:
+        for run in runs:
+            run.kill()  # one past the deadline; nothing for one that ended
+    results = [(run.returncode, stdout, stderr) for run, (stdout, stderr) in zip(runs, outputs)]
     codes = sorted(code for code, _, _ in results)
     refused = [err for code, _, err in results if code == 2]
     # Either the second was refused while the first ran, or it found the first one's complete dataset.
@@ -243,8 +266,8 @@ def test_two_runs_started_together_write_each_example_once(random_model, tmp_pat
 
 def test_a_bad_lease_ttl_is_one_line_before_cluster_work(random_model, tmp_path):
     write_jsonl(tmp_path / "c.jsonl", sample_passages(3))
-    done = cli(*job_args(tmp_path / "c.jsonl", tmp_path / "out", random_model, ray=NO_CLUSTER),
-               env={"BONITO_RAY_LEASE_TTL": "ten"})
+    done = cli(*job_args(tmp_path / "c.jsonl", tmp_path / "out", random_model),
+               env={**NO_CLUSTER, "BONITO_RAY_LEASE_TTL": "ten"})
     assert "BONITO_RAY_LEASE_TTL='ten' is not a number of seconds" in one_line_error(done)
     assert not (tmp_path / "out").exists()
 
@@ -316,8 +339,8 @@ def test_the_kill_test_covers_every_crash_point_of_the_commit():
     assert points == {"before-journal", "journal", *COMMIT_STEPS}
 
 
-def crash(args: list[str], step: str) -> None:
-    done = cli(*args, env={CRASH_ENV: step})
+def crash(args: list[str], step: str, env: dict | None = None) -> None:
+    done = cli(*args, env={**(env or {}), CRASH_ENV: step})
     assert done.returncode == CRASH_EXIT_CODE, done.stderr[-3000:]
 
 
@@ -333,10 +356,10 @@ def rerun(args: list[str], capsys, caplog) -> tuple[int, str, str]:
     return code, capsys.readouterr().out, caplog.text
 
 
-def test_a_kill_before_the_journal_resumes_without_duplicates(ray_cluster, random_model, tmp_path):
+def test_a_kill_before_the_journal_resumes_without_duplicates(joined_cluster, random_model, tmp_path):
     corpus = write_jsonl(tmp_path / "c.jsonl", sample_passages(12))
     out = tmp_path / "out"
-    crash(job_args(corpus, out, random_model), "before-journal")
+    crash(job_args(corpus, out, random_model, *joined_cluster), "before-journal")
     assert inspect(LocalFileSystem(), str(out)) is State.STAGING
     summary = generate(GenerateConfig(input=str(corpus), output=str(out), engine="echo", model=random_model,
                                       task_types=["ynqa"], passage_tokens=64, rows_per_file=3))
@@ -344,8 +367,8 @@ def test_a_kill_before_the_journal_resumes_without_duplicates(ray_cluster, rando
     assert ids_and_sources(out) == expected({corpus: 12})
 
 
-def test_incremental_kills_at_every_commit_step_give_one_full_run(ray_cluster, random_model, tmp_path, capsys,
-                                                                  caplog):
+def test_incremental_kills_at_every_commit_step_give_one_full_run(joined_cluster, random_model, tmp_path, capsys,
+                                                                  caplog, monkeypatch):
     corpus = tmp_path / "bucket"
     texts = sample_passages(40)
     day1 = write_jsonl(corpus / "day1.jsonl", texts[:10])
@@ -361,7 +384,7 @@ def test_incremental_kills_at_every_commit_step_give_one_full_run(ray_cluster, r
 
     before_journal = tmp_path / "before-journal"
     shutil.copytree(base, before_journal)
-    crash(job_args(corpus, before_journal, random_model, "--incremental"), "before-journal")
+    crash(job_args(corpus, before_journal, random_model, "--incremental", *joined_cluster), "before-journal")
     resumed = generate(echo_job(corpus, before_journal, random_model, incremental=True))
     assert resumed.resumed and resumed.skipped_done >= 21  # day1's and day4's staged rows were not made again
     assert ids_and_sources(before_journal) == want
@@ -371,14 +394,15 @@ def test_incremental_kills_at_every_commit_step_give_one_full_run(ray_cluster, r
     # and the ledger rewritten too.
     snapshot = tmp_path / "journal-written"
     shutil.copytree(base, snapshot)
-    crash(job_args(corpus, snapshot, random_model, "--incremental"), "journal")
+    crash(job_args(corpus, snapshot, random_model, "--incremental", *joined_cluster), "journal")
     assert inspect(LocalFileSystem(), str(snapshot)) is State.COMMITTING
+    monkeypatch.setenv(FORBID_ENV, "1")  # the in-process reruns too
     for step in COMMIT_STEPS:
         out = tmp_path / step
         shutil.copytree(snapshot, out)
-        crash(job_args(corpus, out, random_model, "--incremental", ray=NO_CLUSTER), step)
+        args = job_args(corpus, out, random_model, "--incremental")
+        crash(args, step, env=NO_CLUSTER)
         assert not (out / "_SUCCESS").exists() or step == "success"
-        args = job_args(corpus, out, random_model, "--incremental", ray=NO_CLUSTER)
         code, stdout, log = rerun(args, capsys, caplog)
         assert code == 0, (step, log[-3000:])
         assert "nothing to do" in stdout and "finishing the commit of an interrupted run" in log
@@ -399,7 +423,7 @@ def test_completed_rerun_does_no_cluster_work_and_says_it_did_nothing(ray_cluste
     out = tmp_path / "out"
     generate(echo_job(corpus, out, random_model))
     files = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
-    again = cli(*job_args(corpus, out, random_model, ray=NO_CLUSTER))
+    again = cli(*job_args(corpus, out, random_model), env=NO_CLUSTER)
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.startswith("bonito-ray: nothing to do: this job's dataset is already complete")
     assert "holds 5 examples" in again.stdout and "wrote" not in again.stdout
