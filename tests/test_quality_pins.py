@@ -141,6 +141,20 @@ def test_committed_tasks_of_changed_input_files_are_left_out_of_the_decision():
     assert task_dedup._without_stale(tasks, []).equals(tasks)
 
 
+def test_a_committed_task_goes_through_the_band_shuffle_under_its_own_name_and_is_kept():
+    tasks = pa.Table.from_pylist([{**row("a", "Is a deposit paid?", "Yes"), "task_type": "ynqa"}])
+    records = pa.concat_tables([task_dedup.sign_tasks(tasks, existing=True),  # committed "a", then a staged copy
+                                task_dedup.sign_tasks(tasks.set_column(0, "id", pa.array(["b"])), existing=False)])
+    candidates = task_dedup.shared_band_members(task_dedup.band_rows(records, partitions=1))["member"]
+    assert task_dedup.decide(task_dedup.only_members(records, candidates)) == [
+        task_dedup.Duplicate("b", "a", "same task as example a")]
+
+
+def test_a_committed_and_a_staged_task_may_share_an_id():
+    committed = [row("a", "Is a deposit paid?", "Yes")]
+    assert find_duplicates(committed, [row("a", "Does the landlord return it?", "Yes")]) == []
+
+
 # ---- option detection: each detector on the shape only it sees ----------------------------------------
 
 
