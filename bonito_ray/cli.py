@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     adapt_cli.register(commands)
     register_self_guide(commands)
     register_model(commands)
+    from bonito_ray import plan_cli  # it imports add_config_flags from here: imported once this module is
+
+    plan_cli.register(commands)
     return parser
 
 

@@ -55,12 +55,18 @@ class Engine:
     # (keywords, bonito-ray's own options) -> None: checks the keyword arguments a Python caller passes
     # for the engine itself (vLLM's engine arguments); None: the engine takes none
     keywords: str | None = None
+    # (config) -> the GPUs one replica holds (the planner's GPU-hours, bonito_ray.plan); None: none of the job's
+    # (the openai engine's server holds its own)
+    replica_gpus: str | None = None
+    published_figures: bool = False  # bonito_ray.plan.PUBLISHED_THROUGHPUT's figures (vLLM's) are of this engine
 
 
 ENGINES: dict[str, Engine] = {e.name: e for e in (
-    Engine("hf", "transformers, CPU or GPU", "bonito_ray.engines.hf:build_hf_stage"),
+    Engine("hf", "transformers, CPU or GPU", "bonito_ray.engines.hf:build_hf_stage",
+           replica_gpus="bonito_ray.engines.hf:replica_gpus"),
     Engine("vllm", "GPUs, or CPUs with vLLM's CPU build", "bonito_ray.engines.vllm:build_vllm_stage",
-           window="bonito_ray.engines.window:vllm_window", keywords="bonito_ray.engines.vllm:check_engine_args"),
+           window="bonito_ray.engines.window:vllm_window", keywords="bonito_ray.engines.vllm:check_engine_args",
+           replica_gpus="bonito_ray.engines.vllm:replica_gpus", published_figures=True),
     Engine("openai", "an OpenAI-compatible completions server in the cluster: --endpoint",
            "bonito_ray.engines.openai:build_openai_stage", window="bonito_ray.engines.openai:openai_window",
            check="bonito_ray.engines.openai:check_openai_config"),
@@ -101,3 +107,9 @@ def check_engine_settings(config: GenerateConfig) -> None:
     for engine in ENGINES.values():
         if engine.check:
             _load(engine.check)(config)
+
+
+def replica_gpus(config: GenerateConfig) -> float:
+    """The GPUs one replica of ``config``'s engine holds (0: none of the job's)."""
+    target = ENGINES[config.engine].replica_gpus
+    return float(_load(target)(config)) if target else 0.0

@@ -43,6 +43,11 @@ def build_hf_stage(config: GenerateConfig) -> EngineStage:
     return stage
 
 
+def replica_gpus(config: GenerateConfig) -> float:
+    """The GPUs one replica holds: ``--gpus-per-replica``."""
+    return config.gpus_per_replica
+
+
 class HFGenerator:
     """A Ray Data actor holding one transformers model; maps request batches to generations."""
 

@@ -173,3 +173,20 @@ def check_engine_args(arguments: dict[str, Any], ours: str) -> None:
     if unknown:
         raise ConfigError(f"unknown option(s) {', '.join(unknown)}: neither a bonito-ray option ({ours}) nor a "
                           "vLLM engine argument")
+
+
+def replica_gpus(config: GenerateConfig) -> float:
+    """The GPUs one replica holds: none on CPUs; else those of ``--placement-group-config``, or one per tensor- or
+    pipeline-parallel worker (ray.data.llm's default). ``--device auto`` is resolved on the connected cluster, and
+    taken as GPUs when Ray is not connected (the planner, before any cluster work)."""
+    import ray
+
+    device = config.device
+    if device == "auto":
+        device = resolve_device(config) if ray.is_initialized() else "gpu"
+    if device == "cpu":
+        return 0.0
+    if config.placement_group_config is not None:
+        return float(sum(bundle.get("GPU", 0) for bundle in config.placement_group_config.get("bundles", [])))
+    kwargs = config.engine_kwargs
+    return float(int(kwargs.get("tensor_parallel_size", 1)) * int(kwargs.get("pipeline_parallel_size", 1)))
