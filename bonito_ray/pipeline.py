@@ -165,6 +165,7 @@ def _run_pipeline(config: GenerateConfig, plan: JobPlan, done: np.ndarray) -> No
     try:
         examples = progress.observe(example_chain(config, plan, done, counter), counter)
         error_budget = budget.ErrorBudget.options(scheduling_strategy=on_driver_node()).remote(config.max_error_rate)
+        reporter.engine_asked()  # dedup's first pass (in example_chain) has read the corpus
         _write(examples, SyntheticDatasetSink(config.output, config.rows_per_file, config.s3_endpoint, error_budget))
         if config.task_dedup:
             dropped = dedup_staged(config.output, config.s3_endpoint, config.task_types, plan.changed + plan.removed)
@@ -212,7 +213,8 @@ def prepared_passages(config: GenerateConfig, documents, passage_tokens: int):
 
 
 def generated_examples(config: GenerateConfig, passages, done: np.ndarray, counter=None):
-    """Passages -> requests (less those already written, ``done``) -> engine -> examples with verdicts."""
+    """Passages -> requests (less those already written, ``done``) -> engine -> examples with verdicts; the
+    engine's replicas report to ``counter`` (a ``bonito_ray.progress.ProgressCounter``) as they return batches."""
     requests = passages.map_batches(
         to_requests, batch_format="pyarrow",
         fn_kwargs={"task_types": config.task_types, "n": config.n, "sampling_params": config.sampling_params,
@@ -220,7 +222,7 @@ def generated_examples(config: GenerateConfig, passages, done: np.ndarray, count
     if len(done):
         requests = requests.map_batches(drop_done, batch_format="pyarrow",
                                         fn_kwargs={"done": ray.put(done), "progress": counter})
-    generations = build_engine_stage(config)(requests)
+    generations = build_engine_stage(config, progress=counter)(requests)
     # batch_size=None: each block as it comes. Ray Data's default bundles 1,024 rows, which held a small
     # job's examples back from the writer until the engine had finished them all.
     examples = generations.map_batches(to_examples, batch_format="pyarrow", batch_size=None,

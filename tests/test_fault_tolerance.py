@@ -107,7 +107,8 @@ def test_engine_actor_killed_mid_batch_is_restarted_and_its_batch_retried(ray_cl
 def test_a_failing_batch_is_retried(ray_cluster, random_model, tmp_path, monkeypatch):
     corpus = write_jsonl(tmp_path / "c.jsonl", sample_passages(12))
     monkeypatch.setattr(pipeline, "build_engine_stage",
-                        lambda config: flaky_stage("Clause 5:", times=2, state_dir=tmp_path / "faults"))
+                        lambda config, progress=None: flaky_stage("Clause 5:", times=2,
+                                                                  state_dir=tmp_path / "faults"))
     out = tmp_path / "out"
     summary = generate(GenerateConfig(input=str(corpus), output=str(out), engine="echo", model=random_model,
                                       task_types=["ynqa"]))
@@ -119,7 +120,8 @@ def test_a_batch_that_keeps_failing_fails_the_job_and_commits_nothing(ray_cluste
                                                                        monkeypatch):
     corpus = write_jsonl(tmp_path / "c.jsonl", sample_passages(12))
     monkeypatch.setattr(pipeline, "build_engine_stage",
-                        lambda config: flaky_stage("Clause 5:", times=100, state_dir=tmp_path / "faults"))
+                        lambda config, progress=None: flaky_stage("Clause 5:", times=100,
+                                                                  state_dir=tmp_path / "faults"))
     out = tmp_path / "out"
     with pytest.raises(Exception, match="injected engine failure"):
         generate(GenerateConfig(input=str(corpus), output=str(out), engine="echo", model=random_model))

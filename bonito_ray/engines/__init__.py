@@ -42,7 +42,7 @@ def finish_reason(tokens: list[int], num_input_tokens: int, max_tokens: int, win
 
 @dataclass(frozen=True)
 class Engine:
-    """One engine. ``stage``: (config) -> EngineStage; ``window``: (config, tokenizer or None) -> the
+    """One engine. ``stage``: (config, progress) -> EngineStage; ``window``: (config, tokenizer or None) -> the
     window in tokens (None: unknown); ``check``: (config) -> None, raising ConfigError, run on every
     configuration (an engine's own settings given to another engine are refused there)."""
 
@@ -81,9 +81,11 @@ def _load(target: str) -> Any:
     return getattr(importlib.import_module(module), function)
 
 
-def build_engine_stage(config: GenerateConfig) -> EngineStage:
-    """The engine stage for ``config.engine``: a function from a request dataset to generations."""
-    return _load(ENGINES[config.engine].stage)(config)
+def build_engine_stage(config: GenerateConfig, progress: Any = None) -> EngineStage:
+    """The engine stage for ``config.engine``: a function from a request dataset to generations, whose replicas
+    tell ``progress`` (a ``bonito_ray.progress.ProgressCounter``; None: nobody) that they started and each batch
+    they return (``bonito_ray.progress.reporting``)."""
+    return _load(ENGINES[config.engine].stage)(config, progress)
 
 
 def generation_window(config: GenerateConfig, tokenizer: Any) -> int | None:

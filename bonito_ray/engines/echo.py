@@ -17,17 +17,19 @@ import pyarrow.compute as pc
 from bonito_ray.config import GenerateConfig
 from bonito_ray.engines import STOP, EngineStage
 from bonito_ray.generators import DEFAULT_GENERATOR, GENERATORS
+from bonito_ray.progress import reporting
 from bonito_ray.prompt import CONTEXT_PLACEHOLDER
 from bonito_ray.validators import OPTION_TYPES
 
 WORDS = r"^\s*(?:\S+\s+){{{skip}}}(?P<words>\S+(?:\s+\S+){{0,5}})"  # six words from word `skip`: a span
 
 
-def build_echo_stage(config: GenerateConfig) -> EngineStage:
-    """An engine stage that echoes a parseable generation for every request."""
+def build_echo_stage(config: GenerateConfig, progress=None) -> EngineStage:
+    """An engine stage that echoes a parseable generation for every request (each batch reported to ``progress``)."""
 
     def stage(requests):
-        return requests.map_batches(echo_generations, batch_format="pyarrow", batch_size=config.batch_size * 64,
+        return requests.map_batches(reporting(echo_generations, progress), batch_format="pyarrow",
+                                    batch_size=config.batch_size * 64,
                                     fn_kwargs={"generator": config.generator})
 
     return stage

@@ -20,16 +20,18 @@ from bonito_ray.cluster import PRIVACY_ENV
 from bonito_ray.config import GenerateConfig
 from bonito_ray.engines import LENGTH, STOP, EngineStage
 from bonito_ray.hf_models import compute_dtype, context_window, padded_tokenizer
+from bonito_ray.progress import reporting
 
 logger = logging.getLogger(__name__)
 
 
-def build_hf_stage(config: GenerateConfig) -> EngineStage:
-    """An engine stage running ``config.model`` with transformers on ``num_replicas`` actors."""
+def build_hf_stage(config: GenerateConfig, progress=None) -> EngineStage:
+    """An engine stage running ``config.model`` with transformers on ``num_replicas`` actors, which report to
+    ``progress`` (``bonito_ray.progress.reporting``)."""
 
     def stage(requests):
         return requests.map_batches(
-            HFGenerator,
+            reporting(HFGenerator, progress),
             fn_constructor_kwargs={"model": config.model, "num_threads": max(1, int(config.cpus_per_replica))},
             batch_size=config.batch_size,
             batch_format="pyarrow",

@@ -237,8 +237,9 @@ def server_text(text: str, key: Secret | None) -> str:
     return text[:_MESSAGE_CHARS] + ("..." if len(text) > _MESSAGE_CHARS else "")
 
 
-def build_openai_stage(config: GenerateConfig) -> EngineStage:
-    """An engine stage sending requests to ``config.endpoint`` from ``num_replicas`` actors."""
+def build_openai_stage(config: GenerateConfig, progress=None) -> EngineStage:
+    """An engine stage sending requests to ``config.endpoint`` from ``num_replicas`` actors, which report to
+    ``progress`` (``bonito_ray.progress.reporting``)."""
     per_replica_rate = config.requests_per_second / config.num_replicas if config.requests_per_second else None
     kwargs = {"endpoint": config.endpoint, "model": served_model(config), "api_key": api_key(config),
               "max_concurrent_requests": config.max_concurrent_requests, "requests_per_second": per_replica_rate,
@@ -250,8 +251,10 @@ def build_openai_stage(config: GenerateConfig) -> EngineStage:
     def stage(requests):
         from ray.data import ActorPoolStrategy
 
+        from bonito_ray.progress import reporting
+
         return requests.map_batches(
-            CompletionsClient,
+            reporting(CompletionsClient, progress),
             fn_constructor_kwargs=kwargs,
             batch_size=config.batch_size,
             batch_format="pyarrow",

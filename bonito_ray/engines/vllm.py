@@ -15,6 +15,7 @@ vLLM's CPU build, each replica holding ``cpus_per_replica`` CPUs and a bounded K
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 from typing import Any
@@ -25,6 +26,7 @@ from bonito_ray.config import ConfigError, GenerateConfig
 from bonito_ray.engines import EngineStage, finish_reason
 from bonito_ray.engines.window import vllm_window
 from bonito_ray.engine_rows import REQUEST_SCHEMA
+from bonito_ray.progress import reporting
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +42,9 @@ DEFAULT_ENGINE_KWARGS: dict[str, Any] = {"enable_prefix_caching": True, "disable
 #   kill the engine.
 CPU_ENGINE_KWARGS: dict[str, Any] = {"kv_cache_memory_bytes": 1 << 30, "enable_chunked_prefill": False}
 
+
+# The processor's stage that holds the engine, by ray.data.llm's name for it (its class's).
+ENGINE_STAGE = "vLLMEngineStage"
 
 # vLLM's own INFO lines (engine config dumps, per-step stats) drown the job's progress; warnings
 # and errors still show. A user's VLLM_LOGGING_LEVEL wins.
@@ -89,8 +94,9 @@ def placement_group_config(config: GenerateConfig, device: str, kwargs: dict[str
     return {"bundles": [{"CPU": config.cpus_per_replica}]}
 
 
-def build_vllm_processor(config: GenerateConfig, device: str | None = None):
-    """The ``ray.data.llm`` processor for ``config`` (building it does not import vLLM)."""
+def build_vllm_processor(config: GenerateConfig, device: str | None = None, progress: Any = None):
+    """The ``ray.data.llm`` processor for ``config`` (building it does not import vLLM), its engine replicas
+    reporting to ``progress`` (``bonito_ray.progress.reporting``)."""
     from ray.data.llm import build_processor, vLLMEngineProcessorConfig
 
     device = device or resolve_device(config)
@@ -114,12 +120,20 @@ def build_vllm_processor(config: GenerateConfig, device: str | None = None):
                 device.upper(), kwargs["max_model_len"])
     # Identity postprocess: rows the engine rejects bypass postprocess with every column, so
     # success rows keep every column too and `_to_contract` picks the contract's columns after.
-    return build_processor(processor_config, preprocess=_to_vllm_request, postprocess=lambda row: row)
+    processor = build_processor(processor_config, preprocess=_to_vllm_request, postprocess=lambda row: row)
+    if progress is not None:
+        engine = processor.get_stage_by_name(ENGINE_STAGE)
+        # A copy, not an assignment: the stage validates assignments by running its set-up again, which has
+        # already taken the placement group from its arguments, and would then ask for a GPU per replica.
+        processor.stages[ENGINE_STAGE] = engine.model_copy(update={"fn": reporting(
+            engine.fn, progress, functools.partial(returned_rows, column=processor.DATA_COLUMN))})
+    return processor
 
 
-def build_vllm_stage(config: GenerateConfig) -> EngineStage:
-    """An engine stage running ``config.model`` on vLLM through ``ray.data.llm``."""
-    processor = build_vllm_processor(config)
+def build_vllm_stage(config: GenerateConfig, progress: Any = None) -> EngineStage:
+    """An engine stage running ``config.model`` on vLLM through ``ray.data.llm``, its replicas reporting to
+    ``progress``."""
+    processor = build_vllm_processor(config, progress=progress)
     # ray.data.llm drops vLLM's finish reason; it is decided again from the generated token ids.
     ending = {"max_tokens": config.max_tokens, "window": vllm_window(config, None),
               "eos_ids": end_of_sequence_ids(config.model)}
@@ -128,6 +142,12 @@ def build_vllm_stage(config: GenerateConfig) -> EngineStage:
         return processor(requests).map(_to_contract, fn_kwargs={"carried": REQUEST_SCHEMA.names, **ending})
 
     return stage
+
+
+def returned_rows(batch: dict[str, Any], column: str) -> tuple[int, int]:
+    """The rows of a batch the vLLM stage returns (``{column: [row, ...]}``) and the tokens they generated."""
+    rows = batch.get(column) or []
+    return len(rows), sum(row.get("num_generated_tokens") or 0 for row in rows)
 
 
 def _to_vllm_request(row: dict[str, Any]) -> dict[str, Any]:
