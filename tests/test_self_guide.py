@@ -206,7 +206,7 @@ def test_progress_line_and_file_follow_the_steps(tmp_path, monkeypatch):
     assert running["state"] == "running" and running["rounds_skipped"] == 1 and running["step"] == "inputs"
     assert progress.line(running).startswith("bonito-ray self-guide: rounds 1/3 (pass 3/8 requests)  inputs kept 2  "
                                              "annotation -  accepted 0  dropped 1 inputs, 0 samples, 0 by the vote  "
-                                             "inputs  [")
+                                             "[")  # no word of the step: the line says it already
     progress.returned(5)
     progress.round_done(3, ["noise"])
     progress.round_done(1, ["empty", "noise", "noise"])

@@ -19,9 +19,11 @@ import pyarrow.fs as pafs
 
 from bonito_ray import console
 from bonito_ray.budget import Tally
+from bonito_ray.cluster import on_driver_node
 from bonito_ray.engines import ENGINES, EngineStage, build_engine_stage, generation_window
 from bonito_ray.output import Output, open_output
 from bonito_ray.pipeline import configure_fault_tolerance, model_tokenizer
+from bonito_ray.progress import ProgressCounter
 from bonito_ray.schema import SELF_GUIDE_DIR, SELF_GUIDE_REJECTS_DIRS, SELF_GUIDE_TASK, STAGING_DIR, is_data_file
 from bonito_ray.self_guide.annotate import run_annotation
 from bonito_ray.self_guide.config import SelfGuideConfig
@@ -130,11 +132,13 @@ def _run(config: SelfGuideConfig, plan: Plan, engine_stage: EngineStage | None, 
     resumed = output.begin(plan.identity)
     console.quiet_ray_data(config.verbose)
     configure_fault_tolerance()  # as the generation job: retry what fails, never drop a block
-    stage = engine_stage or build_engine_stage(config.engine_config())
+    # The engine's replicas say when they have started (every pass starts them anew), for the progress line.
+    engine_watch = None if engine_stage else ProgressCounter.options(scheduling_strategy=on_driver_node()).remote()
+    stage = engine_stage or build_engine_stage(config.engine_config(), progress=engine_watch)
     logger.info("self-guide: task %r (%s), %d rounds of %d inputs, %d annotations per input; %d engine passes, "
                 "each starting the engine's replicas (fewer: --rounds-per-pass)", spec.name, spec.kind,
                 config.rounds(spec), config.inputs_per_round, config.samples, config.engine_passes(spec))
-    progress = SelfGuideProgress(fs, output.root, output.lease.run_id, config.rounds(spec)).start()
+    progress = SelfGuideProgress(fs, output.root, output.lease.run_id, config.rounds(spec), engine=engine_watch).start()
     state = "failed"
     try:
         errors = Tally(config.max_error_rate, see=ENGINE_ERRORS_SEEN, min_sample=0)
