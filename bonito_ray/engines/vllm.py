@@ -76,9 +76,19 @@ def _installed(distribution: str) -> bool:
 
 def engine_kwargs(config: GenerateConfig, device: str) -> dict[str, Any]:
     """The vLLM engine arguments: defaults, the settled window, the user's ``engine_kwargs`` on top."""
-    on_device = CPU_ENGINE_KWARGS if device == "cpu" else {}
+    on_device = {**CPU_ENGINE_KWARGS, **cpu_dtype(config.model)} if device == "cpu" else {}
     return {**DEFAULT_ENGINE_KWARGS, **on_device, "max_model_len": vllm_window(config, None),
-            **config.engine_kwargs}
+            "use_tqdm_on_load": config.verbose, **config.engine_kwargs}
+
+
+def cpu_dtype(model: str) -> dict[str, Any]:
+    """On CPUs a float32 checkpoint (the demo model's) runs in float32, as the hf engine runs it there. vLLM's
+    ``auto`` would round it to bfloat16, warning once per tensor it loads, and its seeded generations would
+    differ from the hf engine's; a model stored in another dtype keeps ``auto`` (its own dtype)."""
+    from transformers import AutoConfig
+
+    stored = getattr(AutoConfig.from_pretrained(model), "dtype", None)
+    return {"dtype": "float32"} if str(stored).removeprefix("torch.") == "float32" else {}
 
 
 def placement_group_config(config: GenerateConfig, device: str, kwargs: dict[str, Any]) -> dict[str, Any] | None:
