@@ -17,16 +17,31 @@ Each known source of noise on a good run is quieted where it starts, not by hidi
   before has just released, so a run of several passes prints it at random. Shown with ``--verbose``;
   a job whose engine replicas really take every CPU shows no progress on bonito-ray's own line.
 
+- vLLM engine replicas (``--engine vllm``): vLLM, the libraries it loads and the processes it starts
+  write to the replica's stdout and stderr, not only through ``logging`` (notices about the CPU build,
+  Python warnings, C++ warnings, multiprocessing's resource tracker at shutdown); a good run printed
+  dozens of lines. Their streamed output goes to the job's engine log instead of the console
+  (``route_engine_output``), and so do the ``vllm`` and ``ray.llm`` loggers' records in the driver
+  (vLLM's import notices, ray.data.llm's model lookup). Nothing is lost: the engine log, named on the
+  console, holds every line; Ray's own per-worker log files keep theirs too. An engine that fails
+  still fails the job (or its rows, as ``engine_error`` rejects) through bonito-ray's own lines.
+- Ray's "Found multiple active Ray instances" warning while ray.data.llm builds its processor (on a
+  machine running other Ray clusters): it calls ``ray.init()`` again, and Ray looks for clusters on
+  the machine before it sees that the driver is connected. ``naming_this_cluster`` ends the search.
+
 Left as it is, explained here once: the error-level ``core_worker.cc`` line "Actor ... has constructor
 arguments in the object store and max_restarts > 0" is Ray Data's own actor pool (it passes its map
 function by reference and restarts actors); it is harmless while the driver runs, and turning restarts
-off to avoid it would lose fault tolerance.
+off to avoid it would lose fault tolerance. The driver's Ray core prints it straight to the process's
+stderr (once per process), below Python, and keeps it in its own log file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from pathlib import Path
 
 import ray
 
@@ -129,3 +144,109 @@ class KeepDriverLogging:
         for handler in list(root.handlers):
             if handler not in self.handlers:
                 root.removeHandler(handler)
+
+
+# --- vLLM engine replicas' output: the job's engine log, not the console ----------------------------------------
+
+# In the name of every actor that holds a vLLM engine: ray.data.llm's engine stage class (Ray names an
+# actor pool's actors "MapWorker(MapBatches(<class>))").
+ENGINE_REPLICA_CLASS = "vLLMEngineStageUDF"
+# The driver's own loggers of vLLM and of ray.data.llm (which imports vLLM and looks the model up).
+ENGINE_LOGGERS = ("vllm", "ray.llm")
+# Ray's handler, in the driver, that prints its workers' streamed stdout and stderr (ray/_private/worker.py).
+RAY_PRINT_LOGS = "ray_print_logs"
+# The one Ray line a quiet good run still prints (module docstring): for the tests that count the console.
+RAY_RESTARTABLE_ACTOR_NOTICE = "has constructor arguments in the object store and max_restarts > 0"
+
+
+def engine_log_path() -> Path | None:
+    """The job's engine log: a file in Ray's log folder of the driver's node, named after the job (None for a
+    driver without one: a Ray Client's)."""
+    from ray._private.worker import global_worker
+
+    if global_worker.node is None:
+        return None
+    job = ray.get_runtime_context().get_job_id()
+    return Path(global_worker.node.get_logs_dir_path()) / f"bonito-ray-vllm-{job}.log"
+
+
+class _EngineOutput:
+    """Ray's printer of its workers' streamed output, wrapped: batches from vLLM engine replicas are appended
+    to the engine log (each line prefixed with the replica's pid and node), everything else is printed.
+    (Ray's dispatcher calls it under its lock, one batch at a time.)"""
+
+    def __init__(self, printer, path: Path) -> None:
+        self.printer, self.path = printer, path
+
+    def __call__(self, batch: dict) -> None:
+        if ENGINE_REPLICA_CLASS not in (batch.get("actor_name") or ""):
+            self.printer(batch)
+            return
+        source = f"(pid={batch.get('pid')} ip={batch.get('ip')}{' stderr' if batch.get('is_err') else ''}) "
+        with open(self.path, "a", encoding="utf-8") as log:
+            log.writelines(source + line + "\n" for line in batch.get("lines", []))
+
+
+def route_engine_output(verbose: bool) -> Path | None:
+    """Send what vLLM engine replicas print, and the driver's vLLM and ray.data.llm log records, to the job's
+    engine log (``engine_log_path``) instead of the console; returns its path. Call it in the driver once
+    connected and before ray.data.llm is imported (its loggers then log through ``ray.llm``'s handler).
+    Verbose, or with Ray's streaming off (``log_to_driver=False``) or no log folder, everything stays as Ray
+    has it: None."""
+    from ray._private.ray_logging import global_worker_stdstream_dispatcher as streams
+
+    if not ray.is_initialized():  # ray.data.llm would start a cluster of its own: nothing to route yet
+        return None
+    path = None if verbose else engine_log_path()
+    with streams._lock:  # swapped in place, under Ray's own lock: no batch falls between two printers
+        printer = dict(streams.handlers).get(RAY_PRINT_LOGS)
+        if printer is None:
+            path = None
+        elif not isinstance(printer, _EngineOutput) or printer.path != path:
+            printer = getattr(printer, "printer", printer)
+            printer = printer if path is None else _EngineOutput(printer, path)
+            streams.handlers = [(name, printer if name == RAY_PRINT_LOGS else handler)
+                                for name, handler in streams.handlers]
+    for name in ENGINE_LOGGERS:
+        _log_to(logging.getLogger(name), path)
+    return path
+
+
+class _EngineLogHandler(logging.FileHandler):
+    """The driver's engine loggers' handler: their records in the engine log. It keeps what it changed on its
+    logger (``propagate``, level) to give it back."""
+
+    def __init__(self, path: Path, engine_logger: logging.Logger) -> None:
+        super().__init__(path, encoding="utf-8", delay=True)
+        self.setFormatter(logging.Formatter("(driver) %(asctime)s %(levelname)s %(name)s: %(message)s"))
+        self.saved = engine_logger.propagate, engine_logger.level
+
+
+def _log_to(engine_logger: logging.Logger, path: Path | None) -> None:
+    """``engine_logger``'s records (INFO and up) go to ``path`` only; None: as they went before."""
+    for handler in [h for h in engine_logger.handlers if isinstance(h, _EngineLogHandler)]:
+        engine_logger.removeHandler(handler)
+        handler.close()
+        engine_logger.propagate, level = handler.saved
+        engine_logger.setLevel(level)
+    if path is not None:
+        engine_logger.addHandler(_EngineLogHandler(path, engine_logger))
+        engine_logger.propagate = False
+        engine_logger.setLevel(logging.INFO)
+
+
+@contextlib.contextmanager
+def naming_this_cluster():
+    """Within it, ``RAY_ADDRESS`` names the cluster the driver is connected to (as it was after): a
+    ``ray.init()`` called again (ray.data.llm's processor builder calls it) finds that one at once instead
+    of looking for clusters on this machine (module docstring)."""
+    saved = os.environ.get("RAY_ADDRESS")
+    if ray.is_initialized():
+        os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("RAY_ADDRESS", None)
+        else:
+            os.environ["RAY_ADDRESS"] = saved

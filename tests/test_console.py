@@ -1,6 +1,7 @@
 """The console of a good run (bonito_ray.console): bonito-ray's summary, none of Ray's known noise;
 ``--verbose`` brings Ray's own logs and progress back. Real CLI processes joining the session cluster."""
 
+import os
 import re
 
 from bonito_ray.config import DEMO_MODEL
@@ -11,6 +12,17 @@ from tests.test_output_lifecycle import cli, job_args
 NOISE = re.compile(r"^\S+ \S+\t(WARNING|ERROR)|Traceback|may be ignored|deprecated|Token authentication|"
                    r"Loading weights")
 RAY_PROGRESS = re.compile(r"Starting execution of Dataset|Running Dataset")
+# bonito-ray's own lines: its log records (stderr: progress, notices), its summary (stdout).
+OWN_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (INFO|WARNING) bonito_ray[\w.]*: |^bonito-ray: |^  \S")
+
+
+def foreign_lines(*streams: str) -> list[str]:
+    """The lines of a run's console (its stdout and stderr) that are not bonito-ray's own; the one line of Ray's
+    a quiet run keeps (``console.RAY_RESTARTABLE_ACTOR_NOTICE``, its module docstring says why) is allowed."""
+    from bonito_ray.console import RAY_RESTARTABLE_ACTOR_NOTICE
+
+    return [line for stream in streams for line in stream.splitlines()
+            if not OWN_LINE.search(line) and RAY_RESTARTABLE_ACTOR_NOTICE not in line]
 
 
 def _run(tmp_path, random_model, name: str, *extra: str):
@@ -70,3 +82,64 @@ def test_quiet_spends_ray_datas_one_time_warnings():
     debug._logged.difference_update({"cpu_warning", "ray_data_progress_manager_disabled"})  # as in a new driver
     quiet_ray_data(verbose=False)
     assert not log_once("cpu_warning") and not log_once("ray_data_progress_manager_disabled")
+
+
+def test_vllm_replicas_output_and_the_drivers_vllm_records_go_to_the_engine_log(ray_cluster, caplog):
+    # Ray's real dispatcher of streamed worker output, with a stand-in for its printer (the session's cluster
+    # does not stream to this process); the batches are shaped as Ray's log monitor publishes them.
+    import logging
+
+    from ray._private.ray_logging import global_worker_stdstream_dispatcher as streams
+
+    from bonito_ray import console
+
+    printed = []
+    streams.add_handler(console.RAY_PRINT_LOGS, printed.append)
+    path = console.engine_log_path()
+    try:
+        assert console.route_engine_output(verbose=False) == path
+        replica = {"actor_name": "MapWorker(MapBatches(vLLMEngineStageUDF))", "pid": 41, "ip": "10.0.0.2",
+                   "is_err": True, "lines": ["WARNING a notice of vLLM's", "a C++ warning"]}
+        other = {"actor_name": "MapWorker(MapBatches(HFEngine))", "pid": 42, "ip": "10.0.0.3", "is_err": True,
+                 "lines": ["a warning of an hf replica"]}
+        streams.emit(replica)
+        streams.emit(other)
+        with caplog.at_level(logging.INFO):
+            logging.getLogger("vllm.triton_utils.importing").warning("an import notice in the driver")
+            logging.getLogger("ray.llm._internal.common").info("a model lookup in the driver")
+        assert printed == [other]  # the console gets everything else
+        assert "notice in the driver" not in caplog.text and "model lookup" not in caplog.text
+        log = path.read_text().splitlines()
+        assert log[:2] == ["(pid=41 ip=10.0.0.2 stderr) WARNING a notice of vLLM's",
+                           "(pid=41 ip=10.0.0.2 stderr) a C++ warning"]
+        assert "WARNING vllm.triton_utils.importing: an import notice in the driver" in log[2]
+        assert "INFO ray.llm._internal.common: a model lookup in the driver" in log[3]
+
+        assert console.route_engine_output(verbose=True) is None  # verbose: Ray's printer and loggers as they were
+        streams.emit(replica)
+        assert printed == [other, replica]
+        with caplog.at_level(logging.INFO):
+            logging.getLogger("vllm.triton_utils.importing").warning("shown when verbose")
+        assert "shown when verbose" in caplog.text and len(path.read_text().splitlines()) == 4
+    finally:
+        streams.remove_handler(console.RAY_PRINT_LOGS)
+        console.route_engine_output(verbose=True)
+        path.unlink(missing_ok=True)
+
+
+def test_a_second_ray_init_finds_the_connected_cluster_without_looking_for_others(ray_cluster, monkeypatch):
+    # What ray.init() resolves an address with; unnamed, it looks for clusters on this machine (and warns when
+    # it finds several, as a machine running other jobs or test suites has).
+    import ray
+    from ray._private.services import canonicalize_bootstrap_address
+
+    from bonito_ray.console import naming_this_cluster
+
+    monkeypatch.setenv("RAY_ADDRESS", "10.9.9.9:6379")  # the user's, given back after
+    with naming_this_cluster():
+        assert canonicalize_bootstrap_address(None) == ray.get_runtime_context().gcs_address
+    assert os.environ["RAY_ADDRESS"] == "10.9.9.9:6379"
+    monkeypatch.delenv("RAY_ADDRESS")
+    with naming_this_cluster():
+        assert os.environ["RAY_ADDRESS"] == ray.get_runtime_context().gcs_address
+    assert "RAY_ADDRESS" not in os.environ

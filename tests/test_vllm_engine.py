@@ -2,7 +2,8 @@
 
 Engine start-up costs ~15-30 s on these machines (~40 s under load), so the runs are few and shared:
 one reference run on the demo model (its engine actor killed mid-run), the same job through the hf
-engine, the same job again in a driver that is SIGKILLed and resumed; and one self-guide job, as small
+engine, the same job again in a CLI driver that is SIGKILLed and resumed by the same command (whose console,
+a good run's, is checked too); and one self-guide job, as small
 as runs both its steps (each step a Ray Data execution of its own: two engine starts). The engine is
 architecture-agnostic (vLLM's own kernels serve each model); the demo model is a Llama.
 Planning-time checks and the processor's resources need no engine.
@@ -11,7 +12,9 @@ Planning-time checks and the processor's resources need no engine.
 import importlib.util
 import json
 import os
+import re
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -33,6 +36,7 @@ from bonito_ray.engine_rows import REQUEST_SCHEMA
 from tests import tiny_models
 from tests.corpus_files import write_jsonl
 from tests.faults import start_then_kill
+from tests.test_console import foreign_lines
 
 ROOT = Path(__file__).resolve().parents[1]
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
@@ -187,14 +191,32 @@ def test_driver_sigkilled_then_resumed_reproduces_the_seeded_reference(reference
     # The driver and what it started; Ray ends its job's actors, the engine with them.
     start_then_kill(command, lambda: staged_files(out), 300, "staged files", ROOT)
     assert not (out / "_SUCCESS").exists()
-    # Resumed here, in the test's own driver: the same config the killed CLI run was given.
-    summary = generate(config)
-    assert summary.resumed and summary.skipped_done > 0
+    # Resumed as a user would, by the same command again: a good run, whose console is also checked here (a vLLM
+    # run of its own would cost another engine start).
+    done = subprocess.run(command, capture_output=True, text=True, timeout=1500, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert re.search(r"resuming: [1-9]\d* examples already written are skipped", done.stderr), done.stderr[-3000:]
+    assert_quiet_vllm_console(done.stdout, done.stderr)
     resumed, reference_rows = rows(out), rows(ref_out)
     assert resumed.keys() == reference_rows.keys()
     same = [i for i in resumed if (resumed[i].get("input"), resumed[i].get("output"), resumed[i].get("raw"))
             == (reference_rows[i].get("input"), reference_rows[i].get("output"), reference_rows[i].get("raw"))]
     assert len(same) == len(resumed), f"{len(resumed) - len(same)} of {len(resumed)} seeded generations differ"
+
+
+def assert_quiet_vllm_console(stdout: str, stderr: str) -> None:
+    """A good vllm run's console holds bonito-ray's own lines only (the summary too); what the engine replicas
+    printed is in the engine log that bonito-ray names, and the demo model's weights load without a dtype
+    change (vLLM warned once per tensor when it rounded them to bfloat16)."""
+    assert "bonito-ray: wrote " in stdout and "  accepted: " in stdout
+    noise = foreign_lines(stdout, stderr)
+    assert not noise, "\n".join(noise)
+    named = re.search(r"vLLM's own output: (\S+)", stderr)
+    assert named, stderr[-3000:]
+    engine_log = Path(named.group(1)).read_text()
+    # The replicas' lines, among them the notice that our CPU settings cause (no chunked prefill).
+    assert re.search(r"^\(pid=\d+ ip=\S+( stderr)?\) .*chunked prefill", engine_log, re.MULTILINE), engine_log[-3000:]
+    assert "Attempted to load weight" not in engine_log, engine_log[-3000:]
 
 
 # --- planning and resources: no engine needed ---------------------------------------------------------------------

@@ -107,6 +107,7 @@ def placement_group_config(config: GenerateConfig, device: str, kwargs: dict[str
 def build_vllm_processor(config: GenerateConfig, device: str | None = None, progress: Any = None):
     """The ``ray.data.llm`` processor for ``config`` (building it does not import vLLM), its engine replicas
     reporting to ``progress`` (``bonito_ray.progress.reporting``)."""
+    engine_log = console.route_engine_output(config.verbose)  # before ray.data.llm's loggers are made
     from ray.data.llm import build_processor, vLLMEngineProcessorConfig
 
     device = device or resolve_device(config)
@@ -126,11 +127,12 @@ def build_vllm_processor(config: GenerateConfig, device: str | None = None, prog
         tokenize_stage=False,
         detokenize_stage=False,
     )
-    logger.info("vllm engine: %d replica(s) of %s on %s, max_model_len %s", config.num_replicas, config.model,
-                device.upper(), kwargs["max_model_len"])
+    logger.info("vllm engine: %d replica(s) of %s on %s, max_model_len %s%s", config.num_replicas, config.model,
+                device.upper(), kwargs["max_model_len"], f"; vLLM's own output: {engine_log}" if engine_log else "")
     # Identity postprocess: rows the engine rejects bypass postprocess with every column, so
     # success rows keep every column too and `_to_contract` picks the contract's columns after.
-    processor = build_processor(processor_config, preprocess=_to_vllm_request, postprocess=lambda row: row)
+    with console.naming_this_cluster():  # build_processor calls ray.init() again
+        processor = build_processor(processor_config, preprocess=_to_vllm_request, postprocess=lambda row: row)
     if progress is not None:
         engine = processor.get_stage_by_name(ENGINE_STAGE)
         # A copy, not an assignment: the stage validates assignments by running its set-up again, which has
