@@ -11,6 +11,7 @@ import typing
 
 from bonito_ray import cluster, interrupt, preview, s3_preflight
 from bonito_ray.adapt import cli as adapt_cli
+from bonito_ray.command_clock import command_started
 from bonito_ray.config import ConfigError, GenerateConfig, cli_flag, load_config
 from bonito_ray.errors import UserError
 from bonito_ray.pipeline import generate, plan_job
@@ -98,7 +99,7 @@ def run_self_guide(args: argparse.Namespace) -> int:
     try:
         if plan.finished is None:
             cluster.connect(config.ray_address, verbose=config.verbose)
-        print(self_guide(config, plan=plan).format())
+        print(self_guide(config, plan=plan, command_started=command_started()).format())
     finally:
         plan.release()
     return 0
@@ -167,7 +168,7 @@ def run_generate(args: argparse.Namespace) -> int:
     try:
         if plan.finished is None:  # a job with nothing to do needs no cluster
             cluster.connect(config.ray_address, verbose=config.verbose)
-        print(generate(config, plan=plan).format())
+        print(generate(config, plan=plan, command_started=command_started()).format())
     finally:
         plan.release()
     return 0

@@ -138,7 +138,7 @@ def commit(fs: pafs.FileSystem, root: str, output_uri: str, *, stale_sources: li
 
     ``ledger_entries``: input URI -> signature to record (None: not an incremental run).
     ``manifest``: ``config``, ``identity``, ``examples_per_passage``, ``run`` (RunSummary fields
-    of this run: resumed, skipped_done, wall_seconds), ``run_id`` and ``command`` (for the card).
+    of this run: resumed, skipped_done, wall_seconds, startup_seconds), ``run_id`` and ``command`` (for the card).
     """
     _crash_point("before-journal")
     staging = join(root, STAGING_DIR)
@@ -195,7 +195,8 @@ def _runs(fs: pafs.FileSystem, root: str, manifest: dict[str, Any]) -> list[dict
     if fs.get_file_info(join(root, MANIFEST_FILE)).type == pafs.FileType.File:
         runs = read_manifest(fs, root).get("runs") or []
     this = {"run_id": manifest.get("run_id"), "resumed": manifest["run"]["resumed"],
-            "wall_seconds": manifest["run"]["wall_seconds"]}
+            "wall_seconds": manifest["run"]["wall_seconds"],
+            "startup_seconds": manifest["run"].get("startup_seconds", 0.0)}  # journals from before it: none
     return [r for r in runs if r.get("run_id") != this["run_id"]] + [this]
 
 

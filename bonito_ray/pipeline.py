@@ -107,25 +107,29 @@ def _plan_job(config: GenerateConfig, output: Output, overwrite: bool) -> JobPla
                    output=output, removed=removed, rechecked=rechecked, finished=finished, overwrite=overwrite)
 
 
-def generate(config: GenerateConfig, overwrite: bool = False, plan: JobPlan | None = None) -> RunSummary:
+def generate(config: GenerateConfig, overwrite: bool = False, plan: JobPlan | None = None,
+             command_started: float | None = None) -> RunSummary:
     """Run (or resume) one generation job on the connected Ray cluster and return its summary.
 
     A job with nothing to do returns the dataset's summary at once, without cluster work. The
     output's lease is released at the end, success or failure. With ``plan``, its ``overwrite`` holds.
+    ``command_started``: the ``time.monotonic()`` at which the command started (the CLI's,
+    ``bonito_ray.command_clock``); the time until this call is the summary's ``startup_seconds``.
     """
     started = time.monotonic()
+    startup = 0.0 if command_started is None else round(started - command_started, 3)
     plan = plan or plan_job(config, overwrite)
     try:
-        return plan.finished or _generate(config, plan, started)
+        return plan.finished or _generate(config, plan, started, startup)
     finally:
         plan.release()
 
 
-def _generate(config: GenerateConfig, plan: JobPlan, started: float) -> RunSummary:
+def _generate(config: GenerateConfig, plan: JobPlan, started: float, startup: float) -> RunSummary:
     resumed, done = _prepare_output(plan)
     if plan.files:
         _run_pipeline(config, plan, done)
-    return _commit(config, plan, resumed, len(done), started)
+    return _commit(config, plan, resumed, len(done), started, startup)
 
 
 def _prepare_output(plan: JobPlan) -> tuple[bool, np.ndarray]:
@@ -139,12 +143,13 @@ def _prepare_output(plan: JobPlan) -> tuple[bool, np.ndarray]:
     return resumed, done
 
 
-def _commit(config: GenerateConfig, plan: JobPlan, resumed: bool, skipped_done: int, started: float) -> RunSummary:
+def _commit(config: GenerateConfig, plan: JobPlan, resumed: bool, skipped_done: int, started: float,
+            startup: float) -> RunSummary:
     """Move the staged dataset into place with its manifest (``bonito_ray.commit``); returns its summary."""
     manifest = {"config": config.to_dict(), "identity": plan.identity,
                 "examples_per_passage": len(config.task_types) * config.n,
                 "run": {"resumed": resumed, "skipped_done": skipped_done,
-                        "wall_seconds": round(time.monotonic() - started, 3)},
+                        "wall_seconds": round(time.monotonic() - started, 3), "startup_seconds": startup},
                 "run_id": plan.output.lease.run_id, "command": config.command()}
     return plan.output.commit(stale_sources=plan.changed + plan.removed,
                               ledger_entries=plan.signatures | plan.rechecked if config.incremental else None,

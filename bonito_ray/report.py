@@ -39,7 +39,8 @@ class RunSummary:
     passages_dropped: dict[str, int]
     input_tokens: int
     generated_tokens: int
-    wall_seconds: float = 0.0
+    wall_seconds: float = 0.0  # the job's own time, from generate()'s call to its commit
+    startup_seconds: float = 0.0  # before the job: from the command's start (the CLI's) to generate()'s call
     resumed: bool = False
     skipped_done: int = 0
     files: list[dict[str, Any]] = field(default_factory=list)
@@ -58,7 +59,7 @@ class RunSummary:
                         f"{self.output} holds {sum(self.accepted.values())} examples")
         else:
             headline = (f"bonito-ray: wrote {sum(self.accepted.values())} examples to {self.output} "
-                        f"in {self.wall_seconds:.1f}s"
+                        f"in {command_time(self.wall_seconds, self.startup_seconds)}"
                         + (f" (resumed: {self.skipped_done} examples were already written)" if self.resumed else ""))
         lines = [
             headline,
@@ -150,6 +151,7 @@ def stage_counts(summary: RunSummary) -> dict[str, Any]:
         "tokens_in": summary.input_tokens,
         "tokens_generated": summary.generated_tokens,
         "wall_seconds": summary.wall_seconds,
+        "startup_seconds": summary.startup_seconds,
     }
 
 
@@ -161,6 +163,13 @@ def _versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return versions
+
+
+def command_time(wall_seconds: float, startup_seconds: float) -> str:
+    """A run's time as its summary says it: from the command's start, with the start-up's share."""
+    if not startup_seconds:  # not run from the CLI (the Python API): the job's own time
+        return f"{wall_seconds:.1f}s"
+    return f"{wall_seconds + startup_seconds:.1f}s (start-up {startup_seconds:.1f}s: Python, the job's checks, Ray)"
 
 
 def _counts(counter: dict[str, int]) -> str:

@@ -45,6 +45,8 @@ def test_a_good_run_prints_the_summary_and_no_ray_noise(ray_cluster, tmp_path, r
 def test_verbose_brings_rays_progress_back(ray_cluster, tmp_path, random_model):
     console = _run(tmp_path, random_model, "verbose", "--verbose")
     assert "bonito-ray: wrote 4 examples" in console
+    # The command's time, from its process's start: the start-up (Python, the checks, Ray) is in it (issue 26, 8).
+    assert re.search(r" in \d+\.\ds \(start-up \d+\.\ds: Python, the job's checks, Ray\)", console), console[-3000:]
     assert RAY_PROGRESS.search(console), console[-3000:]
 
 

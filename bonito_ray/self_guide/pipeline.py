@@ -24,6 +24,7 @@ from bonito_ray.engines import ENGINES, EngineStage, build_engine_stage, generat
 from bonito_ray.output import Output, open_output
 from bonito_ray.pipeline import configure_fault_tolerance, model_tokenizer
 from bonito_ray.progress import ProgressCounter
+from bonito_ray.report import command_time
 from bonito_ray.schema import SELF_GUIDE_DIR, SELF_GUIDE_REJECTS_DIRS, SELF_GUIDE_TASK, STAGING_DIR, is_data_file
 from bonito_ray.self_guide.annotate import run_annotation
 from bonito_ray.self_guide.config import SelfGuideConfig
@@ -69,7 +70,8 @@ class SelfGuideSummary:
     inputs_kept: int
     dropped: dict[str, dict[str, int]]  # stage (STAGES' keys) -> reason -> rows
     rounds_skipped: int = 0
-    wall_seconds: float = 0.0
+    wall_seconds: float = 0.0  # the job's own time, from self_guide()'s call to its commit
+    startup_seconds: float = 0.0  # before the job: from the command's start (the CLI's) to self_guide()'s call
     nothing_done: str = ""
 
     def format(self) -> str:
@@ -77,7 +79,7 @@ class SelfGuideSummary:
                 f"{self.output} holds {self.accepted} examples"
                 if self.nothing_done else
                 f"bonito-ray self-guide: wrote {self.accepted} examples of task {self.task!r} ({self.kind}) to "
-                f"{self.output} in {self.wall_seconds:.1f}s"
+                f"{self.output} in {command_time(self.wall_seconds, self.startup_seconds)}"
                 + (f" (resumed: {self.rounds_skipped} rounds were already done)" if self.rounds_skipped else ""))
         lines = [head, f"  generated inputs kept: {self.inputs_kept}"]
         if self.labels:
@@ -111,20 +113,23 @@ def plan_self_guide(config: SelfGuideConfig, overwrite: bool = False) -> Plan:
 
 
 def self_guide(config: SelfGuideConfig, overwrite: bool = False, plan: Plan | None = None,
-               engine_stage: EngineStage | None = None) -> SelfGuideSummary:
+               engine_stage: EngineStage | None = None, command_started: float | None = None) -> SelfGuideSummary:
     """Run (or resume) a SELF-GUIDE job on the connected Ray cluster; returns the dataset's summary.
 
     ``engine_stage``: the engine to use instead of ``config.engine``'s (tests script a model with it).
+    ``command_started``: as ``bonito_ray.pipeline.generate``'s (the summary's ``startup_seconds``).
     """
     started = time.monotonic()
+    startup = 0.0 if command_started is None else round(started - command_started, 3)
     plan = plan or plan_self_guide(config, overwrite)
     try:
-        return plan.finished or _run(config, plan, engine_stage, started)
+        return plan.finished or _run(config, plan, engine_stage, started, startup)
     finally:
         plan.release()
 
 
-def _run(config: SelfGuideConfig, plan: Plan, engine_stage: EngineStage | None, started: float) -> SelfGuideSummary:
+def _run(config: SelfGuideConfig, plan: Plan, engine_stage: EngineStage | None, started: float,
+         startup: float) -> SelfGuideSummary:
     output, spec = plan.output, plan.spec
     fs, staging = output.fs, join(output.root, STAGING_DIR)
     if plan.overwrite:
@@ -149,11 +154,13 @@ def _run(config: SelfGuideConfig, plan: Plan, engine_stage: EngineStage | None, 
         progress.stop(state)  # before the commit, which takes the staging dir and the progress file with it
     manifest = {"config": {**config.to_dict(), MANIFEST_KEY: spec.to_dict()}, "identity": plan.identity,
                 "examples_per_passage": 1,
-                "run": {"resumed": resumed, "skipped_done": 0, "wall_seconds": round(time.monotonic() - started, 3)},
+                "run": {"resumed": resumed, "skipped_done": 0, "wall_seconds": round(time.monotonic() - started, 3),
+                        "startup_seconds": startup},
                 "run_id": output.lease.run_id, "command": config.command()}
     output.commit(stale_sources=[], ledger_entries=None, manifest=manifest)
     summary = summarize(fs, output.root, config.output, spec)
     summary.rounds_skipped, summary.wall_seconds = skipped, round(time.monotonic() - started, 3)
+    summary.startup_seconds = startup
     return summary
 
 
