@@ -25,6 +25,7 @@ import io
 import logging
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,7 @@ import pyarrow.fs as pafs
 import yaml
 
 from bonito_ray.generators import DEFAULT_GENERATOR, GENERATORS
+from bonito_ray.model_cache import BUILT_MODELS, cache_root
 from bonito_ray.schema import (ACCEPTED_FILE_PREFIX, CARD_DIR, CARD_FILE, HF_YAML_FILE, PARQUET_SUFFIX, REJECTS_DIR,
                                accepted_dir, is_accepted_file, is_data_file, stable_id)
 from bonito_ray.storage import join, list_files, write_bytes
@@ -197,6 +199,21 @@ def _is_self_guide(config: dict[str, Any]) -> bool:
     return SPEC_KEY in config  # bonito_ray.self_guide.pipeline records the task spec there
 
 
+def model_name(model: str) -> str:
+    """The model as its reader knows it, from the folder the manifest records (what was loaded, kept there for
+    the job's identity): a bundled model by its path in the package (``bonito_ray/demo_model``), wherever the
+    package was installed; a model in bonito-ray's cache by the name ``--model`` took (``bonito-ray model``);
+    anything else (a hub id, the user's own folder) as it is."""
+    path, package = Path(model), Path(__file__).parent
+    if not path.is_absolute():
+        return model
+    if path.parent.name == package.name and (package / path.name).is_dir():
+        return f"{package.name}/{path.name}"
+    if path.parent == cache_root() / "models":  # a packaged model's folder is its name; a built one's, name-digest
+        return next((name for name in BUILT_MODELS if path.name.startswith(f"{name}-")), path.name)
+    return model
+
+
 def provenance(manifest: dict[str, Any]) -> list[tuple[str, str]]:
     """(what, value) rows saying how the dataset was made."""
     config, versions = manifest["config"], manifest.get("versions", {})
@@ -205,7 +222,7 @@ def provenance(manifest: dict[str, Any]) -> list[tuple[str, str]]:
     if _is_self_guide(config):
         spec = config[SPEC_KEY]
         return [
-            ("student model", f"`{config['model']}`"),
+            ("student model", f"`{model_name(config['model'])}`"),
             ("engine", f"`{config['engine']}`"),
             ("task", f"`{spec['name']}` ({spec['kind']}), {len(spec['demonstrations'])} demonstrations, "
                      f"{spec['examples']} inputs aimed for"),
@@ -220,7 +237,7 @@ def provenance(manifest: dict[str, Any]) -> list[tuple[str, str]]:
             ("task spec", f"`{config['spec']}`, fingerprint `{manifest.get('input_fingerprint', 'unknown')}`"),
         ]
     return [
-        ("generator model", f"`{config['model']}`"),
+        ("generator model", f"`{model_name(config['model'])}`"),
         ("generator", f"`{_generator(config)}`"),
         ("engine", f"`{config['engine']}`"),
         ("task types", ", ".join(config["task_types"])),
