@@ -14,6 +14,7 @@ import json
 import logging
 from pathlib import Path
 
+from bonito_ray import s3_preflight
 from bonito_ray.config import ConfigError, GenerateConfig, field_names, load_config
 from bonito_ray.engines import ENGINES
 from bonito_ray.plan import (COUNTED, Plan, choose_sample, estimate_total, published_throughput, throughput_of)
@@ -66,6 +67,7 @@ def run_plan(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in vars(args).items() if k in field_names()}
     overrides["output"] = overrides.get("output") or NO_OUTPUT
     config = load_config(args.config, overrides)
+    s3_preflight.check_settings(config)  # one line for an unusable s3:// URI, before the corpus is read
     plan = build_plan(config, sample=args.sample, calibrate=args.calibrate, gpu_hour_price=args.gpu_hour_price,
                       workdir=args.workdir)
     text = json.dumps(plan.to_dict(), indent=2)

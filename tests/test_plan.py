@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import socket
 import time
 from pathlib import Path
 
@@ -296,6 +297,15 @@ def test_bad_input_is_one_line(flags, message, capsys, no_ray):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("bonito-ray: error: ") and message in err[0], err
+
+
+def test_an_unusable_s3_input_is_one_line_before_the_corpus_is_read(capsys, no_ray):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        endpoint = f"http://127.0.0.1:{s.getsockname()[1]}"
+    assert main(["plan", "--input", "s3://my-bucket/corpus/", "--s3-endpoint", endpoint]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "s3://my-bucket/corpus/" in err[0] and f"cannot connect to endpoint {endpoint}" in err[0], err
 
 
 def test_the_cli_prints_the_plan_and_writes_its_json(tmp_path, capsys, no_ray):
