@@ -110,7 +110,7 @@ def s3_endpoint():
 LONGEST_FILES_FIRST = ("test_vllm_engine.py", "test_output_lifecycle.py", "test_self_guide.py",
                        "test_fault_tolerance.py", "test_pipeline.py", "test_node_loss.py", "test_ray_job_submit.py",
                        "test_stop_signals.py", "test_real_chat_model.py", "test_finetune.py", "test_console.py", "test_job_scripts.py",
-                       "test_python_api.py")
+                       "test_python_api.py", "test_plan.py")
 
 
 def pytest_collection_modifyitems(items):
