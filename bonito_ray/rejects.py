@@ -132,7 +132,6 @@ def reasons_of(stage: str) -> tuple[str, ...]:
 
 
 GENERATION_REASONS = reasons_of(GENERATION_STAGE)
-VALIDATION_REASONS = reasons_of(VALIDATION_STAGE)
 
 
 def write_rejects(output_uri: str, stage: str, rows: list[dict], s3_endpoint: str | None = None) -> None:

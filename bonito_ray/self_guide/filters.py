@@ -29,7 +29,6 @@ from bonito_ray.rejects import (DUPLICATE, EMPTY_TEXT, NEAR_DEMONSTRATION, NEAR_
 NOISE_PHRASES = ("sure,", "sure!", "i'd be happy to", "i would be happy to", "happy to help", "as an ai",
                  "here is a new", "here's a new", "here is an", "here's an", "i hope this helps", "certainly!",
                  "let me know if")
-TEMPLATE_WORDS = ("input", "output", "[input]", "[output]")
 _TEMPLATE_WORD = re.compile(r"(?<![\w\[])(?:\[?(?:input|output)\]?)(?![\w\]])", re.IGNORECASE)
 _WORD = re.compile(r"\w+")
 _SHOWN = 60  # characters of the near text a reject's detail quotes
