@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import logging
 import sys
 import types
 import typing
 
-from bonito_ray import cluster, interrupt, preview, s3_preflight
+from bonito_ray import cluster, interrupt, s3_preflight
 from bonito_ray.adapt import cli as adapt_cli
 from bonito_ray.command_clock import command_started
 from bonito_ray.config import ConfigError, GenerateConfig, cli_flag, load_config
 from bonito_ray.errors import UserError
-from bonito_ray.pipeline import generate, plan_job
+
+# The pipeline and the dataset readers (Ray Data, vLLM...) are imported by the commands that run them, not here:
+# `--help` and a mistyped flag must answer at once, and importing Ray alone takes seconds on a busy machine.
 
 # Parsed arguments of `generate` that are not configuration keys.
 _NOT_CONFIG = ("command", "func", "config", "overwrite", "log_level", "preview")
@@ -23,7 +26,7 @@ _NOT_CONFIG = ("command", "func", "config", "overwrite", "log_level", "preview")
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser: every generation flag defaults to None so that config-file values apply."""
     parser = argparse.ArgumentParser(prog="bonito-ray", description="Bonito synthetic task generation on Ray.")
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=CommandParser)
     gen = commands.add_parser("generate", help="generate a synthetic instruction-tuning dataset from a corpus")
     gen.add_argument("--config", help="YAML file with the same keys as these flags (flags override it)")
     add_config_flags(gen, GenerateConfig)
@@ -51,6 +54,45 @@ def build_parser() -> argparse.ArgumentParser:
 
     plan_cli.register(commands)
     return parser
+
+
+class CommandParser(argparse.ArgumentParser):
+    """A subcommand's parser: a flag it does not know is its own error (its usage, not the top-level one, as
+    argparse would print), with the nearest flag it has ("did you mean --input?")."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        self._given = list(sys.argv[1:] if args is None else args)
+        namespace, unknown = super().parse_known_args(args, namespace)
+        if unknown:
+            self.error("unrecognized arguments: " + " ".join(unknown))
+        return namespace, unknown
+
+    def error(self, message: str):
+        near = nearest_flags(self, getattr(self, "_given", []))
+        if len(near) == 1:
+            message += f" (did you mean {near[0][1]}?)"
+        elif near:
+            message += " (did you mean " + ", ".join(f"{flag} for {typo}" for typo, flag in near) + "?)"
+        super().error(message)
+
+
+def nearest_flags(parser: argparse.ArgumentParser, given: list[str]) -> list[tuple[str, str]]:
+    """(flag given, the parser's closest flag) for each flag in ``given`` the parser does not know (nor takes as
+    an abbreviation) that resembles one of its own."""
+    known = list(parser._option_string_actions)
+    found = []
+    for token in given:
+        if token == "--":
+            break  # what follows is positional
+        flag = token.split("=", 1)[0]
+        if not flag.startswith("-") or parser._negative_number_matcher.match(flag):
+            continue
+        if any(option.startswith(flag) for option in known):
+            continue  # its own flag, or an abbreviation argparse takes
+        near = difflib.get_close_matches(flag, known, n=1)
+        if near:
+            found.append((flag, near[0]))
+    return found
 
 
 def register_model(commands) -> None:
@@ -162,6 +204,8 @@ def run_generate(args: argparse.Namespace) -> int:
     """``generate``: plan the job (no cluster work), connect to Ray, run it, print the summary."""
     if args.preview is not None:
         return run_preview(args)
+    from bonito_ray.pipeline import generate, plan_job
+
     config = load_config(args.config, config_overrides(args))
     s3_preflight.check_settings(config)  # one line for an unusable s3:// URI, before any cluster work
     plan = plan_job(config, overwrite=args.overwrite)  # bad input, output or model fails here, before cluster work
@@ -178,6 +222,8 @@ def run_preview(args: argparse.Namespace) -> int:
     """``generate --preview N``: the tasks N passages give, with their verdicts; nothing is written."""
     if args.preview < 1:
         raise ConfigError(f"--preview must be at least 1 passage, got {args.preview}")
+    from bonito_ray import preview
+
     overrides = config_overrides(args)
     overrides["output"] = overrides.get("output") or "(preview: none)"  # never opened: preview writes nothing
     config = load_config(args.config, overrides)
@@ -189,6 +235,8 @@ def run_preview(args: argparse.Namespace) -> int:
 
 def run_stats(args: argparse.Namespace) -> int:
     """``stats OUTPUT``: the card's figures and random examples; ``--write-card`` draws the card again."""
+    from bonito_ray import preview
+
     s3_preflight.check_settings(vars(args))
     if args.write_card:
         print(preview.write_card(args.output, args.s3_endpoint))

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any
-
-import ray
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+from typing import TYPE_CHECKING, Any
 
 from bonito_ray import console, interrupt
 from bonito_ray.errors import UserError
+
+# Ray is imported by the functions that use it: the CLI imports this module, and `--help` must not wait for Ray.
+if TYPE_CHECKING:
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +67,8 @@ def connect(address: str | None = None, verbose: bool = False) -> None:
     """Connect to the Ray cluster ``resolve_address(address)`` names (a no-op when already connected).
 
     Ray's own logs and progress are quiet unless ``verbose`` (see :mod:`bonito_ray.console`)."""
+    import ray
+
     if os.environ.get(FORBID_ENV) == "1":
         raise RuntimeError(f"this run is connecting to a Ray cluster, which {FORBID_ENV}=1 forbids: "
                            "it was to end before any cluster work")
@@ -96,6 +99,8 @@ def _start_private(verbose: bool) -> None:
 def start_local(**init_args: Any) -> None:
     """``ray.init`` a fresh local cluster with ``init_args``, trying once more if its node times out;
     ClusterStartError if it never comes up. (The test suite starts its own cluster with it too.)"""
+    import ray
+
     os.environ.setdefault(START_WAIT_ENV, str(START_WAIT_SECONDS))
     for attempt in range(1, START_ATTEMPTS + 1):
         before = _descendants()
@@ -149,4 +154,7 @@ def on_driver_node() -> NodeAffinitySchedulingStrategy:
     which ends the job anyway; anywhere else, losing one worker node would fail the whole job.
     The actors take no CPU, so they fit a head node that runs no work (``num-cpus: 0``).
     """
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
     return NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)

@@ -43,7 +43,8 @@ import logging
 import os
 from pathlib import Path
 
-import ray
+# Ray is imported by the functions that use it: the CLI imports this module, and its `--help` must not wait
+# for Ray.
 
 QUIET_LEVEL = "WARNING"
 TOKEN_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
@@ -52,6 +53,8 @@ TOKEN_AUTH_ON_NOTICE = "Token authentication is enabled for this Ray cluster"
 
 def ray_logging_config(verbose: bool) -> ray.LoggingConfig | None:
     """The job-wide logging config for Ray's processes: None (Ray's own) when verbose."""
+    import ray
+
     return None if verbose else ray.LoggingConfig(encoding="TEXT", log_level=QUIET_LEVEL)
 
 
@@ -162,6 +165,7 @@ RAY_RESTARTABLE_ACTOR_NOTICE = "has constructor arguments in the object store an
 def engine_log_path() -> Path | None:
     """The job's engine log: a file in Ray's log folder of the driver's node, named after the job (None for a
     driver without one: a Ray Client's)."""
+    import ray
     from ray._private.worker import global_worker
 
     if global_worker.node is None:
@@ -193,6 +197,7 @@ def route_engine_output(verbose: bool) -> Path | None:
     connected and before ray.data.llm is imported (its loggers then log through ``ray.llm``'s handler).
     Verbose, or with Ray's streaming off (``log_to_driver=False``) or no log folder, everything stays as Ray
     has it: None."""
+    import ray
     from ray._private.ray_logging import global_worker_stdstream_dispatcher as streams
 
     if not ray.is_initialized():  # ray.data.llm would start a cluster of its own: nothing to route yet
@@ -240,6 +245,8 @@ def naming_this_cluster():
     """Within it, ``RAY_ADDRESS`` names the cluster the driver is connected to (as it was after): a
     ``ray.init()`` called again (ray.data.llm's processor builder calls it) finds that one at once instead
     of looking for clusters on this machine (module docstring)."""
+    import ray
+
     saved = os.environ.get("RAY_ADDRESS")
     if ray.is_initialized():
         os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address

@@ -63,7 +63,7 @@ def no_cluster_work(monkeypatch):
     from bonito_ray import cli
 
     monkeypatch.setattr(cli.cluster, "connect", lambda *a, **k: pytest.fail("the CLI connected to Ray"))
-    monkeypatch.setattr(cli, "generate", lambda *a, **k: pytest.fail("the CLI started the job"))
+    monkeypatch.setattr("bonito_ray.pipeline.generate", lambda *a, **k: pytest.fail("the CLI started the job"))
 
 
 def test_unknown_task_type_fails_before_any_cluster_work(tmp_path, capsys, no_cluster_work):
