@@ -25,6 +25,9 @@ Each known source of noise on a good run is quieted where it starts, not by hidi
   (vLLM's import notices, ray.data.llm's model lookup). Nothing is lost: the engine log, named on the
   console, holds every line; Ray's own per-worker log files keep theirs too. An engine that fails
   still fails the job (or its rows, as ``engine_error`` rejects) through bonito-ray's own lines.
+- Ray Train's controller (``finetune``): a resource request to Ray Data's autoscaling coordinator that
+  times out on a loaded machine is a WARNING with a traceback that Ray calls safe to ignore; it goes to the
+  job's train log (``bonito-ray-train-<job id>.log`` beside the engine log), not the console.
 - Ray's "Found multiple active Ray instances" warning while ray.data.llm builds its processor (on a
   machine running other Ray clusters): it calls ``ray.init()`` again, and Ray looks for clusters on
   the machine before it sees that the driver is connected. ``naming_this_cluster`` ends the search.
@@ -62,6 +65,11 @@ def ray_logging_config(verbose: bool) -> ray.LoggingConfig | None:
 # trainer still runs; on a cluster without a dashboard (the private one) every try, once a second, is
 # a WARNING. What it would clean after a crashed driver goes away with a private cluster anyway.
 TRAIN_CLEANER_LOGGER = "ray.train.v2._internal.execution.controller.placement_group_cleaner"
+# Ray Train's controller asks Ray Data's autoscaling coordinator (an actor) for its workers' resources every
+# 20 s with a 5 s timeout; on a loaded machine a call times out and it logs a WARNING with the GetTimeoutError's
+# traceback ("Failed to send resource request ... safe to ignore"), harmless on a fixed-size cluster: its
+# records go to the job's train log (``train_log_path``), not the console.
+TRAIN_AUTOSCALING_LOGGER = "ray.train.v2._internal.execution.scaling_policy.autoscaling_coordinator_client"
 # Ray Train logs each report() of a training worker ("Reporting training result ...") at INFO on a logger
 # named by its file's path, outside the ray.train loggers its LoggingConfig sets.
 TRAIN_REPORT_MODULE = "ray.train.v2._internal.execution.context"
@@ -88,6 +96,7 @@ def quiet_private_cluster_workers() -> None:
     # instances" and printed its traceback. Its own cluster is the one to ask.
     os.environ.setdefault("RAY_ADDRESS", ray.get_runtime_context().gcs_address)
     logging.getLogger(TRAIN_CLEANER_LOGGER).setLevel(logging.ERROR)
+    _divert_to(logging.getLogger(TRAIN_AUTOSCALING_LOGGER), train_log_path())
     logging.getLogger(train_report_logger()).setLevel(QUIET_LEVEL)
 
 
@@ -165,13 +174,46 @@ RAY_RESTARTABLE_ACTOR_NOTICE = "has constructor arguments in the object store an
 def engine_log_path() -> Path | None:
     """The job's engine log: a file in Ray's log folder of the driver's node, named after the job (None for a
     driver without one: a Ray Client's)."""
+    return job_log_path("vllm")
+
+
+def job_log_path(kind: str) -> Path | None:
+    """``bonito-ray-<kind>-<job id>.log`` in Ray's log folder of this process's node (None for a process
+    without one: a Ray Client driver)."""
     import ray
     from ray._private.worker import global_worker
 
     if global_worker.node is None:
         return None
     job = ray.get_runtime_context().get_job_id()
-    return Path(global_worker.node.get_logs_dir_path()) / f"bonito-ray-vllm-{job}.log"
+    return Path(global_worker.node.get_logs_dir_path()) / f"bonito-ray-{kind}-{job}.log"
+
+
+def train_log_path() -> Path | None:
+    """The job's train log, beside its engine log: Ray Train's records that a good run need not show
+    (``TRAIN_AUTOSCALING_LOGGER``), from this process."""
+    return job_log_path("train")
+
+
+class _DivertToFile(logging.Filter):
+    """Writes each record of its logger to a file and stops it there. A filter, not a handler: Ray Train sets
+    up its loggers after the worker's setup hook, and that resets the handlers and propagation of the
+    ``ray.train`` loggers' children (``logging.config.dictConfig``), not their filters."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.file = logging.FileHandler(path, encoding="utf-8", delay=True)
+        self.file.setFormatter(logging.Formatter("(pid %(process)d) %(asctime)s %(levelname)s %(name)s: %(message)s"))
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self.file.handle(record)
+        return False
+
+
+def _divert_to(train_logger: logging.Logger, path: Path | None) -> None:
+    """``train_logger``'s records go to ``path`` only (None: as before)."""
+    if path is not None and not any(isinstance(f, _DivertToFile) for f in train_logger.filters):
+        train_logger.addFilter(_DivertToFile(path))
 
 
 class _EngineOutput:
