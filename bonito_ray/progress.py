@@ -191,8 +191,10 @@ class LiveProgress:
     the JSON file every ``BONITO_RAY_PROGRESS_SECONDS``; on a terminal, the line rewritten in place every second;
     otherwise a plain log line every 30 s and at the end."""
 
-    def __init__(self, fs, root: str, run_id: str, stream=None) -> None:
-        self.fs, self.path, self.run_id = fs, join(root, STAGING_DIR, PROGRESS_FILE), run_id
+    def __init__(self, fs, root: str | None, run_id: str, stream=None) -> None:
+        # fs None: no JSON file (a job without a staging dir: finetune)
+        self.fs, self.run_id = fs, run_id
+        self.path = join(root, STAGING_DIR, PROGRESS_FILE) if fs is not None else None
         self.stream = stream or sys.stderr
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.interval = float(os.environ.get(INTERVAL_ENV, FILE_SECONDS))
@@ -236,7 +238,7 @@ class LiveProgress:
     def _refresh(self, state: str, *, write: bool = True, final: bool = False) -> dict[str, Any]:
         report = {**self.report(), "state": state, "run_id": self.run_id, "started_at": self.started_at,
                   "updated_at": _now(), "elapsed_seconds": round(time.monotonic() - self.started, 1)}
-        if write:
+        if write and self.path is not None:
             write_bytes(self.fs, self.path, json.dumps(report, sort_keys=True).encode("utf-8"))
         now = time.monotonic()
         if self.tty:

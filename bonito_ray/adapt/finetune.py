@@ -168,14 +168,17 @@ def prepare_data(config: FinetuneConfig, tokenizer: Any) -> tuple[TrainingData, 
     return TrainingData(train, validation, plan), dropped + dropped_validation, task
 
 
-def finetune(config: FinetuneConfig, overwrite: bool = False) -> FinetuneSummary:
+def finetune(config: FinetuneConfig, overwrite: bool = False, progress_stream: Any = None) -> FinetuneSummary:
     """Train LoRA adapters of ``config.model`` on ``config.dataset`` on Ray Train.
 
-    Settings, model and dataset are checked before Ray is joined (``config.ray_address``).
+    Settings, model and dataset are checked before Ray is joined (``config.ray_address``). While it trains,
+    a progress line (``adapt.train_progress``) shows on ``progress_stream`` (default stderr).
     """
     import ray
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
+
+    from bonito_ray.adapt.train_progress import TRAINED, StepCounter, TrainProgress
 
     started = time.monotonic()
     config.validate()
@@ -193,10 +196,12 @@ def finetune(config: FinetuneConfig, overwrite: bool = False) -> FinetuneSummary
                 data.plan.total_steps, config.batch_size)
 
     fs, root = resolve_filesystem(config.output)
+    counter = StepCounter.remote(data.plan.total_steps)  # rank 0 tells it each step: the progress line
     trainer = TorchTrainer(
         train_loop_per_worker,
         # task_spec: recorded with the adapter, so that `evaluate` prompts as training did
-        train_loop_config={**asdict(config), "data": ray.put(data), "task_spec": task.to_dict() if task else None},
+        train_loop_config={**asdict(config), "data": ray.put(data), "task_spec": task.to_dict() if task else None,
+                           "progress": counter},
         scaling_config=ScalingConfig(num_workers=config.num_workers, use_gpu=config.use_gpu,
                                      resources_per_worker={"CPU": config.cpus_per_worker}),
         run_config=RunConfig(name=CHECKPOINTS_DIR, storage_path=root, storage_filesystem=fs,
@@ -205,7 +210,13 @@ def finetune(config: FinetuneConfig, overwrite: bool = False) -> FinetuneSummary
                              # Ray Train's worker-group and checkpoint INFO lines: the summary says it once
                              logging_config=LoggingConfig(log_level="INFO" if config.verbose else console.QUIET_LEVEL)),
     )
-    state = trainer.fit().return_value
+    progress = TrainProgress(counter, stream=progress_stream).start()
+    try:
+        state = trainer.fit().return_value
+    except BaseException:
+        progress.stop("failed")
+        raise
+    progress.stop(TRAINED)
     summary = FinetuneSummary(
         output=config.output, steps=state["step"], resumed_from_step=state["resumed_from_step"],
         train_examples=len(data.train), validation_examples=len(data.validation), dropped_too_long=dropped,

@@ -48,6 +48,8 @@ def train_loop_per_worker(cfg: dict[str, Any]) -> dict[str, Any]:
     import ray.train.torch
     import torch
 
+    from bonito_ray.adapt.train_progress import tell_step
+
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
@@ -79,6 +81,9 @@ def train_loop_per_worker(cfg: dict[str, Any]) -> dict[str, Any]:
         optimizer.zero_grad(set_to_none=True)
         state["step"] = step + 1
         state["train_loss"].append([step + 1, _all_sum(loss, world) / global_tokens])
+        if rank == 0:  # the driver's progress line (adapt.train_progress)
+            tell_step(cfg.get("progress"), step + 1, state["train_loss"][-1][1],
+                      sum(len(data.train.ids[i]) for i in plan.global_batch(step)))
         if state["step"] % cfg["checkpoint_every"] == 0 or state["step"] == plan.total_steps:
             validation = _validation_loss(model, data.validation, cfg["per_device_batch_size"],
                                           tokenizer.pad_token_id, rank, world, device)
