@@ -110,7 +110,8 @@ def test_accepted_files_are_train_parquet_files_right_in_a_task_folder():
 
 def test_legacy_accepted_files_are_train_parquet_files_right_in_a_hive_task_folder():
     assert schema.is_legacy_accepted_file("task_type=ynqa/train-0-1.parquet")
-    for path in ("ynqa/train-0-1.parquet", "xtask_type=ynqa/train-0.parquet", "task_type=ynqa/train-0/1.parquet",
+    for path in ("ynqa/train-0-1.parquet", "xtask_type=ynqa/train-0.parquet", "task_type=ynqa/sub/train-0.parquet",
+                 "task_type=ynqa/train-0/1.parquet",
                  "task_type=ynqa/rejects-0.parquet", "task_type=ynqa/train-0.parquet.tmp"):
         assert not schema.is_legacy_accepted_file(path), path
 
