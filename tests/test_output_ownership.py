@@ -6,6 +6,7 @@ dataset that holds rejects of every stage.
 """
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -33,9 +34,9 @@ from tests.tiny_models import sample_passages
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
+def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "bonito_ray.cli", *args], capture_output=True, text=True,
-                          timeout=300, cwd=ROOT)
+                          timeout=300, cwd=ROOT, env={**os.environ, **(env or {})})
 
 
 def tree(folder: Path) -> dict[str, bytes]:
@@ -49,7 +50,7 @@ def test_overwrite_of_a_users_look_alike_files_is_refused_naming_them(random_mod
         (out / name).parent.mkdir(parents=True, exist_ok=True)
         (out / name).write_text(text)
     before = tree(out)
-    done = run_cli("generate", *job_args(tmp_path / "c.jsonl", out, random_model, "--overwrite", ray=NO_CLUSTER))
+    done = run_cli("generate", *job_args(tmp_path / "c.jsonl", out, random_model, "--overwrite"), env=NO_CLUSTER)
     line = one_line_error(done)
     assert "refusing --overwrite" in line and all(n in line for n in ("qa/my-notes.txt", "_card/README.md",
                                                                        ".tmp-backup.tar"))
@@ -62,7 +63,7 @@ def test_a_symbolic_link_inside_the_output_is_refused_and_nothing_lands_where_it
     elsewhere.mkdir()
     out.mkdir()
     (out / "ynqa").symlink_to(elsewhere)
-    done = run_cli("generate", *job_args(tmp_path / "c.jsonl", out, random_model, ray=NO_CLUSTER))
+    done = run_cli("generate", *job_args(tmp_path / "c.jsonl", out, random_model), env=NO_CLUSTER)
     assert "symbolic links (ynqa/)" in one_line_error(done)
     assert list(elsewhere.iterdir()) == []
     (out / "ynqa").unlink()
@@ -77,7 +78,7 @@ def test_a_spark_success_marker_is_not_a_dataset(random_model, tmp_path):
     out = tmp_path / "spark"
     out.mkdir()
     (out / "_SUCCESS").write_bytes(b"")
-    done = run_cli("generate", *job_args(tmp_path / "c.jsonl", out, random_model, ray=NO_CLUSTER))
+    done = run_cli("generate", *job_args(tmp_path / "c.jsonl", out, random_model), env=NO_CLUSTER)
     assert "holds files bonito-ray did not write (_SUCCESS)" in one_line_error(done)
     done = run_cli("stats", str(out))
     assert "is not a committed bonito-ray dataset" in one_line_error(done)

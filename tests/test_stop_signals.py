@@ -51,7 +51,7 @@ def test_a_signal_while_staging_stops_in_one_line_releases_the_lease_and_a_rerun
         ray_cluster, random_model, tmp_path, signum, code):
     files = corpus_with_held_passages(tmp_path / "corpus")
     out, log = tmp_path / "out", tmp_path / "stderr.log"
-    args = job_args(tmp_path / "corpus", out, random_model, "--batch-size", "1", ray="local")
+    args = job_args(tmp_path / "corpus", out, random_model, "--batch-size", "1", "--ray-address", "local")
     env = {**os.environ, "PYTHONPATH": str(ROOT), GATE_ENV: str(tmp_path / "gate"),
            "BONITO_RAY_PROGRESS_SECONDS": "0.5"}
     with open(log, "w") as stderr:
@@ -79,9 +79,12 @@ def test_a_signal_while_staging_stops_in_one_line_releases_the_lease_and_a_rerun
     assert staged and set(staged) < set(expected(files))  # the work staged so far is kept, and is not all of it
 
     # The rerun (on the session's cluster: a second private start would only cost time) resumes it.
+    import ray
+
     (tmp_path / "gate").touch()  # nothing holds the plain command line's engine; the gate is for completeness
     rerun = subprocess.run([sys.executable, "-m", "bonito_ray.cli", "generate",
-                            *job_args(tmp_path / "corpus", out, random_model, "--batch-size", "1")],
+                            *job_args(tmp_path / "corpus", out, random_model, "--batch-size", "1",
+                                     "--ray-address", ray.get_runtime_context().gcs_address)],
                            cwd=ROOT, capture_output=True, text=True, timeout=DEADLINE)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "resumed" in rerun.stdout, rerun.stdout
