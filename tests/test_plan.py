@@ -138,8 +138,12 @@ def test_published_figures_match_model_gpu_and_engine_only():
     assert all(f.source.startswith("Lambda Labs") for f in PUBLISHED_THROUGHPUT)
 
 
-def test_the_gpus_a_replica_holds_are_the_engines_say(no_ray):
+def test_the_gpus_a_replica_holds_are_the_engines_say(no_ray, monkeypatch):
+    import ray
+
     from bonito_ray.engines import replica_gpus
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)  # the planner, before any cluster work, in any order
 
     def gpus(**settings) -> float:
         return replica_gpus(GenerateConfig(input="in", output="out", **settings))
@@ -380,6 +384,9 @@ def test_a_calibrated_plan_predicts_the_runs_wall_time(planned_and_run):
                f"{predicted:.1f} s ({tokens:.0f} output tokens); calibration jobs "
                f"{[calibration[j]['seconds'] for j in ('first', 'small', 'large')]} s; load averages {loads}")
     print(figures)
+    if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+        pytest.skip("another test process shares the CPUs (pytest-xdist), so the calibration and the run see "
+                    f"different loads; run this file with -n 0 on a quiet machine; {figures}")
     if max(loads) > BUSY_LOAD_PER_CORE * os.cpu_count():
         pytest.skip(f"a busy machine: the jobs' times follow its load, not the plan; {figures}")
     assert calibration["how"].startswith("difference of 2 jobs"), figures  # the rate was fitted
