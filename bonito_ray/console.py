@@ -16,6 +16,11 @@ Each known source of noise on a good run is quieted where it starts, not by hidi
   resource view as each dataset starts, which on a good run can still count the CPUs that the stage
   before has just released, so a run of several passes prints it at random. Shown with ``--verbose``;
   a job whose engine replicas really take every CPU shows no progress on bonito-ray's own line.
+- Ray Data's "Cluster resources are not enough to run any task from ... The job may hang forever" warning:
+  an operator after the engine stage waits for a CPU while the engine replicas start, and when vLLM takes
+  over a minute to load (a busy machine) Ray Data calls that a hang, on runs that then end well. It is
+  kept in Ray Data's own log (``ray-data.log``) and shown with ``--verbose``; a real hang shows as a
+  progress line that stops moving.
 
 - vLLM engine replicas (``--engine vllm``): vLLM, the libraries it loads and the processes it starts
   write to the replica's stdout and stderr, not only through ``logging`` (notices about the CPU build,
@@ -117,6 +122,28 @@ def quiet_ray_data(verbose: bool) -> None:
 
         log_once("ray_data_progress_manager_disabled")  # spends Ray's one "progress bars disabled" warning
         log_once("cpu_warning")  # and its "no available CPUs" (module docstring)
+    starvation = logging.getLogger(RAY_DATA_STARVATION_LOGGER)
+    if verbose:
+        starvation.removeFilter(_STARVATION_NOTICE_TO_FILE)
+    elif _STARVATION_NOTICE_TO_FILE not in starvation.filters:
+        starvation.addFilter(_STARVATION_NOTICE_TO_FILE)
+
+
+RAY_DATA_STARVATION_LOGGER = "ray.data._internal.execution.resource_manager"
+RAY_DATA_STARVATION_NOTICE = "Cluster resources are not enough to run any task from"
+
+
+class _StarvationNoticeToFile(logging.Filter):
+    """Marks Ray Data's starvation warning (module docstring) hidden: Ray Data's console handler drops
+    what is so marked, its ``ray-data.log`` handler keeps it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage().startswith(RAY_DATA_STARVATION_NOTICE):
+            record.hide = True
+        return True
+
+
+_STARVATION_NOTICE_TO_FILE = _StarvationNoticeToFile()
 
 
 class _TokenAuthOnNotice(logging.Filter):

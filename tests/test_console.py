@@ -1,6 +1,7 @@
 """The console of a good run (bonito_ray.console): bonito-ray's summary, none of Ray's known noise;
 ``--verbose`` brings Ray's own logs and progress back. Real CLI processes joining the session cluster."""
 
+import io
 import os
 import re
 
@@ -84,6 +85,40 @@ def test_quiet_spends_ray_datas_one_time_warnings():
     debug._logged.difference_update({"cpu_warning", "ray_data_progress_manager_disabled"})  # as in a new driver
     quiet_ray_data(verbose=False)
     assert not log_once("cpu_warning") and not log_once("ray_data_progress_manager_disabled")
+
+
+def test_quiet_keeps_ray_datas_starvation_warning_in_its_log_file_only(tmp_path):
+    """Ray Data's own logging set-up (a console handler that drops hidden records, a file handler), and its
+    resource manager's warning as Ray Data words it: off the console when quiet, in the file always."""
+    import logging
+
+    from ray.data._internal.logging import HiddenRecordFilter
+
+    from bonito_ray.console import RAY_DATA_STARVATION_LOGGER, quiet_ray_data
+
+    shown, kept = io.StringIO(), io.StringIO()
+    console_handler = logging.StreamHandler(shown)
+    console_handler.addFilter(HiddenRecordFilter())
+    file_handler = logging.StreamHandler(kept)
+    manager = logging.getLogger(RAY_DATA_STARVATION_LOGGER)
+    for handler in (console_handler, file_handler):
+        manager.addHandler(handler)
+    warning = ("Cluster resources are not enough to run any task from TaskPoolMapOperator[Map(_postprocess)]. "
+               "The job may hang forever unless the cluster scales up.")
+    try:
+        quiet_ray_data(verbose=False)
+        quiet_ray_data(verbose=False)  # a second dataset in the same driver: one filter
+        manager.warning(warning)
+        manager.warning("Some other resource warning.")
+        assert shown.getvalue().splitlines() == ["Some other resource warning."]
+        assert kept.getvalue().splitlines() == [warning, "Some other resource warning."]
+        quiet_ray_data(verbose=True)
+        manager.warning(warning)
+        assert shown.getvalue().splitlines()[-1] == warning
+    finally:
+        for handler in (console_handler, file_handler):
+            manager.removeHandler(handler)
+        quiet_ray_data(verbose=False)
 
 
 def test_vllm_replicas_output_and_the_drivers_vllm_records_go_to_the_engine_log(ray_cluster, caplog):
