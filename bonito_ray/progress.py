@@ -63,6 +63,9 @@ FILE_SECONDS = 5.0  # the JSON file and the poll of the counter
 TTY_SECONDS = 1.0  # the line on a terminal
 LINE_SECONDS = 30.0  # a plain line when stderr is not a terminal
 RATE_WINDOW_SECONDS = 60.0
+# A counter actor that does not answer in this time (its node lost, a stalled cluster) costs one refresh, and
+# at the end the last line's figures: never the job's own end.
+COUNTER_DEADLINE_SECONDS = 30.0
 
 
 READING, STARTING, GENERATING = "reading the corpus", "starting the engine", "generating"  # a job's steps
@@ -268,7 +271,7 @@ class Reporter(LiveProgress):
 
     def report(self) -> dict[str, Any]:
         """The counter's totals, with the step, rates over the last minute and the ETA they give."""
-        counts = ray.get(self.counter.snapshot.remote())
+        counts = ray.get(self.counter.snapshot.remote(), timeout=COUNTER_DEADLINE_SECONDS)
         now = time.monotonic()
         generated = counts["prompts_done"] - counts["prompts_skipped"]
         self.history.append((now, generated, counts["generated_tokens"]))

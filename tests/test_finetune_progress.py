@@ -76,7 +76,7 @@ def test_a_run_shows_its_steps_while_it_trains(ray_cluster, target, dataset, tmp
     monkeypatch.setenv(INTERVAL_ENV, "0.1")  # refresh often: a tiny run's steps take a fraction of a second each
     monkeypatch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
     stream = TerminalStream()
-    steps = 8
+    steps = 24  # about 3 s of steps on a quiet machine: a line shows some of them however loaded it is
     config = FinetuneConfig(model=target, dataset=dataset, output=str(tmp_path / "run"), lora_rank=4,
                             batch_size=8, per_device_batch_size=1, max_steps=steps, checkpoint_every=100,
                             validation_fraction=0.1)

@@ -132,6 +132,33 @@ def test_the_line_says_what_the_job_waits_for(ray_cluster, tmp_path):
                                                                                                             10, 6)
 
 
+def test_a_counter_that_does_not_answer_costs_a_refresh_not_the_jobs_end(ray_cluster, tmp_path, monkeypatch):
+    """A counter actor that hangs (its node stalled): each refresh, and the last one at the job's end, gives up
+    at the deadline, and the job's own end is not held."""
+    import time
+
+    from bonito_ray.adapt.train_progress import TrainProgress
+
+    @ray.remote(num_cpus=0)
+    class Hung:
+        def snapshot(self):
+            time.sleep(600)
+
+        figures = snapshot
+
+    monkeypatch.setattr(progress, "COUNTER_DEADLINE_SECONDS", 0.5)
+    monkeypatch.setattr("bonito_ray.adapt.train_progress.COUNTER_DEADLINE_SECONDS", 0.5)
+    hung = Hung.options(max_concurrency=4).remote()
+    for job in (progress.Reporter(hung, pafs.LocalFileSystem(), str(tmp_path), "run-1", stream=Terminal()),
+                TrainProgress(hung, stream=Terminal())):
+        with pytest.raises(ray.exceptions.GetTimeoutError):
+            job.report()
+        started = time.monotonic()
+        assert job.start().stop("generated") == {}
+        assert time.monotonic() - started < 30
+    ray.kill(hung)
+
+
 def test_an_engine_stage_that_does_not_report_is_counted_as_written(ray_cluster):
     counter = progress.ProgressCounter.remote()
     counter.skipped.remote(4)

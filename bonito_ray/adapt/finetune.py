@@ -178,7 +178,7 @@ def finetune(config: FinetuneConfig, overwrite: bool = False, progress_stream: A
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from bonito_ray.adapt.train_progress import TRAINED, StepCounter, TrainProgress
+    from bonito_ray.adapt.train_progress import TRAINED, TrainProgress, started_counter
 
     started = time.monotonic()
     config.validate()
@@ -196,7 +196,7 @@ def finetune(config: FinetuneConfig, overwrite: bool = False, progress_stream: A
                 data.plan.total_steps, config.batch_size)
 
     fs, root = resolve_filesystem(config.output)
-    counter = StepCounter.remote(data.plan.total_steps)  # rank 0 tells it each step: the progress line
+    counter = started_counter(data.plan.total_steps)  # rank 0 tells it each step: the progress line
     trainer = TorchTrainer(
         train_loop_per_worker,
         # task_spec: recorded with the adapter, so that `evaluate` prompts as training did

@@ -20,7 +20,7 @@ from typing import Any
 
 import ray
 
-from bonito_ray.progress import RATE_WINDOW_SECONDS, LiveProgress, duration
+from bonito_ray.progress import COUNTER_DEADLINE_SECONDS, RATE_WINDOW_SECONDS, LiveProgress, duration
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +75,18 @@ class StepCounter:
         return self.history.figures()
 
 
+def started_counter(total_steps: int) -> Any:
+    """A run's ``StepCounter``, up before the workers start: reports sent to an actor still starting wait for it,
+    and on a loaded machine a short run's steps then all came in at once, at its end. One that does not start
+    within the deadline is used as it is (it starts late: the line moves late)."""
+    counter = StepCounter.remote(total_steps)
+    try:
+        ray.get(counter.figures.remote(), timeout=COUNTER_DEADLINE_SECONDS)
+    except ray.exceptions.GetTimeoutError:
+        logger.debug("progress: the step counter did not start within %.0f s", COUNTER_DEADLINE_SECONDS)
+    return counter
+
+
 def tell_step(counter: Any, step: int, loss: float, tokens: int) -> None:
     """Rank 0, after each step: report it to ``counter`` (None: no progress is kept), fire and forget."""
     if counter is None:
@@ -93,7 +105,7 @@ class TrainProgress(LiveProgress):
         self.counter = counter
 
     def report(self) -> dict[str, Any]:
-        return ray.get(self.counter.figures.remote())
+        return ray.get(self.counter.figures.remote(), timeout=COUNTER_DEADLINE_SECONDS)
 
     def line(self, report: dict[str, Any]) -> str:
         return format_train_line(report)
