@@ -10,8 +10,8 @@ column is written to a temporary Parquet corpus, the job runs on Ray Data into a
 and the accepted examples are read back, in the input's row order, as a ``datasets.Dataset``. So
 prompting, parsing, validators and reject accounting are exactly the job's. Where the job's
 defaults differ from the reference package, the call follows the reference (every input row is
-prompted, duplicates included; no generated-task dedup). What still differs, and why, is in the
-README's "Python API" section.
+prompted, duplicates included; no generated-task dedup). What still differs, and why, is in
+docs/python_api.md.
 
 It prompts with Bonito's meta-template only, as the reference does: the ``instruct`` generator
 (``bonito_ray.generators``) is a job setting (``bonito-ray generate --generator instruct``,

@@ -1,5 +1,6 @@
-"""The README's Python API blocks: read in order, as one session would run them, they use no name they do not
-define or import; the CPU block runs as written, on the bundled demo model."""
+"""The Python API page's blocks (docs/python_api.md, linked from the README): read in order, as one session
+would run them, they use no name they do not define or import; the CPU block runs as written, on the bundled
+demo model."""
 import ast
 import builtins
 import contextlib
@@ -9,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+DOC = Path(__file__).resolve().parents[1] / "docs" / "python_api.md"
 SECTION = "## Python API"
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.DOTALL | re.MULTILINE)
 
 
 def python_api_blocks() -> list[str]:
-    text = README.read_text(encoding="utf-8")
+    text = DOC.read_text(encoding="utf-8")
     start = text.index(SECTION + "\n")
     end = text.find("\n## ", start + len(SECTION))
     return BLOCK.findall(text[start:end if end != -1 else None])
@@ -54,7 +55,7 @@ def test_the_cpu_block_runs_as_written(ray_cluster):
     session: dict = {}
     shown = io.StringIO()
     with contextlib.redirect_stdout(shown):
-        exec(compile(cpu_block, f"{README}: the Python API's first block", "exec"), session)
+        exec(compile(cpu_block, f"{DOC}: the Python API's first block", "exec"), session)
     synthetic, passages = session["synthetic"], session["unannotated_text"]
     assert synthetic.summary.prompts == len(passages) == 2
     assert len(synthetic) + len(synthetic.rejects) >= len(passages)  # every prompt accepted or set aside
