@@ -1,7 +1,7 @@
 """The mutation score as quoted is the mutation script's own output (static: reads files, runs no mutmut).
 
 ``jobs/dev/mutation_test.sh`` records its figures in ``jobs/dev/mutation_results.json``;
-``jobs/dev/check_mutation_figures.py`` compares README.md and docs/mutation.md with them.
+``jobs/dev/check_mutation_figures.py`` compares docs/development.md and docs/mutation.md with them.
 """
 
 from __future__ import annotations
@@ -32,28 +32,29 @@ def mutation_scope():
     return module
 
 
-def test_readme_and_docs_quote_the_recorded_mutation_figures():
+def test_the_docs_quote_the_recorded_mutation_figures():
     done = check()
     assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_a_figure_survivor_or_scope_that_differs_from_the_record_is_named(tmp_path):
-    readme, doc = (ROOT / "README.md").read_text(encoding="utf-8"), (ROOT / "docs" / "mutation.md").read_text(encoding="utf-8")
+    development = (ROOT / "docs" / "development.md").read_text(encoding="utf-8")
+    doc = (ROOT / "docs" / "mutation.md").read_text(encoding="utf-8")
     results = json.loads((DEV / "mutation_results.json").read_text(encoding="utf-8"))
     group, entry = next((g, e) for g, e in results["groups"].items() if e["survivors"])
     survivor = entry["survivors"][0].split(": ")[0]
-    entry["killed"] += 1  # as if README and the docs were written from another run
+    entry["killed"] += 1  # as if the docs were written from another run
     entry["survivors"] = entry["survivors"][1:]
     results["groups"]["prompt"]["scope"] = ["prompt:build_prompt"]  # as if SCOPE had changed since the run
     (tmp_path / "results.json").write_text(json.dumps(results), encoding="utf-8")
-    (tmp_path / "README.md").write_text(readme, encoding="utf-8")
+    (tmp_path / "development.md").write_text(development, encoding="utf-8")
     (tmp_path / "mutation.md").write_text(doc, encoding="utf-8")
-    done = check("--readme", str(tmp_path / "README.md"), "--doc", str(tmp_path / "mutation.md"),
+    done = check("--development", str(tmp_path / "development.md"), "--doc", str(tmp_path / "mutation.md"),
                  "--results", str(tmp_path / "results.json"))
     assert done.returncode == 1
     killed, total = entry["killed"], entry["total"]
     assert f"docs/mutation.md: does not quote {group}'s {killed:,} of {total:,}" in done.stdout
-    assert "README.md: does not quote total's" in done.stdout
+    assert "docs/development.md: does not quote total's" in done.stdout
     assert f"docs/mutation.md: {survivor} is in a table but did not survive the recorded run" in done.stdout
     assert "group prompt: its scope changed since its recorded run" in done.stdout
 

@@ -1,9 +1,9 @@
-"""Check that the mutation-testing figures README.md and docs/mutation.md quote are the ones
+"""Check that the mutation-testing figures docs/development.md and docs/mutation.md quote are the ones
 ``jobs/dev/mutation_test.sh`` recorded (``jobs/dev/mutation_results.json``), for the scope it has now.
 
 - Every group of ``SCOPE`` (``jobs/dev/mutation_scope.py``) has a recorded run of that very scope, and
   each part of the scope still names code (a rename shows here, before any mutmut run).
-- README's mutation paragraph (from "Mutation testing" to its link to docs/mutation.md) quotes the
+- docs/development.md's mutation paragraph (from "Mutation testing" to its link to mutation.md) quotes the
   total, and every "N of M", percentage and date in it is a recorded one (a group's or the total).
 - docs/mutation.md quotes every group's figure and the total, with nothing else of that form, and its
   survivor tables name exactly the recorded survivors: each as ``module.function N`` in a row's first
@@ -27,7 +27,7 @@ from mutation_scope import RESULTS, ROOT, SCOPE, percent, scope_problems
 FIGURE = re.compile(r"(\d[\d,]*) of (\d[\d,]*)")
 PERCENT = re.compile(r"(\d+(?:\.\d+)?)%")
 DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
-README_PARAGRAPH = re.compile(r"Mutation testing.*?\(docs/mutation\.md\)", re.DOTALL)
+DEVELOPMENT_PARAGRAPH = re.compile(r"Mutation testing.*?\(mutation\.md\)", re.DOTALL)
 TABLE_ENTRY = re.compile(r"`([\w.]+)`((?:\s*\d+\s*,?)+)")
 
 
@@ -82,13 +82,13 @@ def survivor_problems(doc: str, results: dict) -> list[str]:
                sorted(explained - recorded)])
 
 
-def problems(readme: str, doc: str, results: dict) -> list[str]:
+def problems(development: str, doc: str, results: dict) -> list[str]:
     found = [f"SCOPE: {p}" for p in scope_problems()] + scope_changes(results)
-    paragraph = README_PARAGRAPH.search(readme)
+    paragraph = DEVELOPMENT_PARAGRAPH.search(development)
     if paragraph is None:
-        found.append("README.md: no mutation paragraph (from 'Mutation testing' to '(docs/mutation.md)')")
+        found.append("docs/development.md: no mutation paragraph (from 'Mutation testing' to '(mutation.md)')")
     else:
-        found += quoted_problems(paragraph.group(0), "README.md", results, ["total"])
+        found += quoted_problems(paragraph.group(0), "docs/development.md", results, ["total"])
     found += quoted_problems(doc, "docs/mutation.md", results, [*results["groups"], "total"])
     if any("recorded figure" in p or "does not quote" in p for p in found):
         found.append("recorded: " + ", ".join(f"{g} {k:,} of {t:,}" for g, (k, t) in figures(results).items()))
@@ -97,12 +97,12 @@ def problems(readme: str, doc: str, results: dict) -> list[str]:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
+    parser.add_argument("--development", type=Path, default=ROOT / "docs" / "development.md")
     parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "mutation.md")
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     results = json.loads(args.results.read_text(encoding="utf-8"))
-    found = problems(args.readme.read_text(encoding="utf-8"), args.doc.read_text(encoding="utf-8"), results)
+    found = problems(args.development.read_text(encoding="utf-8"), args.doc.read_text(encoding="utf-8"), results)
     for problem in found:
         print(problem)
     if found:

@@ -11,7 +11,7 @@ mutated: a module name alone is all of it; ``module:function``, ``module:Class``
 
 ``record`` scores each group from mutmut's results, prints its survivors and score, and writes the
 group's entry (figures, survivors, date, commit, command) into the results file, which
-``jobs/dev/check_mutation_figures.py`` compares with the figures in README.md and docs/mutation.md.
+``jobs/dev/check_mutation_figures.py`` compares with the figures in docs/development.md and docs/mutation.md.
 Nothing else writes that file.
 """
 

@@ -9,7 +9,7 @@
 #
 # Usage: jobs/dev/mutation_test.sh [max workers, default 2] [group ...; default all of them]
 # Prints each group's survivors and score, and records them in jobs/dev/mutation_results.json, the one
-# source of the figures README.md and docs/mutation.md quote (jobs/dev/check_mutation_figures.py checks
+# source of the figures docs/development.md and docs/mutation.md quote (jobs/dev/check_mutation_figures.py checks
 # that they do). Fails, saying why, on a SCOPE part that names no code or matches no mutant, when mutmut
 # fails (the tail of its log shown; the whole log in mutants/run.log), or after an hour.
 # mutants/ is scratch (git-ignored), removed at each start.
