@@ -44,7 +44,7 @@ a shuffle, which is most of a small job's dedup time.
 
 **What it costs.** CPU: about 0.3 ms per task on one core for the three signatures (a passage's is
 computed once per block), plus the shuffle of ``BANDS`` keys per task. Memory, measured with
-``jobs/dev/benchmark_pipeline.py`` (README, Benchmarks): the signing and banding stream in blocks of
+``jobs/dev/benchmark_pipeline.py`` (docs/benchmarks.md): the signing and banding stream in blocks of
 ``BATCH_ROWS``, but the shuffle's aggregators hold the band keys, about 1.2 GB per million tasks (spread
 over a cluster's nodes); a type's decision holds its candidates' records (about 1 KB each with the
 index) in one worker. With real text few tasks are candidates; a corpus where most tasks have a near

