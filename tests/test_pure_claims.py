@@ -19,7 +19,8 @@ import pytest
 
 from bonito_ray import commit
 from bonito_ray.config import GenerateConfig
-from bonito_ray.corpus import CorpusDatasource, _is_transient
+from bonito_ray.corpus import CorpusDatasource
+from bonito_ray.corpus.documents import _is_transient
 from bonito_ray.schema import ACCEPTED_SCHEMA, REJECT_SCHEMA, STAGING_DIR, stable_id, table_from_rows
 from bonito_ray.storage import resolve_filesystem
 from tests.faults import FaultyS3Proxy
