@@ -1,5 +1,7 @@
 """The console of a good run (bonito_ray.console): bonito-ray's summary, none of Ray's known noise;
-``--verbose`` brings Ray's own logs and progress back. Real CLI processes joining the session cluster."""
+``--verbose`` brings Ray's own logs and progress back. Real CLI processes: the good run starts its own private
+cluster, as a user's command does by default (its workers' quieting included); the verbose run joins the
+session's cluster (a second private start would only cost time)."""
 
 import io
 import os
@@ -7,7 +9,7 @@ import re
 
 from bonito_ray.config import DEMO_MODEL
 from tests.corpus_files import write_jsonl
-from tests.test_output_lifecycle import cli, job_args
+from tests.test_output_lifecycle import cli, job_args, joined_cluster  # noqa: F401  a fixture
 
 # Lines of Ray's and transformers' own known noise on a good run (bonito-ray's lines have no tab).
 NOISE = re.compile(r"^\S+ \S+\t(WARNING|ERROR)|Traceback|may be ignored|deprecated|Token authentication|"
@@ -43,8 +45,8 @@ def test_a_good_run_prints_the_summary_and_no_ray_noise(ray_cluster, tmp_path, r
     assert not noise, "\n".join(noise)
 
 
-def test_verbose_brings_rays_progress_back(ray_cluster, tmp_path, random_model):
-    console = _run(tmp_path, random_model, "verbose", "--verbose")
+def test_verbose_brings_rays_progress_back(joined_cluster, tmp_path, random_model):
+    console = _run(tmp_path, random_model, "verbose", "--verbose", *joined_cluster)
     assert "bonito-ray: wrote 4 examples" in console
     # The command's time, from its process's start: the start-up (Python, the checks, Ray) is in it (issue 26, 8).
     assert re.search(r" in \d+\.\ds \(start-up \d+\.\ds: Python, the job's checks, Ray\)", console), console[-3000:]
