@@ -48,7 +48,7 @@ def corpus_with_held_passages(root: Path) -> dict[Path, int]:
 @pytest.mark.parametrize(("signum", "code"), [pytest.param(signal.SIGTERM, 143, id="SIGTERM"),
                                               pytest.param(signal.SIGINT, 130, id="SIGINT")])
 def test_a_signal_while_staging_stops_in_one_line_releases_the_lease_and_a_rerun_resumes(
-        ray_cluster, random_model, tmp_path, signum, code):
+        ray_cluster, random_model, tmp_path, capsys, signum, code):
     files = corpus_with_held_passages(tmp_path / "corpus")
     out, log = tmp_path / "out", tmp_path / "stderr.log"
     args = job_args(tmp_path / "corpus", out, random_model, "--batch-size", "1", "--ray-address", "local")
@@ -78,16 +78,18 @@ def test_a_signal_while_staging_stops_in_one_line_releases_the_lease_and_a_rerun
     staged = ids_and_sources(out)
     assert staged and set(staged) < set(expected(files))  # the work staged so far is kept, and is not all of it
 
-    # The rerun (on the session's cluster: a second private start would only cost time) resumes it.
+    # The same command again resumes it: in this process, on the session's cluster (a second private start and
+    # interpreter would only cost time).
     import ray
 
+    from bonito_ray.cli import main
+
     (tmp_path / "gate").touch()  # nothing holds the plain command line's engine; the gate is for completeness
-    rerun = subprocess.run([sys.executable, "-m", "bonito_ray.cli", "generate",
-                            *job_args(tmp_path / "corpus", out, random_model, "--batch-size", "1",
-                                     "--ray-address", ray.get_runtime_context().gcs_address)],
-                           cwd=ROOT, capture_output=True, text=True, timeout=DEADLINE)
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert "resumed" in rerun.stdout, rerun.stdout
+    capsys.readouterr()
+    assert main(["generate", *job_args(tmp_path / "corpus", out, random_model, "--batch-size", "1",
+                                       "--ray-address", ray.get_runtime_context().gcs_address)]) == 0
+    printed = capsys.readouterr().out
+    assert "resumed" in printed, printed
     assert ids_and_sources(out) == expected(files)  # every example exactly once
 
 
