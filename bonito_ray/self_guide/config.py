@@ -12,102 +12,96 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from bonito_ray.config import (DEMO_MODEL, ConfigError, EngineResources, GenerateConfig, OpenAISettings,
-                               check_field_types, command_line, option)
+from bonito_ray.config import (CLUSTER, INPUT, PROGRESS, QUALITY, REQUIRED, SELF_GUIDE_ANNOTATION, SELF_GUIDE_INPUTS,
+                               TASKS, ConfigError, DatasetOutput, EngineChoice, EngineResources, GenerateConfig,
+                               OpenAISettings, above, at_least, check_settings, command_line, in_unit_interval, option)
 from bonito_ray.config import load_config as load_job_config
-from bonito_ray.engines import ENGINE_HELP, ENGINE_NAMES
 from bonito_ray.self_guide.spec import TaskSpec
 
 # Input generation's temperature by task kind (the paper: 0.7 for classification, 0.9 for generation).
 INPUT_TEMPERATURE = {"classification": 0.7, "generation": 0.9}
 
 # Settings that do not change what a run makes: a resumed run may differ in these.
-_NOT_IDENTITY = {"output", "s3_endpoint", "ray_address", "rows_per_file", "license", "verbose"}
+_NOT_IDENTITY = {f.name for f in dataclasses.fields(DatasetOutput)} | {"ray_address", "verbose"}
 # The engine's settings: what of them is identity is said apart (engine_kwargs; openai_identity()).
 _ENGINE = {f.name for f in dataclasses.fields(EngineResources) + dataclasses.fields(OpenAISettings)}
 
 
 @dataclass
-class SelfGuideConfig(EngineResources, OpenAISettings):
-    """Everything a SELF-GUIDE job needs. Field names double as YAML keys and CLI flags; the engine's resources
-    and the openai engine's settings are ``generate``'s (``EngineResources``, ``OpenAISettings``)."""
+class SelfGuideConfig(DatasetOutput, EngineChoice, EngineResources, OpenAISettings):
+    """Everything a SELF-GUIDE job needs. Field names double as YAML keys and CLI flags; the output, the engine and
+    the student model, the engine's resources and the openai engine's settings are ``generate``'s
+    (``DatasetOutput``, ``EngineChoice``, ``EngineResources``, ``OpenAISettings``), with their checks."""
 
-    spec: str = option("", default_text=None,
+    spec: str = option("", check=REQUIRED, group=INPUT, default_text=None,
                        help="the task spec: YAML or JSON with instruction, kind, labels, demonstrations, examples")
-    output: str = option("", default_text=None, help="where the dataset is committed (same layout as `generate`)")
-    engine: str = option("hf", choices=ENGINE_NAMES, help=ENGINE_HELP)
-    model: str = option(DEMO_MODEL, default_text="the bundled CPU demo model",
-                        help="the student model: directory or hub id")
     # Input generation (the paper: rounds of 10, 1-10 earlier inputs shown, top-k 40).
-    inputs_per_round: int = option(10, help="inputs asked for per round (rounds: examples / this, the paper's 40)")
-    rounds_per_pass: int = option(1, help="rounds sent to the engine together, each engine pass one engine start; a "
-                                          "pass's prompts show the inputs kept before it (1: the paper's strictly "
-                                          "sequential rounds)")
-    min_weak_examples: int = option(1, help="fewest earlier generated inputs shown per prompt")
-    max_weak_examples: int = option(10, help="most earlier generated inputs shown per prompt")
-    input_temperature: float | None = option(None, default_text="0.7 classification, 0.9 generation",
+    inputs_per_round: int = option(10, check=at_least(1), group=SELF_GUIDE_INPUTS,
+                                   help="inputs asked for per round (rounds: examples / this, the paper's 40)")
+    rounds_per_pass: int = option(1, check=at_least(1), group=SELF_GUIDE_INPUTS,
+                                  help="rounds sent to the engine together, each engine pass one engine start; a "
+                                       "pass's prompts show the inputs kept before it (1: the paper's strictly "
+                                       "sequential rounds)")
+    min_weak_examples: int = option(1, group=SELF_GUIDE_INPUTS, help="fewest earlier generated inputs shown per prompt")
+    max_weak_examples: int = option(10, group=SELF_GUIDE_INPUTS, help="most earlier generated inputs shown per prompt")
+    input_temperature: float | None = option(None, check=at_least(0), group=SELF_GUIDE_INPUTS,
+                                             default_text="0.7 classification, 0.9 generation",
                                              help="input generation temperature")
-    input_top_k: int = option(40, help="input generation top-k")
-    input_top_p: float = option(1.0, help="input generation top-p")
-    input_max_tokens: int = option(256, help="max tokens of a generated input")
-    input_length_filter: bool | None = option(None, default_text="on for classification", switch=True,
+    input_top_k: int = option(40, check=at_least(0, "0: no top-k cut"), group=SELF_GUIDE_INPUTS,
+                              help="input generation top-k")
+    input_top_p: float = option(1.0, check=in_unit_interval(zero=False), group=SELF_GUIDE_INPUTS,
+                                help="input generation top-p")
+    input_max_tokens: int = option(256, check=at_least(1), group=SELF_GUIDE_INPUTS,
+                                   help="max tokens of a generated input")
+    input_length_filter: bool | None = option(None, default_text="on for classification", switch=True, group=QUALITY,
                                               help="drop inputs outside mean +/- length_std std of the demonstrations' "
                                                    "input lengths")
-    near_duplicate_filter: bool = option(True, switch=True,
+    near_duplicate_filter: bool = option(True, switch=True, group=QUALITY,
                                          help="drop inputs too close to a demonstration's input (near_demonstration) "
                                               "or to an input kept before them (near_duplicate_input); not in the "
                                               "paper")
-    near_duplicate_threshold: float = option(0.5, help="the Jaccard similarity of two inputs' word sets from which "
-                                                       "the near-duplicate filter drops the later one, in (0, 1]")
+    near_duplicate_threshold: float = option(0.5, check=in_unit_interval(zero=False), group=QUALITY,
+                                             help="the Jaccard similarity of two inputs' word sets from which the "
+                                                  "near-duplicate filter drops the later one, in (0, 1]")
     # Output annotation (the paper: 10 samples at temperature 0.2, top-k 10, self-consistency 0.3).
-    samples: int = option(10, help="annotations sampled per input for the vote")
-    output_temperature: float = option(0.2, help="annotation temperature")
-    output_top_k: int = option(10, help="annotation top-k")
-    output_top_p: float = option(1.0, help="annotation top-p")
-    output_max_tokens: int = option(128, help="max tokens of an annotation")
-    output_length_filter: bool | None = option(None, default_text="on for generation", switch=True,
+    samples: int = option(10, check=at_least(1), group=SELF_GUIDE_ANNOTATION,
+                          help="annotations sampled per input for the vote")
+    output_temperature: float = option(0.2, check=at_least(0), group=SELF_GUIDE_ANNOTATION,
+                                       help="annotation temperature")
+    output_top_k: int = option(10, check=at_least(0, "0: no top-k cut"), group=SELF_GUIDE_ANNOTATION,
+                               help="annotation top-k")
+    output_top_p: float = option(1.0, check=in_unit_interval(zero=False), group=SELF_GUIDE_ANNOTATION,
+                                 help="annotation top-p")
+    output_max_tokens: int = option(128, check=at_least(1), group=SELF_GUIDE_ANNOTATION,
+                                    help="max tokens of an annotation")
+    output_length_filter: bool | None = option(None, default_text="on for generation", switch=True, group=QUALITY,
                                                help="drop annotations outside mean +/- length_std std of the "
                                                     "demonstrations' output lengths")
-    length_std: float = option(2.0, help="standard deviations the length filters allow")
-    noise_filter: bool = option(True, switch=True, help="drop texts with chat phrases or template words")
-    consistency_threshold: float = option(0.3, help="keep the majority annotation only if its share of the valid "
-                                                    "samples is at least this")
-    balance_classes: bool = option(True, switch=True,
+    length_std: float = option(2.0, check=above(0), group=QUALITY, help="standard deviations the length filters allow")
+    noise_filter: bool = option(True, switch=True, group=QUALITY, help="drop texts with chat phrases or template words")
+    consistency_threshold: float = option(0.3, check=in_unit_interval(zero=False), group=SELF_GUIDE_ANNOTATION,
+                                          help="keep the majority annotation only if its share of the valid samples "
+                                               "is at least this")
+    balance_classes: bool = option(True, switch=True, group=QUALITY,
                                    help="classification: cut every label down to the smallest one's count")
-    seed: int | None = option(None, default_text="unseeded",
+    seed: int | None = option(None, default_text="unseeded", group=TASKS,
                               help="seeds every request and every random choice: reruns reproduce")
-    s3_endpoint: str | None = option(None, default_text="AWS_ENDPOINT_URL", help="S3-compatible endpoint URL")
-    ray_address: str | None = option(None, default_text="RAY_ADDRESS, else local",
+    ray_address: str | None = option(None, default_text="RAY_ADDRESS, else local", group=CLUSTER,
                                      help="Ray cluster: an address, `auto` or `local`")
-    rows_per_file: int = option(50000, help="target rows per output Parquet file")
-    license: str = option("other", help="the dataset card's license field")
-    verbose: bool = option(False, switch=True, help="also show Ray's own logs and Ray Data's progress")
+    verbose: bool = option(False, switch=True, group=PROGRESS, help="also show Ray's own logs and Ray Data's progress")
 
     def __post_init__(self) -> None:
-        check_field_types(self)
-        if not self.spec:
-            raise ConfigError("spec is required (--spec PATH or 'spec:' in the config file)")
-        if not self.output:
-            raise ConfigError("output is required (--output PATH or 'output:' in the config file)")
-        _check(self.inputs_per_round >= 1, "inputs_per_round must be >= 1")
-        _check(self.rounds_per_pass >= 1, "rounds_per_pass must be >= 1")
-        _check(0 <= self.min_weak_examples <= self.max_weak_examples,
-               "min_weak_examples must be >= 0 and <= max_weak_examples")
-        for name in ("input", "output"):
-            temperature = getattr(self, f"{name}_temperature")
-            _check(temperature is None or temperature >= 0, f"{name}_temperature must be >= 0")
-            _check(getattr(self, f"{name}_top_k") >= 0, f"{name}_top_k must be >= 0 (0: no top-k cut)")
-            _check(0 < getattr(self, f"{name}_top_p") <= 1, f"{name}_top_p must be in (0, 1]")
-            _check(getattr(self, f"{name}_max_tokens") >= 1, f"{name}_max_tokens must be >= 1")
-        _check(self.samples >= 1, "samples must be >= 1")
-        _check(self.length_std > 0, "length_std must be > 0")
-        _check(0 < self.near_duplicate_threshold <= 1, "near_duplicate_threshold must be in (0, 1]")
-        _check(0 < self.consistency_threshold <= 1, "consistency_threshold must be in (0, 1]")
-        # The engine settings are checked by the engine's own configuration, once, here: built again at
+        check_settings(self)
+        # The engine settings are checked together by the engine's own configuration, once, here: built again at
         # each use, it would check again (an openai endpoint's name looked up, its warning repeated).
         self._engine_config = self._build_engine_config()
         self.engine_kwargs = self._engine_config.engine_kwargs
         self.placement_group_config = self._engine_config.placement_group_config
+
+    def check_together(self) -> None:
+        """The earlier inputs shown: from at least 0 to at most max_weak_examples."""
+        if not 0 <= self.min_weak_examples <= self.max_weak_examples:
+            raise ConfigError("min_weak_examples must be >= 0 and <= max_weak_examples")
 
     def rounds(self, spec: TaskSpec) -> int:
         """Rounds of input generation: enough for the spec's ``examples`` inputs."""
@@ -169,8 +163,3 @@ class SelfGuideConfig(EngineResources, OpenAISettings):
 def load_config(path: str | None, overrides: dict[str, Any]) -> SelfGuideConfig:
     """A config from an optional YAML file, with non-None ``overrides`` (CLI flags) on top."""
     return load_job_config(path, overrides, SelfGuideConfig)
-
-
-def _check(ok: bool, message: str) -> None:
-    if not ok:
-        raise ConfigError(message)
