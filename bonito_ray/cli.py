@@ -13,7 +13,8 @@ import typing
 from bonito_ray import cluster, interrupt, s3_preflight
 from bonito_ray.adapt import cli as adapt_cli
 from bonito_ray.command_clock import command_started
-from bonito_ray.config import ConfigError, GenerateConfig, cli_flag, load_config
+from bonito_ray.config import (FLAG_GROUPS, INPUT, OUTPUT, PROGRESS, ConfigError, GenerateConfig, cli_flag,
+                               load_config, own_fields_first)
 from bonito_ray.errors import UserError
 
 # The pipeline and the dataset readers (Ray Data, vLLM...) are imported by the commands that run them, not here:
@@ -28,15 +29,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bonito-ray", description="Bonito synthetic task generation on Ray.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=CommandParser)
     gen = commands.add_parser("generate", help="generate a synthetic instruction-tuning dataset from a corpus")
-    gen.add_argument("--config", help="YAML file with the same keys as these flags (flags override it)")
-    add_config_flags(gen, GenerateConfig)
-    gen.add_argument("--overwrite", action="store_true",
-                     help="replace the bonito-ray dataset at --output (only files bonito-ray wrote are deleted; "
-                          "an output holding anything else is refused)")
-    gen.add_argument("--preview", type=int, metavar="N",
-                     help="generate for N passages and print the tasks with their verdicts; writes nothing "
-                          "(--output is not needed, and is left untouched)")
-    gen.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
+    groups = flag_groups(gen)
+    groups[INPUT].add_argument("--config", help="YAML file with the same keys as these flags (flags override it)")
+    add_config_flags(gen, GenerateConfig, groups)
+    groups[OUTPUT].add_argument("--overwrite", action="store_true",
+                                help="replace the bonito-ray dataset at --output (only files bonito-ray wrote are "
+                                     "deleted; an output holding anything else is refused)")
+    groups[OUTPUT].add_argument("--preview", type=int, metavar="N",
+                                help="generate for N passages and print the tasks with their verdicts; writes nothing "
+                                     "(--output is not needed, and is left untouched)")
+    groups[PROGRESS].add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
     gen.set_defaults(func=run_generate)
     stats = commands.add_parser("stats", help="a committed dataset's figures and random examples per task type")
     stats.add_argument("output", help="the dataset (the --output of generate)")
@@ -121,11 +123,13 @@ def register_self_guide(commands) -> None:
 
     sub = commands.add_parser("self-guide", help="SELF-GUIDE: the model writes training data for one task from "
                                                  "its instruction and a few demonstrations (docs/self_guide.md)")
-    sub.add_argument("--config", help="YAML file with the same keys as these flags (flags override it)")
-    add_config_flags(sub, SelfGuideConfig)
-    sub.add_argument("--overwrite", action="store_true",
-                     help="replace the bonito-ray dataset at --output (only files bonito-ray wrote are deleted)")
-    sub.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
+    groups = flag_groups(sub)
+    groups[INPUT].add_argument("--config", help="YAML file with the same keys as these flags (flags override it)")
+    add_config_flags(sub, SelfGuideConfig, groups)
+    groups[OUTPUT].add_argument("--overwrite", action="store_true",
+                                help="replace the bonito-ray dataset at --output (only files bonito-ray wrote are "
+                                     "deleted)")
+    groups[PROGRESS].add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
     sub.set_defaults(func=run_self_guide)
 
 
@@ -147,12 +151,20 @@ def run_self_guide(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_config_flags(parser: argparse.ArgumentParser, config_class: type) -> None:
-    """One flag per field of ``config_class`` that has help (``bonito_ray.config.option``); each defaults to
-    None, so that a flag not given leaves the config file's value or the field's default."""
+def flag_groups(parser: argparse.ArgumentParser) -> dict[str, argparse._ArgumentGroup]:
+    """The --help sections of a job's flags (``bonito_ray.config.FLAG_GROUPS``), made in the order shown: a
+    section no flag goes into is not shown."""
+    return {title: parser.add_argument_group(title) for title in FLAG_GROUPS}
+
+
+def add_config_flags(parser: argparse.ArgumentParser, config_class: type,
+                     groups: dict[str, argparse._ArgumentGroup] | None = None) -> None:
+    """One flag per field of ``config_class`` that has help (``bonito_ray.config.option``), in its --help section
+    (``flag_group``; ``groups``: sections made already by ``flag_groups``); each defaults to None, so that a flag
+    not given leaves the config file's value or the field's default."""
     hints = typing.get_type_hints(config_class)
-    where = _flag_groups(parser, config_class)
-    for f in dataclasses.fields(config_class):
+    groups = groups if groups is not None else flag_groups(parser)
+    for f in own_fields_first(config_class):  # the job's own flags first in usage and in each section
         if "help" not in f.metadata:
             continue
         meta, hint = f.metadata, hints[f.name]
@@ -167,19 +179,17 @@ def add_config_flags(parser: argparse.ArgumentParser, config_class: type) -> Non
             options.update(action=meta["action"])
         else:
             options.update(type=kind if kind in (int, float) else str, choices=meta.get("choices"))
-        where.get(f.name, parser).add_argument(cli_flag(f), **options)
+        groups.get(flag_group(config_class, f), parser).add_argument(cli_flag(f), **options)
 
 
-def _flag_groups(parser: argparse.ArgumentParser, config_class: type) -> dict[str, argparse._ArgumentGroup]:
-    """Field name -> the help group of its flag, for the fields of a settings class mixed into ``config_class``
-    that names one (``FLAG_GROUP``, e.g. ``OpenAISettings``): its flags listed together, after the job's own."""
-    groups = {}
-    for base in config_class.__mro__[1:]:
-        title = vars(base).get("FLAG_GROUP")
-        if title and dataclasses.is_dataclass(base):
-            group = parser.add_argument_group(title)
-            groups.update({f.name: group for f in dataclasses.fields(base)})
-    return groups
+def flag_group(config_class: type, f: dataclasses.Field) -> str | None:
+    """The --help section of a field's flag: its own (``option(group=...)``), else that of the settings class that
+    declares it (``FLAG_GROUP``, e.g. ``OpenAISettings``'s); None: argparse's own "options" (tests/
+    test_config_checks.py keeps that for --help alone)."""
+    if "group" in f.metadata:
+        return f.metadata["group"]
+    declared = next(base for base in config_class.__mro__ if f.name in vars(base).get("__annotations__", {}))
+    return vars(declared).get("FLAG_GROUP")
 
 
 def _default_text(f: dataclasses.Field) -> str:

@@ -1,6 +1,6 @@
 """Each setting's check lives beside it (``bonito_ray.config.option(check=..., choices=...)``) in the one settings
-class that declares it, is run once by ``check_settings``, and gives its own words. Pure: no Ray, no model is
-loaded."""
+class that declares it, is run once by ``check_settings``, and gives its own words; the flags are listed in --help
+by what a user is doing (``option(group=...)``). Pure: no Ray, no model is loaded."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 import bonito_ray
-from bonito_ray.config import ConfigError, GenerateConfig
+from bonito_ray.cli import build_parser
+from bonito_ray.config import FLAG_GROUPS, ConfigError, GenerateConfig, cli_flag
 from bonito_ray.self_guide.config import SelfGuideConfig
 
 SPEC = str(Path(__file__).resolve().parents[1] / "jobs" / "examples" / "tasks" / "clause_party.yaml")
@@ -102,3 +103,15 @@ def test_checks_between_settings_stay_with_their_class():
         SelfGuideConfig(**JOBS[SelfGuideConfig], min_weak_examples=3, max_weak_examples=2)
     with pytest.raises(ConfigError, match="^engine_kwargs must be a JSON object"):
         SelfGuideConfig(**JOBS[SelfGuideConfig], engine_kwargs="[1]")
+
+
+@pytest.mark.parametrize("command, job", [("generate", GenerateConfig), ("self-guide", SelfGuideConfig)])
+def test_help_lists_every_setting_in_a_section_by_what_a_user_is_doing(command, job):
+    sub = build_parser()._subparsers._group_actions[0].choices[command]
+    sections = {group.title: [a for action in group._group_actions for a in action.option_strings]
+                for group in sub._action_groups if group._group_actions}
+    assert sections.pop("options") == ["-h", "--help"]  # argparse's own section holds nothing of ours
+    assert list(sections) == [title for title in FLAG_GROUPS if title in sections]
+    assert {cli_flag(f) for f in dataclasses.fields(job)} <= {flag for flags in sections.values() for flag in flags}
+    assert {"--config", "--overwrite", "--log-level"} <= {flag for flags in sections.values() for flag in flags}
+    assert len(sections) >= 8
