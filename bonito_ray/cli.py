@@ -201,6 +201,7 @@ def _default_text(f: dataclasses.Field) -> str:
         return "" if text is None else f" (default: {text})"
     default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
     shown = (",".join(default) if isinstance(default, list) else "none" if default is None
+             else ("on" if default else "off") if isinstance(default, bool)  # a switch's, not Python's True
              else f"{default:g}" if isinstance(default, float) else default)
     return f" (default: {shown})"
 

@@ -115,3 +115,9 @@ def test_help_lists_every_setting_in_a_section_by_what_a_user_is_doing(command, 
     assert {cli_flag(f) for f in dataclasses.fields(job)} <= {flag for flags in sections.values() for flag in flags}
     assert {"--config", "--overwrite", "--log-level"} <= {flag for flags in sections.values() for flag in flags}
     assert len(sections) >= 8
+
+
+def test_a_switchs_default_reads_on_or_off():
+    sub = build_parser()._subparsers._group_actions[0].choices["self-guide"]
+    helps = {a.option_strings[0]: a.help for a in sub._actions}
+    assert helps["--noise-filter"].endswith("(default: on)") and helps["--verbose"].endswith("(default: off)")
