@@ -1,7 +1,8 @@
 """The output's lifecycle (bonito_ray.output): states, overwrite, overlap, one writer, crash-safe commit.
 
 Real components throughout: real files, a real local Ray cluster, real CLI processes killed at
-each step of the commit protocol, and the moto S3 server for the lease's conditional writes.
+each step of the commit protocol (those that end before cluster work forked from one interpreter that has
+the CLI imported: tests/cli_forks.py), and the moto S3 server for the lease's conditional writes.
 """
 
 import json
@@ -28,6 +29,7 @@ from bonito_ray.output import OutputError, OutputExistsError, State, check_no_ov
 from bonito_ray.pipeline import generate, plan_job
 from bonito_ray.schema import LEASE_FILE, stable_id
 from bonito_ray.storage import resolve_filesystem
+from tests import cli_forks
 from tests.corpus_files import write_jsonl
 from tests.tiny_models import sample_passages
 
@@ -40,8 +42,14 @@ CLI_TIMEOUT_SECONDS = 900
 
 
 def cli(*args: str, env: dict | None = None, timeout: int = CLI_TIMEOUT_SECONDS) -> subprocess.CompletedProcess:
+    """``bonito-ray generate ARGS`` in a process of its own. A run that must end before any cluster work
+    (``NO_CLUSTER``) is forked from an interpreter that has the CLI imported already (tests/cli_forks.py):
+    these tests make many such runs, and a fresh interpreter's imports would be most of their time."""
+    env = {**os.environ, **(env or {})}
+    if env.get(FORBID_ENV) == "1":
+        return cli_forks.run(["generate", *args], env, timeout)
     return subprocess.run([sys.executable, "-m", "bonito_ray.cli", "generate", *args], capture_output=True,
-                          text=True, timeout=timeout, cwd=ROOT, env={**os.environ, **(env or {})})
+                          text=True, timeout=timeout, cwd=ROOT, env=env)
 
 
 @pytest.fixture
