@@ -251,16 +251,16 @@ def _existing_passages(fs: pafs.FileSystem, root: str, stale: list[str]):
     return existing
 
 
-def _write(examples, sink) -> None:
-    """Run the pipeline into ``sink``; an exhausted error budget surfaces as itself, not as a Ray error."""
+def _write(examples, sink, budget_spent=budget.spent) -> None:
+    """Run the pipeline into ``sink``. A write that fails once the sink's error budget is spent fails as
+    ``ErrorBudgetExceeded``, in one line: the budget actor's own state says so (``budget_spent``), not Ray's
+    wrapping of the write task's error, whose form is Ray's to change."""
     try:
         examples.write_datasink(sink)
-    except Exception as err:  # noqa: BLE001 - inspected and re-raised
-        cause = err
-        while cause is not None and not isinstance(cause, budget.ErrorBudgetExceeded):
-            cause = cause.__cause__ or getattr(cause, "cause", None)
-        if cause is not None:
-            raise budget.ErrorBudgetExceeded(str(cause).splitlines()[-1]) from None
+    except Exception:  # noqa: BLE001 - re-raised unless the budget is spent
+        reason = None if sink.error_budget is None else budget_spent(sink.error_budget)
+        if reason is not None:
+            raise budget.ErrorBudgetExceeded(reason) from None
         raise
 
 

@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -15,7 +16,7 @@ import ray
 
 from bonito_ray import pipeline
 from bonito_ray.engines import hf
-from bonito_ray.budget import ErrorBudget, ErrorBudgetExceeded
+from bonito_ray.budget import MIN_SAMPLE, ErrorBudget, ErrorBudgetExceeded, spent
 from pyarrow.fs import LocalFileSystem
 
 from bonito_ray.commit import ResumeMismatchError, done_ids, example_files
@@ -200,6 +201,39 @@ def test_error_budget_actor_stops_early_over_a_fair_sample(ray_cluster):
     ray.get(budget.record.remote(150, 50))  # over the rate, but too few rows to judge
     with pytest.raises(ErrorBudgetExceeded, match="over the budget of 10.0%"):
         ray.get(budget.record.remote(100, 0))
+
+
+def test_a_job_over_its_budget_in_the_middle_of_its_write_fails_in_the_budgets_one_line(ray_cluster, random_model,
+                                                                                       tmp_path, monkeypatch):
+    """Past ``MIN_SAMPLE`` rows, the budget actor fails the write tasks that report to it. The driver is handed
+    Ray's wrapping of that error; the job fails as the budget itself, as the actor's state says."""
+    count = MIN_SAMPLE + 10
+    corpus = write_jsonl(tmp_path / "c.jsonl", [f"{i} " + "word " * 600 for i in range(count)])  # over the window
+
+    def commit_check(*args):  # the end-of-write check would fail the job as well: make sure it is not that one
+        raise AssertionError("the write ended and the job reached the commit's budget check")
+
+    monkeypatch.setattr(pipeline.budget, "check", commit_check)
+    config = GenerateConfig(input=str(corpus), output=str(tmp_path / "out"), model=random_model, task_types=["ynqa"],
+                            passage_tokens=20_000, max_error_rate=0.1)
+    with pytest.raises(ErrorBudgetExceeded) as raised:
+        generate(config)
+    assert type(raised.value) is ErrorBudgetExceeded  # not Ray's error class made to look like it
+    assert re.fullmatch(r"(\d+) of \1 requests \(100.0%\) failed in the engine, over the budget of 10.0% "
+                        r"\(--max-error-rate\); see the engine_error rows .*", str(raised.value))
+    assert int(str(raised.value).split()[0]) >= MIN_SAMPLE
+    assert not (tmp_path / "out" / "_SUCCESS").exists()
+
+
+def test_a_budget_actor_that_cannot_answer_has_failed_no_job(ray_cluster):
+    gone = ErrorBudget.remote(0.1)
+    ray.get(gone.record.remote(MIN_SAMPLE, 0))
+    ray.kill(gone)  # as when its node is lost: the write's own error must stand
+    assert spent(gone) is None
+    live = ErrorBudget.remote(0.1)
+    with pytest.raises(ErrorBudgetExceeded):
+        ray.get(live.record.remote(MIN_SAMPLE, MIN_SAMPLE))
+    assert spent(live).startswith(f"{MIN_SAMPLE} of {MIN_SAMPLE} requests (100.0%) failed in the engine")
 
 
 def test_manifest_records_stages_config_versions_and_input(ray_cluster, random_model, tmp_path):
