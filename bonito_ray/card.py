@@ -7,7 +7,8 @@ covers every run that built it). Rewriting it is idempotent: a commit rolled for
     OUTPUT/_card/README.md      YAML header (configs, license, size_categories) and the body: how the
                                 dataset was made, figures per task type, plots, optional samples
     OUTPUT/_card/yield.png      accepted and rejected (by reason) per task type   } matplotlib,
-    OUTPUT/_card/lengths.png    generated and prompt token lengths per task type  } the `card` extra
+    OUTPUT/_card/lengths.png    generated and prompt token lengths per task type  } the `card` extra,
+                                                                                    drawn by ``card_plots``
     OUTPUT/.huggingface.yaml    the header again, where ``datasets.load_dataset(OUTPUT, "ynqa")`` reads it
 
 The card is not ``OUTPUT/README.md``: every directory reader of OUTPUT reads each file not starting
@@ -21,7 +22,6 @@ later shows up by itself. Passage text (inputs, outputs) stays out of the card u
 
 from __future__ import annotations
 
-import io
 import logging
 import re
 from dataclasses import dataclass, field
@@ -262,41 +262,15 @@ def figures_table(figures: dict[str, TaskFigures]) -> list[str]:
 
 
 def draw_plots(figures: dict[str, TaskFigures]) -> dict[str, bytes] | None:
-    """The card's PNG plots by file name; None when matplotlib is not installed (the `card` extra)."""
+    """The card's PNG plots by file name (``bonito_ray.card_plots``); None when matplotlib is not installed
+    (the `card` extra)."""
     try:
-        from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global state
+        import matplotlib  # noqa: F401  (asked for by name: card_plots may be imported already)
     except ImportError:
         return None
-    names = list(figures)
-    reasons = sorted({r for t in figures.values() for r in t.rejected})
-    yield_plot = Figure(figsize=(8, 1.2 + 0.5 * max(1, len(names))))
-    ax = yield_plot.subplots()
-    left = np.zeros(len(names))
-    for label, values in [("accepted", [figures[n].accepted for n in names]),
-                          *((r, [figures[n].rejected.get(r, 0) for n in names]) for r in reasons)]:
-        ax.barh(names, values, left=left, label=label)
-        left += values
-    for y, name in enumerate(names):
-        ax.text(left[y], y, f" {figures[name].yield_:.0%} accepted", va="center", fontsize=8)
-    ax.set_xlabel("prompts")
-    ax.set_xlim(0, max(left.max(initial=0), 1) * 1.25)
-    ax.invert_yaxis()
-    ax.legend(fontsize=8, loc="lower right")
-    ax.set_title("prompts per task type: accepted, and rejected by reason")
-    lengths = Figure(figsize=(10, 3.5))
-    for ax, attribute, title in zip(lengths.subplots(1, 2), ("generated_tokens", "input_tokens"),
-                                    ("generated tokens per accepted example", "prompt tokens per accepted example")):
-        for name in names:
-            counts = getattr(figures[name], attribute)
-            if counts.sum():
-                ax.stairs(counts, np.arange(len(counts) + 1), label=name)
-        ax.set_title(title, fontsize=10)
-        ax.set_xlabel("tokens")
-        ax.set_ylabel("examples")
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
-    lengths.subplots_adjust(left=0.07, right=0.98, bottom=0.15, top=0.9, wspace=0.25)
-    return {"yield.png": _png(yield_plot), "lengths.png": _png(lengths)}
+    from bonito_ray import card_plots
+
+    return card_plots.draw(figures)
 
 
 def write_card(fs: pafs.FileSystem, root: str, manifest: dict[str, Any]) -> None:
@@ -313,12 +287,6 @@ def write_card(fs: pafs.FileSystem, root: str, manifest: dict[str, Any]) -> None
     write_bytes(fs, join(root, CARD_DIR, CARD_FILE), text.encode("utf-8"))
     write_bytes(fs, join(root, HF_YAML_FILE),
                 yaml.safe_dump(header(figures, manifest["config"].get("license", "other")), sort_keys=False).encode())
-
-
-def _png(figure) -> bytes:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100, metadata={"Software": None})
-    return buffer.getvalue()
 
 
 def _spread(counts: np.ndarray) -> str:
