@@ -336,47 +336,62 @@ TOLERANCE = 0.25
 BUSY_LOAD_PER_CORE = 6.0
 
 
-@pytest.fixture(scope="module")
-def planned_and_run(tmp_path_factory, ray_cluster):
-    """``plan --n 2 --calibrate 180`` on the sample corpus (hf engine, demo model; jobs of 42, 42 and 180 of its
-    300 prompts: the demo model generates fast, and fewer prompts' generation is within the jobs' start-up
-    noise), then the job itself in the same process; the plan's JSON, the run's summary and wall time, the load
-    averages."""
+def plan_then_run(folder: Path, corpus: Path, calibrate: int):
+    """``plan --n 2 --calibrate CALIBRATE`` on ``corpus`` (hf engine, demo model), then the job itself in the same
+    process; the plan's JSON, the run's summary and wall time, the load averages, the calibration's workdir."""
     import os
 
     from bonito_ray import job
 
-    tmp_path = tmp_path_factory.mktemp("planned")
-    corpus = SAMPLE_CORPUS
-    plan_path, work = tmp_path / "plan.json", tmp_path / "work"
+    plan_path, work = folder / "plan.json", folder / "work"
     loads = [os.getloadavg()[0]]
-    assert main(["plan", "--input", str(corpus), "--seed", "0", "--n", "2", "--calibrate", "180",
-                 "--json", str(plan_path),
-                 "--workdir", str(work)]) == 0
+    assert main(["plan", "--input", str(corpus), "--seed", "0", "--n", "2", "--calibrate", str(calibrate),
+                 "--json", str(plan_path), "--workdir", str(work)]) == 0
     loads.append(os.getloadavg()[0])
     started = time.monotonic()
-    summary = job.generate(GenerateConfig(input=str(corpus), output=str(tmp_path / "out"), seed=0, n=2))
+    summary = job.generate(GenerateConfig(input=str(corpus), output=str(folder / "out"), seed=0, n=2))
     wall = time.monotonic() - started
     loads.append(os.getloadavg()[0])
     return json.loads(plan_path.read_text()), summary, wall, loads, work
+
+
+@pytest.fixture(scope="module")
+def planned_and_run(tmp_path_factory, ray_cluster):
+    """The token counts need no more than a few engine batches: a plan calibrated on jobs of 18, 18 and 48
+    prompts, and the run, on the first 24 documents of the sample corpus."""
+    folder = tmp_path_factory.mktemp("planned")
+    corpus = folder / "corpus.jsonl"
+    corpus.write_text("".join(SAMPLE_CORPUS.read_text().splitlines(keepends=True)[:24]))
+    return plan_then_run(folder, corpus, 48)
+
+
+@pytest.fixture(scope="module")
+def planned_and_run_at_scale(tmp_path_factory, ray_cluster):
+    """The wall time needs jobs whose generation outweighs their start-up noise: the whole sample corpus, with
+    jobs of 42, 42 and 180 of its 300 prompts (the demo model generates fast)."""
+    return plan_then_run(tmp_path_factory.mktemp("planned-at-scale"), SAMPLE_CORPUS, 180)
 
 
 def test_a_calibrated_plan_predicts_the_runs_token_counts(planned_and_run):
     plan, summary, wall, loads, work = planned_and_run
     assert work.is_dir() and not list(work.iterdir())  # the calibration's corpus and output are gone
     calibration = plan["calibration"]
-    assert [calibration[job]["prompts"] for job in ("first", "small", "large")] == [42, 42, 180]
+    assert [calibration[job]["prompts"] for job in ("first", "small", "large")] == [18, 18, 48]
     assert plan["requests"]["estimate"] == summary.prompts
     assert plan["input_tokens"]["estimate"] == summary.input_tokens
     tokens = plan["output_tokens"]["expected"]["estimate"]
     assert abs(tokens - summary.generated_tokens) <= TOLERANCE * summary.generated_tokens, (tokens, summary)
 
 
-def test_a_calibrated_plan_predicts_the_runs_wall_time(planned_and_run):
+def test_a_calibrated_plan_predicts_the_runs_wall_time(request):
     import os
 
-    plan, summary, wall, loads, _ = planned_and_run
+    if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:  # checked before the jobs: they would be wasted
+        pytest.skip("another test process shares the CPUs (pytest-xdist), so the calibration and the run would see "
+                    "different loads; run this file with -n 0 on a quiet machine")
+    plan, summary, wall, loads, _ = request.getfixturevalue("planned_and_run_at_scale")
     calibration = plan["calibration"]
+    assert [calibration[job]["prompts"] for job in ("first", "small", "large")] == [42, 42, 180]
     tokens = plan["output_tokens"]["expected"]["estimate"]
     # The run comes after the calibration's jobs in this process: its start-up is theirs after the first.
     predicted = calibration["startup_after_first_s"] + tokens / calibration["output_tokens_per_s"]
@@ -384,9 +399,6 @@ def test_a_calibrated_plan_predicts_the_runs_wall_time(planned_and_run):
                f"{predicted:.1f} s ({tokens:.0f} output tokens); calibration jobs "
                f"{[calibration[j]['seconds'] for j in ('first', 'small', 'large')]} s; load averages {loads}")
     print(figures)
-    if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
-        pytest.skip("another test process shares the CPUs (pytest-xdist), so the calibration and the run see "
-                    f"different loads; run this file with -n 0 on a quiet machine; {figures}")
     if max(loads) > BUSY_LOAD_PER_CORE * os.cpu_count():
         pytest.skip(f"a busy machine: the jobs' times follow its load, not the plan; {figures}")
     assert calibration["how"].startswith("difference of 2 jobs"), figures  # the rate was fitted
