@@ -4,6 +4,8 @@ task type and more reasons than colours, and on a tiny one. Figures are built as
 
 import functools
 import itertools
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -258,3 +260,14 @@ def test_plots_are_the_same_bytes_each_time_the_card_is_rewritten():
     first, second = card.draw_plots(tiny()), card.draw_plots(tiny())
     assert set(first) == set(card.PLOTS) and first == second
     assert all(data[:8] == b"\x89PNG\r\n\x1a\n" for data in first.values())
+
+
+@pytest.mark.static
+def test_the_docs_show_each_plot_small_enough_to_keep_in_the_repository():
+    docs = Path(__file__).parent.parent / "docs"
+    page = (docs / "card.md").read_text()
+    shown = re.findall(r"!\[[^\]]*\]\((images/[^)]+\.png)\)", page)
+    assert len(shown) == len(card.PLOTS)
+    for image in shown:
+        data = (docs / image).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) < 100_000, image
