@@ -309,6 +309,33 @@ def assert_accounted_for(out: Path, spec: str, summary, rounds: int, per_round: 
     return found
 
 
+
+@pytest.mark.parametrize("kept", [True, False])
+def test_a_pass_waits_for_the_engine_only_where_its_replicas_are_not_kept(ray_cluster, tmp_path, kept):
+    """With the engine kept for the job (vllm), the replica started for the first pass serves the next ones: no later
+    pass is shown waiting for the engine; else each pass starts the engine again and waits for it."""
+    import pyarrow.fs as pafs
+    import ray
+
+    from bonito_ray.progress import ProgressCounter
+    from bonito_ray.self_guide.progress import SelfGuideProgress
+
+    engine = ProgressCounter.remote()
+    shown = SelfGuideProgress(pafs.LocalFileSystem(), str(tmp_path), "run-1", rounds=2, engine=engine,
+                              engine_kept=kept)
+    shown.engine_pass(4)
+    assert shown.report()["engine_starting"]
+    ray.get(engine.engine_started.remote())
+    assert not shown.report()["engine_starting"]
+    shown.returned(4)
+    shown.round_done(4, [])
+    shown.engine_pass(4)
+    assert shown.report()["engine_starting"] is not kept
+    shown.returned(4)
+    shown.round_done(4, [])
+    shown.annotation_started(16)
+    assert shown.report()["engine_starting"] is not kept
+
 @contextlib.contextmanager
 def progress_lines():
     """The progress lines a run logs (not on a terminal: the last one when it ends), collected."""

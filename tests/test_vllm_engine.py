@@ -3,12 +3,13 @@
 Engine start-up costs ~15-30 s on these machines (~40 s under load), so the runs are few and shared:
 one reference run on the demo model (its engine actor killed mid-run), the same job through the hf
 engine, the same job again in a CLI driver that is SIGKILLed and resumed by the same command (whose console,
-a good run's, is checked too); and one self-guide job, as small
-as runs both its steps (each step a Ray Data execution of its own: two engine starts). The engine is
+a good run's, is checked too); and one self-guide job of two rounds and annotation (three Ray Data
+executions, one engine start). The engine is
 architecture-agnostic (vLLM's own kernels serve each model); the demo model is a Llama.
 Planning-time checks and the processor's resources need no engine.
 """
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -344,24 +345,73 @@ def test_vllm_engine_generates_on_gpu(ray_cluster, random_model, tmp_path):
 
 # --- SELF-GUIDE on the engine --------------------------------------------------------------------------------------
 
+def kept_engine_actors() -> dict[str, dict]:
+    """The engine replicas jobs kept for their whole run (``bonito_ray.engines.vllm_pool``), dead ones too."""
+    from ray._private.state import actors
+
+    from bonito_ray.engines.vllm_pool import EngineReplica
+
+    return {actor_id: info for actor_id, info in actors().items()
+            if info["ActorClassName"] == EngineReplica.__name__}
+
+
+def watch_engine_processes(seen: dict[int, psutil.Process], finished: threading.Event) -> None:
+    """Add to ``seen`` every live kept engine replica's process and its children (vLLM's engine core) until the job
+    has ``finished`` (or 900 s: a busy machine's vLLM start took over 240 s in CI)."""
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline and not finished.is_set():
+        for info in kept_engine_actors().values():
+            if info["State"] == "ALIVE" and info.get("Pid"):
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    replica = psutil.Process(info["Pid"])
+                    seen.update((p.pid, p) for p in [replica, *replica.children(recursive=True)])
+        finished.wait(0.5)
+
+
+def alive(process: psutil.Process) -> bool:
+    with contextlib.suppress(psutil.NoSuchProcess):
+        return process.status() != psutil.STATUS_ZOMBIE
+    return False
+
+
 @needs_vllm
 def test_self_guide_job_on_vllm_end_to_end(ray_cluster, tmp_path):
-    """A whole self-guide job on the demo model: one round, then annotation. Each is its own Ray Data execution,
-    so the engine starts twice (docs/self_guide.md, "Engine starts"): the cheapest job that runs both steps."""
+    """A whole self-guide job on the demo model: two rounds (each its own engine pass), then annotation. Each pass is
+    a Ray Data execution of its own, and the engine starts once for all three (bonito_ray.engines.vllm_pool:
+    before, each pass started it again): one replica actor, never restarted, gone with its vLLM processes when the
+    job ends."""
     from bonito_ray.self_guide.config import SelfGuideConfig
     from bonito_ray.self_guide.pipeline import self_guide
+    from bonito_ray.self_guide.spec import load_spec
     from tests.test_self_guide import assert_accounted_for, progress_lines, write_spec
 
-    spec = write_spec(tmp_path / "spec.yaml", examples=4)
+    spec = write_spec(tmp_path / "spec.yaml", examples=8)
     config = SelfGuideConfig(spec=spec, output=str(tmp_path / "out"), engine="vllm", model=DEMO_MODEL,
-                             inputs_per_round=4, samples=2, input_length_filter=False, input_max_tokens=24,
-                             output_max_tokens=8, seed=1, batch_size=4, max_concurrent_batches=2,
+                             inputs_per_round=4, rounds_per_pass=1, samples=2, input_length_filter=False,
+                             input_max_tokens=24, output_max_tokens=8, seed=1, batch_size=4, max_concurrent_batches=2,
                              engine_kwargs=TEST_ENGINE_KWARGS)
-    with progress_lines() as progress:
-        summary = self_guide(config)
-    found = assert_accounted_for(tmp_path / "out", spec, summary, rounds=1, per_round=4, samples=2)
+    assert config.engine_passes(load_spec(spec)) == 3
+    before = set(kept_engine_actors()) | set(engine_actors())
+    processes: dict[int, psutil.Process] = {}
+    finished = threading.Event()
+    watcher = threading.Thread(target=watch_engine_processes, args=(processes, finished), daemon=True)
+    watcher.start()
+    try:
+        with progress_lines() as progress:
+            summary = self_guide(config)
+    finally:
+        finished.set()
+        watcher.join(timeout=60)
+    started = {i: a for i, a in {**kept_engine_actors(), **engine_actors()}.items() if i not in before}
+    assert len(started) == 1 and all(a["NumRestarts"] == 0 for a in started.values()), started  # one engine start
+    assert all(a["State"] == "DEAD" for a in started.values())
+    # The replica and vLLM's processes end with the job (psutil tells a reused pid apart; a loaded machine may take a
+    # while to reap them).
+    _, left = psutil.wait_procs(list(processes.values()), timeout=120)
+    assert processes and not [p for p in left if alive(p)], left
+    found = assert_accounted_for(tmp_path / "out", spec, summary, rounds=2, per_round=4, samples=2)
     assert found["_self_guide"], "no input was kept: annotation did not run on vllm"  # seeded: the same every run
     assert all(r["num_generated_tokens"] for r in found["_self_guide"])  # the engine's figures are carried
-    assert progress[-1].startswith(f"bonito-ray self-guide: rounds 1/1  inputs kept {summary.inputs_kept}  "
+    assert progress[-1].startswith(f"bonito-ray self-guide: rounds 2/2  inputs kept {summary.inputs_kept}  "
                                    f"annotation {2 * summary.inputs_kept}/{2 * summary.inputs_kept} samples  "
                                    f"accepted {summary.accepted}  ")

@@ -15,8 +15,9 @@ package asks which engine a job uses.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -59,6 +60,9 @@ class Engine:
     # (the openai engine's server holds its own)
     replica_gpus: str | None = None
     published_figures: bool = False  # bonito_ray.plan.PUBLISHED_THROUGHPUT's figures (vLLM's) are of this engine
+    # (config, progress) -> a context manager of a stage whose replicas start once and are kept for every
+    # execution until it closes (``open_engine_stage``); None: each execution starts the stage's replicas
+    kept_stage: str | None = None
 
 
 ENGINES: dict[str, Engine] = {e.name: e for e in (
@@ -66,7 +70,8 @@ ENGINES: dict[str, Engine] = {e.name: e for e in (
            replica_gpus="bonito_ray.engines.hf:replica_gpus"),
     Engine("vllm", "GPUs, or CPUs with vLLM's CPU build", "bonito_ray.engines.vllm:build_vllm_stage",
            window="bonito_ray.engines.window:vllm_window", keywords="bonito_ray.engines.vllm:check_engine_args",
-           replica_gpus="bonito_ray.engines.vllm:replica_gpus", published_figures=True),
+           replica_gpus="bonito_ray.engines.vllm:replica_gpus", published_figures=True,
+           kept_stage="bonito_ray.engines.vllm_pool:open_vllm_stage"),
     Engine("openai", "an OpenAI-compatible completions server in the cluster: --endpoint",
            "bonito_ray.engines.openai:build_openai_stage", window="bonito_ray.engines.openai:openai_window",
            check="bonito_ray.engines.openai:check_openai_config"),
@@ -86,6 +91,23 @@ def build_engine_stage(config: GenerateConfig, progress: Any = None) -> EngineSt
     tell ``progress`` (a ``bonito_ray.progress.ProgressCounter``; None: nobody) that they started and each batch
     they return (``bonito_ray.progress.reporting``)."""
     return _load(ENGINES[config.engine].stage)(config, progress)
+
+
+@contextlib.contextmanager
+def open_engine_stage(config: GenerateConfig, progress: Any = None) -> Iterator[EngineStage]:
+    """The engine stage for a job that runs it many times (SELF-GUIDE's passes): where ``config.engine`` can,
+    its replicas start once and end with the ``with`` block (also on an error); else ``build_engine_stage``'s."""
+    kept = ENGINES[config.engine].kept_stage
+    if kept is None:
+        yield build_engine_stage(config, progress)
+        return
+    with _load(kept)(config, progress) as stage:
+        yield stage
+
+
+def keeps_replicas(engine: str) -> bool:
+    """Whether ``open_engine_stage`` keeps ``engine``'s replicas between executions."""
+    return ENGINES[engine].kept_stage is not None
 
 
 def generation_window(config: GenerateConfig, tokenizer: Any) -> int | None:

@@ -146,14 +146,19 @@ def build_vllm_stage(config: GenerateConfig, progress: Any = None) -> EngineStag
     """An engine stage running ``config.model`` on vLLM through ``ray.data.llm``, its replicas reporting to
     ``progress``."""
     processor = build_vllm_processor(config, progress=progress)
-    # ray.data.llm drops vLLM's finish reason; it is decided again from the generated token ids.
-    ending = {"max_tokens": config.max_tokens, "window": vllm_window(config, None),
-              "eos_ids": end_of_sequence_ids(config.model)}
+    contract = contract_kwargs(config)
 
     def stage(requests):
-        return processor(requests).map(_to_contract, fn_kwargs={"carried": REQUEST_SCHEMA.names, **ending})
+        return processor(requests).map(_to_contract, fn_kwargs=contract)
 
     return stage
+
+
+def contract_kwargs(config: GenerateConfig) -> dict[str, Any]:
+    """``_to_contract``'s keyword arguments for ``config``'s requests. ray.data.llm drops vLLM's finish reason;
+    it is decided again from the generated token ids."""
+    return {"carried": REQUEST_SCHEMA.names, "max_tokens": config.max_tokens, "window": vllm_window(config, None),
+            "eos_ids": end_of_sequence_ids(config.model)}
 
 
 def returned_rows(batch: dict[str, Any], column: str) -> tuple[int, int]:

@@ -9,9 +9,11 @@ annotation whole.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pyarrow.dataset as pds
@@ -20,7 +22,7 @@ import pyarrow.fs as pafs
 from bonito_ray import console
 from bonito_ray.budget import Tally
 from bonito_ray.cluster import on_driver_node
-from bonito_ray.engines import ENGINES, EngineStage, build_engine_stage, generation_window
+from bonito_ray.engines import ENGINES, EngineStage, generation_window, keeps_replicas, open_engine_stage
 from bonito_ray.output import Output, open_output
 from bonito_ray.pipeline import configure_fault_tolerance, model_tokenizer
 from bonito_ray.progress import ProgressCounter
@@ -137,18 +139,23 @@ def _run(config: SelfGuideConfig, plan: Plan, engine_stage: EngineStage | None, 
     resumed = output.begin(plan.identity)
     console.quiet_ray_data(config.verbose)
     configure_fault_tolerance()  # as the generation job: retry what fails, never drop a block
-    # The engine's replicas say when they have started (every pass starts them anew), for the progress line.
+    # The engine's replicas say when they have started, for the progress line: once per job where the engine
+    # keeps them (vllm), else at every pass.
     engine_watch = None if engine_stage else ProgressCounter.options(scheduling_strategy=on_driver_node()).remote()
-    stage = engine_stage or build_engine_stage(config.engine_config(), progress=engine_watch)
-    logger.info("self-guide: task %r (%s), %d rounds of %d inputs, %d annotations per input; %d engine passes, "
-                "each starting the engine's replicas (fewer: --rounds-per-pass)", spec.name, spec.kind,
-                config.rounds(spec), config.inputs_per_round, config.samples, config.engine_passes(spec))
-    progress = SelfGuideProgress(fs, output.root, output.lease.run_id, config.rounds(spec), engine=engine_watch).start()
+    kept = engine_stage is None and keeps_replicas(config.engine)
+    logger.info("self-guide: task %r (%s), %d rounds of %d inputs, %d annotations per input; %d engine passes, %s",
+                spec.name, spec.kind, config.rounds(spec), config.inputs_per_round, config.samples,
+                config.engine_passes(spec), "one engine start for all" if kept else
+                "each starting the engine's replicas (fewer: --rounds-per-pass)")
+    progress = SelfGuideProgress(fs, output.root, output.lease.run_id, config.rounds(spec), engine=engine_watch,
+                                 engine_kept=kept).start()
     state = "failed"
     try:
-        errors = Tally(config.max_error_rate, see=ENGINE_ERRORS_SEEN, min_sample=0)
-        inputs, skipped = generate_inputs(config, spec, stage, fs, staging, progress, errors, guard=output.lease.check)
-        run_annotation(config, spec, stage, inputs, fs, staging, progress, errors)
+        with _engine(config, engine_stage, engine_watch) as stage:  # a kept engine's replicas end with the block
+            errors = Tally(config.max_error_rate, see=ENGINE_ERRORS_SEEN, min_sample=0)
+            inputs, skipped = generate_inputs(config, spec, stage, fs, staging, progress, errors,
+                                              guard=output.lease.check)
+            run_annotation(config, spec, stage, inputs, fs, staging, progress, errors)
         state = "generated"
     finally:
         progress.stop(state)  # before the commit, which takes the staging dir and the progress file with it
@@ -162,6 +169,17 @@ def _run(config: SelfGuideConfig, plan: Plan, engine_stage: EngineStage | None, 
     summary.rounds_skipped, summary.wall_seconds = skipped, round(time.monotonic() - started, 3)
     summary.startup_seconds = startup
     return summary
+
+
+@contextlib.contextmanager
+def _engine(config: SelfGuideConfig, given: EngineStage | None, progress) -> Iterator[EngineStage]:
+    """The stage every pass of the job runs through: ``given`` (a test's), or ``config.engine``'s, opened for the
+    whole job."""
+    if given is not None:
+        yield given
+        return
+    with open_engine_stage(config.engine_config(), progress=progress) as stage:
+        yield stage
 
 
 def summarize(fs: pafs.FileSystem, root: str, output: str, spec: TaskSpec) -> SelfGuideSummary:

@@ -3,10 +3,10 @@
 Every step runs on the driver, so the figures are counted there: a round's kept and dropped inputs
 when it is staged (or found staged, on resume), annotation's drops and accepted examples when the vote
 is done. An engine pass's requests are counted as the engine returns them: its replicas tell a
-``bonito_ray.progress.ProgressCounter`` (``engine``) each batch, and that they have started (every pass
-starts the engine anew); Ray Data hands the driver a replica's batches only when its task, which may
-hold several, is done (the driver's own count of the blocks it gets is the floor). The line (one line;
-cut here)::
+``bonito_ray.progress.ProgressCounter`` (``engine``) each batch, and that they have started (once
+per job where the engine keeps its replicas, ``engine_kept``: vllm; else every pass starts the engine
+anew); Ray Data hands the driver a replica's batches only when its task, which may hold several, is
+done (the driver's own count of the blocks it gets is the floor). The line (one line; cut here)::
 
     bonito-ray self-guide: rounds 3/40 (pass 12/30 requests)  inputs kept 21  annotation -  accepted 0
         dropped 9 inputs, 0 samples, 0 by the vote  [1m05s]
@@ -47,9 +47,11 @@ class SelfGuideProgress(LiveProgress):
     """The figures of one SELF-GUIDE run, told by its steps (main thread), read by the refresh (its own);
     ``engine``: the ``ProgressCounter`` the engine's replicas report to (None: no replica reports)."""
 
-    def __init__(self, fs, root: str, run_id: str, rounds: int, stream=None, engine=None) -> None:
+    def __init__(self, fs, root: str, run_id: str, rounds: int, stream=None, engine=None,
+                 engine_kept: bool = False) -> None:
         super().__init__(fs, root, run_id, stream)
         self.engine = engine
+        self.engine_kept = engine_kept  # the engine's replicas start once for the job, not at every pass
         self.before_pass = (0, 0)  # (replicas started, rows returned) before the pass under way, by the engine
         self.lock = threading.Lock()
         self.counts: dict[str, Any] = {
@@ -98,7 +100,10 @@ class SelfGuideProgress(LiveProgress):
             counts = copy.deepcopy(self.counts)
         total, done = ("pass_requests_total", "pass_requests_done") if counts["step"] == INPUTS else (
             "samples_total", "samples_done")
-        replicas, returned = (now - before for now, before in zip(self._engine_figures(), self.before_pass))
+        started, returned = self._engine_figures()
+        # replicas up for the pass: a kept engine's started once, for every pass; else each pass starts its own
+        replicas = started if self.engine_kept else started - self.before_pass[0]
+        returned -= self.before_pass[1]
         counts[done] = min(counts[total], max(counts[done], returned))  # a retried batch is told twice
         return {**counts, "engine_starting": bool(counts[total]) and not counts[done] and not replicas}
 

@@ -1,7 +1,7 @@
 """Input generation in rounds (SELF-GUIDE, Zhao et al., 2024), each round one staged file.
 
-Round ``r`` asks for ``inputs_per_round`` inputs. ``rounds_per_pass`` rounds share one engine pass,
-so one engine start (the paper's one round per pass starts the engine every round). Each prompt
+Round ``r`` asks for ``inputs_per_round`` inputs. ``rounds_per_pass`` rounds share one engine pass (one
+Ray Data execution; on engines that do not keep their replicas for the job, one engine start). Each prompt
 shows the demonstrations' inputs and a random 1-10 (``min_weak_examples``..``max_weak_examples``)
 of the inputs kept before its pass; for classification a label is drawn uniformly first and the
 prompt asks for an input with that label. Each generated input goes through the filters (empty,
