@@ -62,7 +62,7 @@ def yield_figure(figures: dict[str, TaskFigures]) -> Figure:
                 label=f"{label} ({_thousands(sum(values))})")
         left += values
     ax.set_yticks(rows, labels=names, fontsize=FONT)
-    ax.set_ylim(len(names) - 0.5, -0.5)  # the first task type on top, as in the figures table
+    ax.set_ylim(max(1, len(names)) - 0.5, -0.5)  # the first task type on top, as in the figures table
     # The share accepted of each bar, in a column of its own right of the axes: never over a bar or the legend.
     shares = ax.secondary_yaxis("right")
     shares.set_yticks(rows, labels=[share_label(figures[n]) for n in names], fontsize=FONT)

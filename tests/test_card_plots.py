@@ -271,3 +271,11 @@ def test_the_docs_show_each_plot_small_enough_to_keep_in_the_repository():
     for image in shown:
         data = (docs / image).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) < 100_000, image
+
+
+def test_a_dataset_with_nothing_accepted_draws_and_says_so():
+    for figures in ({}, {"ynqa": card.TaskFigures("ynqa", 0, {"truncated": 2})}):
+        plots = card.draw_plots(figures)
+        assert set(plots) == set(card.PLOTS)
+        lengths, _ = drawn(card_plots.lengths_figure(figures))
+        assert all(ax.get_title(loc="left").endswith("no accepted examples") for ax in lengths.axes)
