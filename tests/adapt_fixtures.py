@@ -1,4 +1,5 @@
-"""Small generated datasets, evaluation sets and target models for the adaptation tests."""
+"""Small generated datasets, evaluation sets and target models for the adaptation tests, and the fine-tuning
+tests' shared fixtures (conftest.py registers them: built once a session, not once a module)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from bonito_ray.adapt.prompts import plain_prompt
 from bonito_ray.schema import (ACCEPTED_SCHEMA, GENERATION_REJECTS_DIR, REJECT_SCHEMA, STAGING_DIR, stable_id,
@@ -54,3 +56,15 @@ def build_target_model(path: Path, chat_template: str | None = None, seed: int =
     if chat_template:
         tokenizer.chat_template = chat_template
     return tiny_models.save(tiny_models.build_model(tokenizer, seed=seed), tokenizer, path)
+
+
+@pytest.fixture(scope="session")
+def finetune_target(tmp_path_factory) -> str:
+    """The tiny target model of ``build_target_model``: the runs only read it."""
+    return build_target_model(tmp_path_factory.mktemp("target") / "model")
+
+
+@pytest.fixture(scope="session")
+def finetune_dataset(tmp_path_factory) -> str:
+    """A generated dataset of 48 synthetic examples: the runs only read it."""
+    return str(write_generated_dataset(tmp_path_factory.mktemp("generated"), synthetic_examples(48)))

@@ -11,6 +11,7 @@ import pytest
 from bonito_ray.cluster import PRIVACY_ENV, START_WAIT_ENV, START_WAIT_SECONDS, start_local
 
 from tests import tiny_models
+from tests.adapt_fixtures import finetune_dataset, finetune_target  # noqa: F401  fixtures of several test files
 
 _SESSION_ENV = pytest.MonkeyPatch()
 

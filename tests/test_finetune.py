@@ -32,16 +32,6 @@ def fast_ray_train_polling(monkeypatch):
     monkeypatch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
 
 
-@pytest.fixture(scope="module")
-def target(tmp_path_factory):
-    return build_target_model(tmp_path_factory.mktemp("target") / "model")
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    return str(write_generated_dataset(tmp_path_factory.mktemp("generated"), synthetic_examples(48)))
-
-
 def training_loss(model, tokenizer, dataset):
     """Mean target-token loss over the training split, as the trainer defines it."""
     train, _ = split(load_examples(dataset), 0.1)
@@ -51,10 +41,11 @@ def training_loss(model, tokenizer, dataset):
         return float(summed_token_loss(model, batch)) / encoded.target_tokens(range(len(encoded)))
 
 
-def test_finetune_lowers_training_loss(ray_cluster, target, dataset, tmp_path):
+def test_finetune_lowers_training_loss(ray_cluster, finetune_target, finetune_dataset, tmp_path):
     out = tmp_path / "run"
-    config = FinetuneConfig(model=target, dataset=dataset, output=f"file://{out}", lora_rank=8, learning_rate=5e-3,
-                            batch_size=4, per_device_batch_size=1, num_workers=2, max_steps=8, checkpoint_every=4,
+    config = FinetuneConfig(model=finetune_target, dataset=finetune_dataset, output=f"file://{out}", lora_rank=8,
+                            learning_rate=5e-3, batch_size=4, per_device_batch_size=1, num_workers=2, max_steps=8,
+                            checkpoint_every=4,
                             validation_fraction=0.1, merge=True)
     summary = finetune(config)
     assert summary.steps == 8 and summary.resumed_from_step == 0
@@ -65,11 +56,11 @@ def test_finetune_lowers_training_loss(ray_cluster, target, dataset, tmp_path):
                                                                                    "checkpoint_000008"]
     assert json.loads((out / "finetune_summary.json").read_text())["steps"] == 8
 
-    tokenizer = padded_tokenizer(target)
-    base = AutoModelForCausalLM.from_pretrained(target).eval()
-    before = training_loss(base, tokenizer, dataset)
+    tokenizer = padded_tokenizer(finetune_target)
+    base = AutoModelForCausalLM.from_pretrained(finetune_target).eval()
+    before = training_loss(base, tokenizer, finetune_dataset)
     adapted = PeftModel.from_pretrained(base, str(out / "adapter")).eval()
-    after = training_loss(adapted, tokenizer, dataset)
+    after = training_loss(adapted, tokenizer, finetune_dataset)
     assert after < before - 0.3, (before, after)
 
     merged = AutoModelForCausalLM.from_pretrained(out / "merged").eval()
@@ -87,8 +78,8 @@ def latest_registered_step(run: Path) -> int:
     return latest["metrics"]["step"] if latest else 0
 
 
-def test_killed_finetune_resumes_from_its_last_checkpoint(ray_cluster, target, dataset, tmp_path, capsys,
-                                                          monkeypatch):
+def test_killed_finetune_resumes_from_its_last_checkpoint(ray_cluster, finetune_target, finetune_dataset, tmp_path,
+                                                          capsys, monkeypatch):
     import ray
 
     # Run from another working folder with relative paths, as a user would: the driver resolves them
@@ -96,13 +87,13 @@ def test_killed_finetune_resumes_from_its_last_checkpoint(ray_cluster, target, d
     work = tmp_path / "work"
     work.mkdir()
     out = work / "out" / "run"
-    command = [sys.executable, "-m", "bonito_ray.cli", "finetune", "--model", os.path.relpath(target, work),
-               "--dataset", os.path.relpath(dataset, work), "--output", "out/run", "--lora-rank", "8",
+    command = [sys.executable, "-m", "bonito_ray.cli", "finetune", "--model", os.path.relpath(finetune_target, work),
+               "--dataset", os.path.relpath(finetune_dataset, work), "--output", "out/run", "--lora-rank", "8",
                "--batch-size", "2", "--per-device-batch-size", "2", "--max-steps", "12", "--checkpoint-every", "2",
                "--validation-fraction", "0", "--ray-address", ray.get_runtime_context().gcs_address]
     first = subprocess.Popen(command, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 600  # a busy machine: the command's imports and Ray Train's start
         while latest_registered_step(out) == 0 and first.poll() is None and time.monotonic() < deadline:
             time.sleep(0.1)
         assert first.poll() is None, "the run ended before its first checkpoint was registered"
@@ -131,40 +122,41 @@ def config_for(dataset, output, **overrides):
     return FinetuneConfig(**{"model": "unused", "dataset": str(dataset), "output": str(output), **overrides})
 
 
-def test_bad_datasets_name_the_path(target, tmp_path):
+def test_bad_datasets_name_the_path(finetune_target, tmp_path):
     empty = write_generated_dataset(tmp_path / "empty", [])  # only rejects and marker files
     with pytest.raises(DatasetError, match=f"{empty} holds no accepted examples"):
-        finetune(config_for(empty, tmp_path / "o1", model=target))
+        finetune(config_for(empty, tmp_path / "o1", model=finetune_target))
     schema = ACCEPTED_SCHEMA.remove(ACCEPTED_SCHEMA.get_field_index("output"))
     schema = schema.remove(schema.get_field_index("input"))
     wrong = write_generated_dataset(tmp_path / "wrong", synthetic_examples(4), schema=schema)
     with pytest.raises(DatasetError, match=f"{wrong} is not a generated dataset: .* column\\(s\\) input, output"):
-        finetune(config_for(wrong, tmp_path / "o2", model=target))
+        finetune(config_for(wrong, tmp_path / "o2", model=finetune_target))
     with pytest.raises(DatasetError, match=f"{tmp_path / 'nowhere'}: not a directory"):
-        finetune(config_for(tmp_path / "nowhere", tmp_path / "o3", model=target))
+        finetune(config_for(tmp_path / "nowhere", tmp_path / "o3", model=finetune_target))
 
 
-def test_bad_settings_are_clear_errors(target, dataset, tmp_path, capsys):
+def test_bad_settings_are_clear_errors(finetune_target, finetune_dataset, tmp_path, capsys):
     with pytest.raises(FinetuneConfigError, match="multiple of --per-device-batch-size x --num-workers = 4 x 3"):
-        finetune(config_for(dataset, tmp_path / "o", model=target, num_workers=3))
+        finetune(config_for(finetune_dataset, tmp_path / "o", model=finetune_target, num_workers=3))
     with pytest.raises(FinetuneConfigError, match="--qlora .* add --use-gpu"):
-        finetune(config_for(dataset, tmp_path / "o", model=target, qlora=True))
+        finetune(config_for(finetune_dataset, tmp_path / "o", model=finetune_target, qlora=True))
     with pytest.raises(PromptFormatError, match="chat template, and the tokenizer of .* has none"):
-        finetune(config_for(dataset, tmp_path / "o", model=target, prompt_format="chat"))
+        finetune(config_for(finetune_dataset, tmp_path / "o", model=finetune_target, prompt_format="chat"))
     with pytest.raises(FinetuneConfigError, match="do not fill one batch of --batch-size 64"):
-        finetune(config_for(dataset, tmp_path / "o", model=target, batch_size=64, per_device_batch_size=64))
+        finetune(config_for(finetune_dataset, tmp_path / "o", model=finetune_target, batch_size=64,
+                            per_device_batch_size=64))
     # An output holding a run with other training settings is not silently resumed.
-    earlier = config_for(dataset, tmp_path / "run", model=target, learning_rate=1e-3)
+    earlier = config_for(finetune_dataset, tmp_path / "run", model=finetune_target, learning_rate=1e-3)
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / CONFIG_FILE).write_text(json.dumps(earlier.identity()))
     with pytest.raises(FinetuneConfigError, match="other settings \\(learning_rate\\).*--overwrite"):
-        finetune(config_for(dataset, tmp_path / "run", model=target))
+        finetune(config_for(finetune_dataset, tmp_path / "run", model=finetune_target))
     (tmp_path / "run" / "checkpoints").mkdir()
     (tmp_path / "run" / "notes.txt").write_text("kept")
-    _claim_output(config_for(dataset, tmp_path / "run", model=target), overwrite=True)
+    _claim_output(config_for(finetune_dataset, tmp_path / "run", model=finetune_target), overwrite=True)
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [CONFIG_FILE, "notes.txt"]
-    assert main(["finetune", "--model", target, "--dataset", dataset, "--output", str(tmp_path / "o"),
-                 "--lora-rank", "0"]) == 2
+    assert main(["finetune", "--model", finetune_target, "--dataset", finetune_dataset,
+                 "--output", str(tmp_path / "o"), "--lora-rank", "0"]) == 2
     assert "--lora-rank must be positive, not 0" in capsys.readouterr().err
 
 

@@ -13,7 +13,6 @@ from bonito_ray.adapt.finetune import FinetuneConfig, finetune
 from bonito_ray.adapt.train_progress import (STARTING, TRAINED, TRAINING, WRITING, StepHistory,
                                              format_train_line)
 from bonito_ray.progress import INTERVAL_ENV
-from tests.adapt_fixtures import build_target_model, synthetic_examples, write_generated_dataset
 
 STEP_LINE = re.compile(r"fine-tuning step (\d+)/(\d+) \(\d+%\)  loss (\d+\.\d{4})  ")
 
@@ -62,23 +61,13 @@ def test_rates_and_eta_come_from_this_runs_steps():
     assert history.figures()["phase"] == WRITING and history.figures()["eta_seconds"] == 0.0
 
 
-@pytest.fixture(scope="module")
-def target(tmp_path_factory):
-    return build_target_model(tmp_path_factory.mktemp("target") / "model")
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    return str(write_generated_dataset(tmp_path_factory.mktemp("generated"), synthetic_examples(48)))
-
-
-def test_a_run_shows_its_steps_while_it_trains(ray_cluster, target, dataset, tmp_path, monkeypatch):
+def test_a_run_shows_its_steps_while_it_trains(ray_cluster, finetune_target, finetune_dataset, tmp_path, monkeypatch):
     monkeypatch.setenv(INTERVAL_ENV, "0.1")  # refresh often: a tiny run's steps take a fraction of a second each
     monkeypatch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
     stream = TerminalStream()
     steps = 24  # about 3 s of steps on a quiet machine: a line shows some of them however loaded it is
-    config = FinetuneConfig(model=target, dataset=dataset, output=str(tmp_path / "run"), lora_rank=4,
-                            batch_size=8, per_device_batch_size=1, max_steps=steps, checkpoint_every=100,
+    config = FinetuneConfig(model=finetune_target, dataset=finetune_dataset, output=str(tmp_path / "run"),
+                            lora_rank=4, batch_size=8, per_device_batch_size=1, max_steps=steps, checkpoint_every=100,
                             validation_fraction=0.1)
     summary = finetune(config, progress_stream=stream)
     assert summary.steps == steps
