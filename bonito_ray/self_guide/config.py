@@ -39,9 +39,9 @@ class SelfGuideConfig(DatasetOutput, EngineChoice, EngineResources, OpenAISettin
     inputs_per_round: int = option(10, check=at_least(1), group=SELF_GUIDE_INPUTS,
                                    help="inputs asked for per round (rounds: examples / this, the paper's 40)")
     rounds_per_pass: int = option(1, check=at_least(1), group=SELF_GUIDE_INPUTS,
-                                  help="rounds sent to the engine together, each engine pass one engine start; a "
-                                       "pass's prompts show the inputs kept before it (1: the paper's strictly "
-                                       "sequential rounds)")
+                                  help="rounds sent to the engine together in one pass (on hf each pass loads the "
+                                       "model again; vllm starts once per job); a pass's prompts show the inputs "
+                                       "kept before it (1: the paper's strictly sequential rounds)")
     min_weak_examples: int = option(1, group=SELF_GUIDE_INPUTS, help="fewest earlier generated inputs shown per prompt")
     max_weak_examples: int = option(10, group=SELF_GUIDE_INPUTS, help="most earlier generated inputs shown per prompt")
     input_temperature: float | None = option(None, check=at_least(0), group=SELF_GUIDE_INPUTS,
@@ -109,8 +109,8 @@ class SelfGuideConfig(DatasetOutput, EngineChoice, EngineResources, OpenAISettin
 
     def engine_passes(self, spec: TaskSpec) -> int:
         """The runs through the engine stage: one per ``rounds_per_pass`` rounds, one for annotation. Each is its
-        own Ray Data execution, which starts the engine's replicas: with vllm or hf, the model is loaded again
-        each time (docs/self_guide.md, "Engine starts")."""
+        own Ray Data execution: on hf each loads the model again; on vllm the engine starts once per job
+        (docs/self_guide.md, "Engine starts")."""
         return math.ceil(self.rounds(spec) / self.rounds_per_pass) + 1
 
     def input_sampling(self, spec: TaskSpec) -> dict[str, Any]:
