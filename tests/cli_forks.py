@@ -71,8 +71,8 @@ def _start() -> subprocess.Popen:
     if _server is None or _server.poll() is not None:
         log = tempfile.TemporaryFile()
         _server = subprocess.Popen([sys.executable, "-c", _SERVER], cwd=ROOT, stdin=subprocess.PIPE,
-                                   stdout=subprocess.PIPE, stderr=log, text=True)
-        _server.log = log
+                                   stdout=subprocess.PIPE, stderr=log, bufsize=0)
+        _server.log, _server.pending = log, b""
         atexit.register(_stop, _server)
         if _read(_server, time.monotonic() + 600).get("ready") is not True:
             raise RuntimeError("the CLI fork server did not start")
@@ -90,14 +90,18 @@ def _stop(server: subprocess.Popen) -> None:
 
 
 def _read(server: subprocess.Popen, deadline: float) -> dict:
-    """The server's next line, by ``deadline``; an empty dict past it."""
-    ready, _, _ = select.select([server.stdout], [], [], max(0.0, deadline - time.monotonic()))
-    if not ready:
-        return {}
-    line = server.stdout.readline()
-    if not line:
-        server.log.seek(0)
-        raise RuntimeError(f"the CLI fork server ended: {server.log.read().decode()[-3000:]}")
+    """The server's next line, by ``deadline``; an empty dict past it. Read unbuffered: a second line that came
+    with the first waits in ``server.pending``, where select would not see it."""
+    while b"\n" not in server.pending:
+        ready, _, _ = select.select([server.stdout], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            return {}
+        chunk = os.read(server.stdout.fileno(), 65536)
+        if not chunk:
+            server.log.seek(0)
+            raise RuntimeError(f"the CLI fork server ended: {server.log.read().decode()[-3000:]}")
+        server.pending += chunk
+    line, server.pending = server.pending.split(b"\n", 1)
     return json.loads(line)
 
 
@@ -110,9 +114,10 @@ def run(argv: list[str], env: dict[str, str], timeout: float) -> subprocess.Comp
     with tempfile.TemporaryDirectory() as folder:
         out, err = Path(folder) / "stdout", Path(folder) / "stderr"
         try:
-            server.stdin.write(json.dumps({"argv": argv, "env": env, "cwd": str(ROOT), "stdout": str(out),
-                                           "stderr": str(err)}) + "\n")
-            server.stdin.flush()
+            request = memoryview(json.dumps({"argv": argv, "env": env, "cwd": str(ROOT), "stdout": str(out),
+                                             "stderr": str(err)}).encode() + b"\n")
+            while request:  # unbuffered: a write may take part of it
+                request = request[server.stdin.write(request):]
             deadline = time.monotonic() + timeout
             pid = _read(server, deadline + 60)["pid"]
             done = _read(server, deadline)
