@@ -34,12 +34,11 @@ import pyarrow.dataset as pds
 import pyarrow.fs as pafs
 import yaml
 
-from bonito_ray.generators import DEFAULT_GENERATOR, GENERATORS
+from bonito_ray import job_kind
 from bonito_ray.model_cache import BUILT_MODELS, cache_root
 from bonito_ray.schema import (ACCEPTED_FILE_PREFIX, CARD_DIR, CARD_FILE, HF_YAML_FILE, PARQUET_SUFFIX, REJECTS_DIR,
                                accepted_dir, is_accepted_file, is_data_file, stable_id)
 from bonito_ray.storage import join, list_files, write_bytes
-from bonito_ray.self_guide.spec import MANIFEST_KEY as SPEC_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -149,12 +148,7 @@ def render(figures: dict[str, TaskFigures], manifest: dict[str, Any], *, plots: 
     config, summary = manifest["config"], manifest["summary"]
     head = yaml.safe_dump(header(figures, config.get("license", "other")), sort_keys=False)
     lines = [f"---\n{head}---", "", "# Synthetic instruction-tuning tasks made with bonito-ray", "",
-             _SELF_GUIDE_INTRO if _is_self_guide(config) else
-             "Each passage of a private corpus was crossed with task types and sent to " + _generator_words(config)
-             + ", which wrote a task (an input with the passage in it, and an output) for each. Every prompt is "
-             "accounted for: accepted ones are the dataset (one folder per task type), the others are kept under "
-             "`_rejects/` with their reason. Load one task type with `datasets.load_dataset(OUTPUT, \"ynqa\")`, "
-             "all of them with `datasets.load_dataset(OUTPUT)`.", "", "## How it was made", "",
+             job_kind.kind_of(config).intro(config), "", "## How it was made", "",
              "| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in provenance(manifest)), "",
              "## Figures", "",
              f"{summary['passages']} passages, {summary['prompts']} prompts, "
@@ -176,29 +170,6 @@ def render(figures: dict[str, TaskFigures], manifest: dict[str, Any], *, plots: 
     return "\n".join(lines)
 
 
-_SELF_GUIDE_INTRO = (
-    "SELF-GUIDE (Zhao et al., 2024, arXiv:2407.12874): the model wrote new inputs for one task from its "
-    "instruction and demonstrations, answered each several times, and a self-consistency vote kept one answer. "
-    "Accepted examples are in `self_guide/`; every generated input, annotation sample and input the vote did not "
-    "keep is under `_rejects/stage=self_guide_*` with its reason.")
-
-
-def _generator_words(config: dict[str, Any]) -> str:
-    """The generator, as the card's introduction names it: ``the `instruct` generator (any instruction-tuned ...)``."""
-    name = _generator(config)
-    known = GENERATORS.get(name)
-    return f"the `{name}` generator" + (f" ({known.summary})" if known else "")
-
-
-def _generator(config: dict[str, Any]) -> str:
-    # Manifests from before the instruct generator name none: Bonito's meta-template made them.
-    return config.get("generator", DEFAULT_GENERATOR)
-
-
-def _is_self_guide(config: dict[str, Any]) -> bool:
-    return SPEC_KEY in config  # bonito_ray.self_guide.pipeline records the task spec there
-
-
 def model_name(model: str) -> str:
     """The model as its reader knows it, from the folder the manifest records (what was loaded, kept there for
     the job's identity): a bundled model by its path in the package (``bonito_ray/demo_model``), wherever the
@@ -215,39 +186,8 @@ def model_name(model: str) -> str:
 
 
 def provenance(manifest: dict[str, Any]) -> list[tuple[str, str]]:
-    """(what, value) rows saying how the dataset was made."""
-    config, versions = manifest["config"], manifest.get("versions", {})
-    seed = "none" if config.get("seed") is None else config["seed"]
-    runs = manifest.get("runs", [])
-    if _is_self_guide(config):
-        spec = config[SPEC_KEY]
-        return [
-            ("student model", f"`{model_name(config['model'])}`"),
-            ("engine", f"`{config['engine']}`"),
-            ("task", f"`{spec['name']}` ({spec['kind']}), {len(spec['demonstrations'])} demonstrations, "
-                     f"{spec['examples']} inputs aimed for"),
-            ("input generation", f"{config['inputs_per_round']} per round, temperature "
-                                 f"{config['input_temperature'] or 'by kind'}, top_k={config['input_top_k']}"),
-            ("annotation", f"{config['samples']} samples, temperature {config['output_temperature']}, "
-                           f"top_k={config['output_top_k']}, threshold {config['consistency_threshold']}, "
-                           f"seed={seed}"),
-            ("versions", ", ".join(f"{k} {v}" for k, v in sorted(versions.items())) or "unknown"),
-            ("runs", ", ".join(f"`{r['run_id']}`" + (" (resumed)" if r.get("resumed") else "") for r in runs)
-             or "unknown"),
-            ("task spec", f"`{config['spec']}`, fingerprint `{manifest.get('input_fingerprint', 'unknown')}`"),
-        ]
-    return [
-        ("generator model", f"`{model_name(config['model'])}`"),
-        ("generator", f"`{_generator(config)}`"),
-        ("engine", f"`{config['engine']}`"),
-        ("task types", ", ".join(config["task_types"])),
-        ("sampling", f"n={config['n']}, max_tokens={config['max_tokens']}, temperature={config['temperature']}, "
-                     f"top_p={config['top_p']}, seed={seed}"),
-        ("versions", ", ".join(f"{k} {v}" for k, v in sorted(versions.items())) or "unknown"),
-        ("runs", ", ".join(f"`{r['run_id']}`" + (" (resumed)" if r.get("resumed") else "") for r in runs) or "unknown"),
-        ("input", f"`{config['input']}`, fingerprint `{manifest.get('input_fingerprint', 'unknown')}`"),
-        ("command", f"`{manifest['command']}`" if manifest.get("command") else "unknown (not run from the CLI)"),
-    ]
+    """(what, value) rows saying how the dataset was made, in the words of the job type that made it."""
+    return job_kind.kind_of(manifest["config"]).provenance(manifest)
 
 
 def figures_table(figures: dict[str, TaskFigures]) -> list[str]:

@@ -37,12 +37,11 @@ import numpy as np
 import pyarrow.dataset as pds
 import pyarrow.fs as pafs
 
-from bonito_ray import card, ledger, ownership
+from bonito_ray import card, job_kind, ledger, ownership
 from bonito_ray.errors import UserError
 from bonito_ray.report import RunSummary, read_manifest, summarize, write_manifest
-from bonito_ray.schema import (COMMIT_FILE, EXAMPLE_REJECT_DIRS, MANIFEST_FILE, PROGRESS_FILE,
-                               RUN_FILE, SELF_GUIDE_DIR, SELF_GUIDE_REJECTS_DIRS, STAGING_DIR, SUCCESS_FILE,
-                               TEMPORARY_PREFIX, is_accepted_file, is_data_file)
+from bonito_ray.schema import (COMMIT_FILE, EXAMPLE_REJECT_DIRS, MANIFEST_FILE, PROGRESS_FILE, RUN_FILE, STAGING_DIR,
+                               SUCCESS_FILE, TEMPORARY_PREFIX, is_accepted_file, is_data_file)
 from bonito_ray.storage import join, list_files, write_bytes
 
 logger = logging.getLogger(__name__)
@@ -71,7 +70,7 @@ def start_or_resume(fs: pafs.FileSystem, root: str, identity: dict[str, Any]) ->
         if previous == identity:
             return True
         changed = sorted(k for k in identity.keys() | previous.keys() if identity.get(k) != previous.get(k))
-        if staged_example_files(fs, root) or _staged_rounds(fs, root):
+        if staged_example_files(fs, root) or _staged_work(fs, root):
             raise ResumeMismatchError(
                 f"{root} holds an unfinished run with a different {', '.join(changed)}; "
                 "run it again as it was to resume it, or pass --overwrite to discard it")
@@ -81,11 +80,11 @@ def start_or_resume(fs: pafs.FileSystem, root: str, identity: dict[str, Any]) ->
     return False
 
 
-def _staged_rounds(fs: pafs.FileSystem, root: str) -> list[str]:
-    """SELF-GUIDE's staged rounds and their rejects: a run's work too, though not example rows."""
+def _staged_work(fs: pafs.FileSystem, root: str) -> list[str]:
+    """The staged files a job type keeps as a run's work though they are not example rows (``job_kind``), whichever
+    job staged them: the run now starting may be another one."""
     staging = join(root, STAGING_DIR)
-    return [f for d in (SELF_GUIDE_DIR, *SELF_GUIDE_REJECTS_DIRS) for f in list_files(fs, join(staging, d))
-            if is_data_file(f)]
+    return [f for d in job_kind.staged_work() for f in list_files(fs, join(staging, d)) if is_data_file(f)]
 
 
 def staged_example_files(fs: pafs.FileSystem, root: str) -> list[str]:

@@ -38,7 +38,7 @@ SCOPE: dict[str, list[str]] = {
     "dedup": ["dedup:_keys_and_owners"],  # the shard (DedupShard) is a Ray actor: see docs/mutation.md
     "engine_rows": ["engine_rows"],
     "schema": ["schema"],
-    "commit": ["commit:is_complete", "commit:has_journal", "commit:start_or_resume", "commit:_staged_rounds",
+    "commit": ["commit:is_complete", "commit:has_journal", "commit:start_or_resume", "commit:_staged_work",
                "commit:staged_example_files", "commit:committed_example_files", "commit:example_files",
                "commit:_example_files", "commit:done_ids", "commit:_ids", "commit:_is_staged_data", "commit:_move"],
     "output": ["output:inspect", "output:check_no_overlap", "output:_location", "output:foreign_entries",
