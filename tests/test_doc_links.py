@@ -18,7 +18,8 @@ PAGES = ("README.md", "docs/README.md", "docs/install.md", "docs/cli.md", "docs/
          "docs/validators.md", "docs/python_api.md", "docs/engines.md", "docs/demo_model.md", "docs/reliability.md",
          "docs/privacy.md", "docs/benchmarks.md", "docs/development.md", "docs/quality.md", "docs/plan.md",
          "docs/generators.md", "docs/adapt.md", "docs/example.md", "docs/deploy.md", "docs/mutation.md",
-         "docs/demo_model_review.md", "docs/card.md", "docs/self_guide.md")
+         "docs/demo_model_review.md", "docs/card.md", "docs/self_guide.md",
+         "docs/reproducibility.md")
 
 
 def pages() -> list[Path]:
