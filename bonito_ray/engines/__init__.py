@@ -76,6 +76,9 @@ ENGINES: dict[str, Engine] = {e.name: e for e in (
            "bonito_ray.engines.openai:build_openai_stage", window="bonito_ray.engines.openai:openai_window",
            check="bonito_ray.engines.openai:check_openai_config"),
     Engine("echo", "test/benchmark stand-in, no model", "bonito_ray.engines.echo:build_echo_stage", needs_model=False),
+    Engine("latency", "benchmark stand-in: echo after a set latency, asleep, 0 CPUs per replica",
+           "bonito_ray.engines.latency:build_latency_stage", check="bonito_ray.engines.latency:check_latency_config",
+           needs_model=False),
 )}
 ENGINE_NAMES = tuple(ENGINES)
 ENGINE_HELP = ", ".join(f"{e.name} ({e.summary})" for e in ENGINES.values())
