@@ -81,9 +81,11 @@ class DeadlinePassed(Exception):
 
 
 def s3_uris(settings: Mapping | object) -> list[str]:
-    """The s3:// URIs among the values of ``settings`` (parsed arguments or a config dataclass), in order."""
-    values = ([getattr(settings, f.name) for f in dataclasses.fields(settings)]
-              if dataclasses.is_dataclass(settings) else list(settings.values()))
+    """The s3:// URIs among the values of ``settings`` (parsed arguments or a config dataclass), in their order,
+    what the job writes (``output``) last: a corpus that cannot be read is the first thing to say."""
+    named = ({f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)}
+             if dataclasses.is_dataclass(settings) else dict(settings))
+    values = [value for name, value in named.items() if name != "output"] + [named.get("output")]
     found: list[str] = []
     for value in values:
         for item in value if isinstance(value, (list, tuple)) else [value]:
