@@ -122,7 +122,7 @@ def test_the_s3_uris_of_a_config_and_of_parsed_arguments():
     assert s3_uris(config) == ["s3://corpus/docs/*.jsonl", "s3a://out/run"]
     assert s3_uris({"eval_sets": ["s3://b/a.jsonl", "local.jsonl"], "output": "/tmp/x", "seed": 3}) == [
         "s3://b/a.jsonl"]
-    # parsed arguments in the order of --help's sections, where output's section comes before input's
+    # settings in any order: the output is probed last
     assert s3_uris({"output": "s3://out/run", "input": "s3://corpus/a.jsonl"}) == ["s3://corpus/a.jsonl",
                                                                                   "s3://out/run"]
 
