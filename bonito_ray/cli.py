@@ -13,7 +13,7 @@ import typing
 from bonito_ray import cluster, interrupt, s3_preflight
 from bonito_ray.adapt import cli as adapt_cli
 from bonito_ray.command_clock import command_started
-from bonito_ray.config import (FLAG_GROUPS, INPUT, OUTPUT, PROGRESS, ConfigError, GenerateConfig, cli_flag,
+from bonito_ray.config import (FLAG_GROUPS, INPUT, OUTPUT, PROGRESS, ConfigError, GenerateConfig, cli_flag, flag_group,
                                load_config, own_fields_first)
 from bonito_ray.errors import UserError
 
@@ -180,16 +180,6 @@ def add_config_flags(parser: argparse.ArgumentParser, config_class: type,
         else:
             options.update(type=kind if kind in (int, float) else str, choices=meta.get("choices"))
         groups.get(flag_group(config_class, f), parser).add_argument(cli_flag(f), **options)
-
-
-def flag_group(config_class: type, f: dataclasses.Field) -> str | None:
-    """The --help section of a field's flag: its own (``option(group=...)``), else that of the settings class that
-    declares it (``FLAG_GROUP``, e.g. ``OpenAISettings``'s); None: argparse's own "options" (tests/
-    test_config_checks.py keeps that for --help alone)."""
-    if "group" in f.metadata:
-        return f.metadata["group"]
-    declared = next(base for base in config_class.__mro__ if f.name in vars(base).get("__annotations__", {}))
-    return vars(declared).get("FLAG_GROUP")
 
 
 def _default_text(f: dataclasses.Field) -> str:

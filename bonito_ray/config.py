@@ -437,12 +437,24 @@ def load_config(path: str | None, overrides: dict[str, Any], config_class: type 
     return config_class(**values | flags)
 
 
+def flag_group(config_class: type, f: dataclasses.Field) -> str | None:
+    """The --help section of a field's flag: its own (``option(group=...)``), else that of the settings class that
+    declares it (``FLAG_GROUP``, e.g. ``OpenAISettings``'s); None: argparse's own "options" (tests/
+    test_config_checks.py keeps that for --help alone)."""
+    if "group" in f.metadata:
+        return f.metadata["group"]
+    declared = next(base for base in config_class.__mro__ if f.name in vars(base).get("__annotations__", {}))
+    return vars(declared).get("FLAG_GROUP")
+
+
 def command_line(config: Any, subcommand: str) -> str:
     """The ``bonito-ray <subcommand>`` command that runs the job of ``config`` (a configuration dataclass whose
     fields have flags): settings at their default left out, and the Ray address and console settings, which
-    do not change what a job makes."""
+    do not change what a job makes. Flags come in the order of --help's sections (the input first)."""
     words = ["bonito-ray", subcommand]
-    for f in dataclasses.fields(config):
+    sections = {title: i for i, title in enumerate(FLAG_GROUPS)}
+    for f in sorted(dataclasses.fields(config),
+                    key=lambda f: sections.get(flag_group(type(config), f), len(sections))):
         value = getattr(config, f.name)
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         if f.name in ("ray_address", "verbose") or value == default:

@@ -148,6 +148,8 @@ def test_every_setting_has_a_flag_and_the_manifests_command_gives_the_job_back()
     again = load_config(None, config_overrides(parser.parse_args(shlex.split(config.command())[1:])))
     assert again == config
     assert "--no-task-dedup" in config.command() and "--validator bonito_ray.validators:truncated" in config.command()
+    # in --help's order, the input first (the settings classes declare the output before it)
+    assert config.command().startswith("bonito-ray generate --input in.jsonl --output out --task-types ynqa,nli ")
 
 
 # A value of the wrong type, from YAML (or a flag, or the Python API): each was a TypeError, AttributeError or
