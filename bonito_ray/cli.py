@@ -29,12 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bonito-ray", description="Bonito synthetic task generation on Ray.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=CommandParser)
     gen = commands.add_parser("generate", help="generate a synthetic instruction-tuning dataset from a corpus")
-    groups = flag_groups(gen)
-    groups[INPUT].add_argument("--config", help="YAML file with the same keys as these flags (flags override it)")
-    add_config_flags(gen, GenerateConfig, groups)
-    groups[OUTPUT].add_argument("--overwrite", action="store_true",
-                                help="replace the bonito-ray dataset at --output (only files bonito-ray wrote are "
-                                     "deleted; an output holding anything else is refused)")
+    groups = add_job_flags(gen, GenerateConfig, "; an output holding anything else is refused")
     groups[OUTPUT].add_argument("--preview", type=int, metavar="N",
                                 help="generate for N passages and print the tasks with their verdicts; writes nothing "
                                      "(--output is not needed, and is left untouched)")
@@ -123,12 +118,7 @@ def register_self_guide(commands) -> None:
 
     sub = commands.add_parser("self-guide", help="SELF-GUIDE: the model writes training data for one task from "
                                                  "its instruction and a few demonstrations (docs/self_guide.md)")
-    groups = flag_groups(sub)
-    groups[INPUT].add_argument("--config", help="YAML file with the same keys as these flags (flags override it)")
-    add_config_flags(sub, SelfGuideConfig, groups)
-    groups[OUTPUT].add_argument("--overwrite", action="store_true",
-                                help="replace the bonito-ray dataset at --output (only files bonito-ray wrote are "
-                                     "deleted)")
+    groups = add_job_flags(sub, SelfGuideConfig)
     groups[PROGRESS].add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
     sub.set_defaults(func=run_self_guide)
 
@@ -149,6 +139,19 @@ def run_self_guide(args: argparse.Namespace) -> int:
     finally:
         plan.release()
     return 0
+
+
+def add_job_flags(parser: argparse.ArgumentParser, config_class: type, overwrite_note: str = ""
+                  ) -> dict[str, argparse._ArgumentGroup]:
+    """A dataset job's flags, in their --help sections (returned, for the job's own flags): --config, one per
+    setting of ``config_class``, and --overwrite."""
+    groups = flag_groups(parser)
+    groups[INPUT].add_argument("--config", help="YAML file with the same keys as these flags (flags override it)")
+    add_config_flags(parser, config_class, groups)
+    groups[OUTPUT].add_argument("--overwrite", action="store_true",
+                                help="replace the bonito-ray dataset at --output (only files bonito-ray wrote are "
+                                     f"deleted{overwrite_note})")
+    return groups
 
 
 def flag_groups(parser: argparse.ArgumentParser) -> dict[str, argparse._ArgumentGroup]:
